@@ -1,0 +1,1 @@
+"""What the entry points share: runtime setup, gin wiring, the train/eval roots."""

@@ -1,0 +1,18 @@
+"""Registers the plain-Python builders with gin: gin stays at the edges.
+
+Library code (`data/`, `models/`, `metrics/`, `hooks/`) has no gin in it; this
+module is the one place that makes builders configurable, under the short names
+the gin files use. The entry points call the configured roots defined here.
+"""
+
+import gin
+
+from core import experiment
+from data import input as data_input
+from models import model_fn
+
+gin.external_configurable(data_input.make_input_fn, "make_input_fn")
+gin.external_configurable(model_fn.build_model_fn, "build_model_fn")
+
+# The root of train.py.
+train_and_evaluate = gin.external_configurable(experiment.train_and_evaluate, "train_and_evaluate")

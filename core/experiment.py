@@ -1,0 +1,112 @@
+"""The training root: RunConfig, Estimator, TrainSpec, EvalSpec, `train_and_evaluate`.
+
+Gin configures `train_and_evaluate` (registered in `core/configurables.py`);
+`train.py` parses flags and gin, then calls it.
+"""
+
+import os
+import sys
+import time
+
+import gin.tf
+import tensorflow as tf
+
+from core import results
+from hooks.progress import ProgressHook
+
+
+def build_estimator(model_fn, model_dir: str, seed: int, save_checkpoints_steps: int, keep_checkpoint_max: int):
+    """A `tf.estimator.Estimator` with a seeded RunConfig."""
+    run_config = tf.estimator.RunConfig(
+        model_dir=model_dir,
+        tf_random_seed=seed,
+        save_checkpoints_steps=save_checkpoints_steps,
+        save_checkpoints_secs=None,
+        keep_checkpoint_max=keep_checkpoint_max,
+        save_summary_steps=min(100, save_checkpoints_steps),
+        log_step_count_steps=None,
+    )
+    return tf.estimator.Estimator(model_fn=model_fn, config=run_config)
+
+
+def checkpoint_step(checkpoint_path: str) -> int:
+    """The global step stored in a checkpoint."""
+    return int(tf.train.load_variable(checkpoint_path, tf.compat.v1.GraphKeys.GLOBAL_STEP))
+
+
+def train_and_evaluate(
+    model_dir: str,
+    model_fn,
+    train_input_fn,
+    eval_input_fn,
+    train_steps: int,
+    eval_every_steps: int,
+    class_names,
+    seed: int = 0,
+    keep_checkpoint_max: int = 5,
+    progress_every_secs: float = 10.0,
+    stream=None,
+):
+    """Trains for `train_steps`, evaluating every `eval_every_steps` and at the end.
+
+    Evaluation runs after every checkpoint (one every `eval_every_steps`, and
+    Estimator always saves and evaluates the final one), over the whole eval set.
+    Each evaluation appends a line to `model_dir/eval/results.jsonl` and prints a
+    table. Re-running a finished job does no work.
+
+    Args:
+      model_dir: where checkpoints, events and results go.
+      model_fn: a plain model_fn (from `build_model_fn`).
+      train_input_fn, eval_input_fn: from `make_input_fn`.
+      train_steps: the step budget (`max_steps`).
+      eval_every_steps: checkpoint and evaluate every this many steps.
+      class_names: names for the per-class results.
+      seed: graph-level seed (RunConfig.tf_random_seed).
+      keep_checkpoint_max: checkpoints kept.
+      progress_every_secs: seconds between progress lines.
+      stream: where progress and results are printed (default stdout).
+
+    Returns:
+      The last evaluation's results record (see `core/results.py`), or None.
+    """
+    stream = stream or sys.stdout
+    if not model_dir:
+        raise ValueError("no model directory: pass --model_dir or set MODEL_DIR in the gin file")
+    eval_dir = os.path.join(model_dir, "eval")
+    latest = tf.train.latest_checkpoint(model_dir)
+    if latest and checkpoint_step(latest) >= train_steps:
+        records = results.read_records(eval_dir)
+        print(f"{model_dir}: already trained to step {checkpoint_step(latest)} (train_steps={train_steps}); nothing to do.", file=stream)
+        if records:
+            print(results.format_table(records[-1]), file=stream)
+        return records[-1] if records else None
+
+    estimator = build_estimator(model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max)
+    progress = ProgressHook(train_steps, progress_every_secs, stream)
+    train_spec = tf.estimator.TrainSpec(
+        input_fn=train_input_fn,
+        max_steps=train_steps,
+        hooks=[progress, gin.tf.GinConfigSaverHook(model_dir, summarize_config=True)],
+        saving_listeners=[progress.listener],
+    )
+    eval_spec = tf.estimator.EvalSpec(
+        input_fn=eval_input_fn,
+        steps=None,  # The whole eval set, partial last batch included.
+        exporters=[results.ResultsReporter(eval_dir, class_names, stream)],
+        hooks=[gin.tf.GinConfigSaverHook(eval_dir, summarize_config=True, include_step_in_filename=False)],
+        start_delay_secs=0,
+        throttle_secs=0,  # Cadence is set in steps, by save_checkpoints_steps.
+    )
+    start = time.time()
+    print(f"training {model_dir} to step {train_steps}, evaluating every {eval_every_steps} steps", file=stream, flush=True)
+    tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+    records = results.read_records(eval_dir)
+    last = records[-1] if records else None
+    if last:
+        print(
+            f"done in {time.time() - start:.0f}s: step {last['global_step']}, "
+            f"mean_iou {last['metrics'].get('mean_iou', float('nan')):.4f}; results in {eval_dir}",
+            file=stream,
+            flush=True,
+        )
+    return last

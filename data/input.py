@@ -1,0 +1,159 @@
+"""`input_fn` builders: TFRecord shards -> enumerate -> [subset filter] -> parse+decode
+-> augment -> batch -> prefetch.
+
+The subset filter runs on the example's index *before* parsing and decoding, so
+evaluating k of N examples decodes k. Every stage is deterministic given the seed:
+the training stream is a function of `(seed, position in the stream)` only.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from data import schema
+
+
+def list_files(file_pattern) -> list:
+    """Expands a glob pattern (or a list of them) into a sorted list of files.
+
+    Raises:
+      ValueError: naming the pattern when nothing matches.
+    """
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    files = []
+    for pattern in patterns:
+        matched = sorted(tf.io.gfile.glob(pattern))
+        if not matched:
+            raise ValueError(f"no files match the pattern {pattern!r}")
+        files.extend(matched)
+    return files
+
+
+def parse_subset(subset) -> np.ndarray:
+    """Normalises a subset: `None`, a list of ints, `"3,17,42"` or `"@ids.txt"`.
+
+    Returns:
+      Sorted unique int64 indices, or None for "everything".
+
+    Raises:
+      ValueError: on a negative or non-integer index, naming it.
+    """
+    if subset is None:
+        return None
+    if isinstance(subset, str):
+        text = subset
+        if text.startswith("@"):
+            with open(text[1:]) as f:
+                text = f.read()
+        items = [item for item in text.replace("\n", ",").replace(" ", ",").split(",") if item]
+        try:
+            subset = [int(item) for item in items]
+        except ValueError as error:
+            raise ValueError(f"subset: not an integer index: {error}") from None
+    indices = np.unique(np.asarray(list(subset), dtype=np.int64))
+    if indices.size and indices[0] < 0:
+        raise ValueError(f"subset: negative index {indices[0]}")
+    return indices
+
+
+def _decode(index, serialized, image_height, image_width):
+    example = schema.parse_and_decode(serialized)
+    image, mask, filename = example["image"], example["mask"], example["filename"]
+    image_hw, mask_hw = tf.shape(image)[:2], tf.shape(mask)
+    expected_hw = tf.constant([image_height, image_width])
+    checks = [
+        tf.debugging.Assert(
+            tf.reduce_all(tf.equal(image_hw, mask_hw)),
+            ["mask size differs from its image size: index", index, "file", filename, "image", image_hw, "mask", mask_hw],
+        ),
+        tf.debugging.Assert(
+            tf.reduce_all(tf.equal(image_hw, expected_hw)),
+            ["image size differs from IMAGE_HEIGHT, IMAGE_WIDTH", expected_hw, ": index", index, "file", filename, "is", image_hw],
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        image = tf.ensure_shape(tf.identity(image), [image_height, image_width, 3])
+        mask = tf.ensure_shape(tf.identity(mask), [image_height, image_width])
+    return index, image, mask
+
+
+def _augment(seed, position, image, mask):
+    """Random flips and a brightness shift, stateless: a function of (seed, position)."""
+    seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), position]), 3)
+    flip_lr = tf.random.stateless_uniform([], seeds[0]) < 0.5
+    flip_ud = tf.random.stateless_uniform([], seeds[1]) < 0.5
+    image = tf.where(flip_lr, tf.reverse(image, [1]), image)
+    mask = tf.where(flip_lr, tf.reverse(mask, [1]), mask)
+    image = tf.where(flip_ud, tf.reverse(image, [0]), image)
+    mask = tf.where(flip_ud, tf.reverse(mask, [0]), mask)
+    delta = tf.random.stateless_uniform([], seeds[2], -20.0, 20.0)
+    image = tf.cast(tf.clip_by_value(tf.cast(image, tf.float32) + delta, 0.0, 255.0), tf.uint8)
+    return image, mask
+
+
+def make_input_fn(
+    file_pattern,
+    batch_size: int,
+    image_height: int,
+    image_width: int,
+    training: bool = False,
+    subset=None,
+    seed: int = 0,
+    shuffle_buffer: int = 1024,
+    augment: bool = True,
+    num_parallel_calls: int = tf.data.AUTOTUNE,
+):
+    """Builds an Estimator `input_fn`.
+
+    Args:
+      file_pattern: glob (or list of globs) of the split's TFRecord shards.
+      batch_size: examples per batch. Evaluation keeps the partial last batch.
+      image_height, image_width: every image must be this size.
+      training: shuffle (seeded), repeat forever, augment, drop the partial batch.
+      subset: indices of the examples to keep (see `parse_subset`), or None.
+      seed: seeds the shuffle and the augmentation.
+      shuffle_buffer: shuffle buffer size, in examples.
+      augment: apply flips and brightness jitter in training.
+      num_parallel_calls: parallelism of the decode map (order is kept).
+
+    Returns:
+      `input_fn()` returning a dataset of `({"image": uint8 [B,H,W,3],
+      "index": int64 [B]}, mask int32 [B,H,W])`.
+    """
+    files = list_files(file_pattern)
+    indices = parse_subset(subset)
+    if indices is not None and indices.size == 0:
+        raise ValueError("subset: empty; give at least one index")
+
+    def input_fn():
+        dataset = tf.data.TFRecordDataset(files).enumerate()
+        if indices is not None:
+            table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(indices), tf.ones(len(indices), tf.int64), tf.int64, tf.int64
+                ),
+                default_value=0,
+            )
+            # Filter on the index before decoding, and stop reading once all are found.
+            dataset = dataset.filter(lambda index, _: table.lookup(index) > 0).take(len(indices))
+        if training:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+            dataset = dataset.repeat().enumerate()  # (position in the stream, (index, record))
+
+            def decode_train(position, pair):
+                index, image, mask = _decode(*pair, image_height, image_width)
+                if augment:
+                    image, mask = _augment(seed, position, image, mask)
+                return index, image, mask
+
+            dataset = dataset.map(decode_train, num_parallel_calls, deterministic=True)
+        else:
+            dataset = dataset.map(
+                lambda index, record: _decode(index, record, image_height, image_width),
+                num_parallel_calls,
+                deterministic=True,
+            )
+        dataset = dataset.map(lambda index, image, mask: ({"image": image, "index": index}, tf.cast(mask, tf.int32)))
+        dataset = dataset.batch(batch_size, drop_remainder=training)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    return input_fn

@@ -1,0 +1,1 @@
+"""SessionRunHooks: they fetch only what they need, only when they need it."""

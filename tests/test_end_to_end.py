@@ -1,0 +1,89 @@
+"""train.py end to end on a tiny dataset: checkpoints, events, saved config, results,
+determinism, idempotent re-runs, and gin errors before any graph is built."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import TINY_VAL, tiny_gin_params
+from tests.helpers import event_tags, run_script
+
+
+def _train(model_dir, dataset, *extra, check=True):
+    args = ["--gin_file=configs/synthetic.gin", f"--model_dir={model_dir}"]
+    args += [f"--gin_param={param}" for param in tiny_gin_params(dataset)] + list(extra)
+    return run_script("train.py", *args, check=check)
+
+
+def _results(model_dir):
+    with open(os.path.join(model_dir, "eval", "results.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("run") / "model"
+    return model_dir, _train(model_dir, tiny_dataset)
+
+
+@pytest.mark.slow
+def test_train_writes_checkpoint_events_config_and_results(trained):
+    model_dir, result = trained
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith("model.ckpt-6")
+    assert os.path.exists(model_dir / "operative_config-0.gin")
+    assert "build_model_fn.base_filters = 4" in (model_dir / "operative_config-0.gin").read_text()
+    assert os.path.exists(model_dir / "eval" / "operative_config.gin")
+
+    records = _results(model_dir)
+    assert [r["global_step"] for r in records] == [3, 6]  # Every 3 steps, and the final one.
+    last = records[-1]
+    assert last["num_examples"] == TINY_VAL
+    assert set(last["per_class"]) == {"background", "circle", "square", "triangle"}
+    assert {"mean_iou", "pixel_accuracy", "loss"} <= set(last["metrics"])
+    confusion = np.array(last["confusion_matrix"])
+    assert confusion.shape == (4, 4)
+    accuracy = np.trace(confusion) / confusion.sum()
+    assert accuracy == pytest.approx(last["metrics"]["pixel_accuracy"], rel=1e-9)
+
+    train_tags = event_tags(model_dir)
+    assert "loss" in train_tags and "gin/operative_config" in train_tags
+    eval_tags = event_tags(model_dir / "eval")
+    for tag in ("mean_iou", "iou/background", "iou/triangle", "loss"):
+        assert eval_tags[tag] == [3, 6], tag
+
+    # Quiet console: a progress line and the results table, no deprecation noise.
+    assert "step 6/6" in result.stdout and "steps/s" in result.stdout and "ETA" in result.stdout
+    assert "eval @ step 6" in result.stdout and "background" in result.stdout
+    assert "deprecat" not in (result.stdout + result.stderr).lower()
+
+
+@pytest.mark.slow
+def test_rerunning_a_finished_job_does_nothing(trained, tiny_dataset):
+    model_dir, _ = trained
+    before = _results(model_dir)
+    result = _train(model_dir, tiny_dataset)
+    assert "nothing to do" in result.stdout
+    assert _results(model_dir) == before
+
+
+@pytest.mark.slow
+def test_same_command_twice_gives_identical_metrics_and_weights(trained, tiny_dataset, tmp_path):
+    model_dir, _ = trained
+    _train(tmp_path / "again", tiny_dataset)
+    first, second = _results(model_dir)[-1], _results(tmp_path / "again")[-1]
+    assert first["metrics"] == second["metrics"]
+    assert first["confusion_matrix"] == second["confusion_matrix"]
+    reader_a = tf.train.load_checkpoint(str(model_dir))
+    reader_b = tf.train.load_checkpoint(str(tmp_path / "again"))
+    for name in reader_a.get_variable_to_shape_map():
+        np.testing.assert_array_equal(reader_a.get_tensor(name), reader_b.get_tensor(name), err_msg=name)
+
+
+def test_unknown_gin_binding_fails_before_any_graph(tiny_dataset, tmp_path):
+    result = _train(tmp_path / "model", tiny_dataset, "--gin_param=build_model_fn.not_a_parameter = 1", check=False)
+    assert result.returncode != 0
+    assert "not_a_parameter" in result.stderr
+    assert not os.path.exists(tmp_path / "model")

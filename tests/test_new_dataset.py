@@ -1,0 +1,102 @@
+"""A new dataset needs one gin file and no code: other class count, non-square images,
+palette PNG masks, converted by tools/build_tfrecords.py."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import run_script
+
+HEIGHT, WIDTH = 24, 40  # Non-square; divisible by 2**depth for depth 2.
+CLASS_NAMES = ["sky", "road", "car"]
+
+
+def _write_folder(root, count, seed):
+    rng = np.random.default_rng(seed)
+    images, masks = root / "images", root / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    for i in range(count):
+        mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+        mask[HEIGHT // 2 :] = 1
+        top, left = rng.integers(0, HEIGHT - 8), rng.integers(0, WIDTH - 10)
+        mask[top : top + 8, left : left + 10] = 2
+        mask[0, :] = 255
+        image = (np.stack([mask * 80] * 3, -1) + rng.integers(0, 40, (HEIGHT, WIDTH, 3))).astype(np.uint8)
+        Image.fromarray(image).save(images / f"img{i:03d}.jpg" if i % 2 else images / f"img{i:03d}.png")
+        palette_mask = Image.fromarray(mask, mode="L").convert("P")  # VOC-style palette PNG.
+        palette_mask.save(masks / f"img{i:03d}.png")
+    return images, masks
+
+
+@pytest.mark.slow
+def test_new_dataset_from_one_gin_file(tmp_path):
+    for split, count, seed in (("train", 10, 0), ("val", 5, 1)):
+        images, masks = _write_folder(tmp_path / split, count, seed)
+        result = run_script(
+            "tools/build_tfrecords.py",
+            f"--image_dir={images}",
+            f"--mask_dir={masks}",
+            f"--output_prefix={tmp_path / 'records' / split}",
+            "--num_shards=2",
+            f"--class_names={','.join(CLASS_NAMES)}",
+        )
+        assert f"{count} examples -> 2 shard(s)" in result.stdout
+        assert "road" in result.stdout and "ignore" in result.stdout
+
+    config = tmp_path / "roads.gin"
+    config.write_text(
+        "include 'configs/base.gin'\n"
+        f"TRAIN_FILES = '{tmp_path}/records/train-*.tfrecord'\n"
+        f"VAL_FILES = '{tmp_path}/records/val-*.tfrecord'\n"
+        "NUM_CLASSES = 3\n"
+        f"CLASS_NAMES = {CLASS_NAMES}\n"
+        f"IMAGE_HEIGHT = {HEIGHT}\n"
+        f"IMAGE_WIDTH = {WIDTH}\n"
+        f"MODEL_DIR = '{tmp_path}/model'\n"
+        "TRAIN_STEPS = 4\nEVAL_EVERY_STEPS = 4\nTRAIN_BATCH_SIZE = 2\nEVAL_BATCH_SIZE = 2\n"
+        "build_model_fn.base_filters = 4\nbuild_model_fn.depth = 2\n"
+    )
+    run_script("train.py", f"--gin_file={config}")
+    with open(tmp_path / "model" / "eval" / "results.jsonl") as f:
+        record = json.loads(f.readlines()[-1])
+    assert record["global_step"] == 4
+    assert record["num_examples"] == 5
+    assert list(record["per_class"]) == CLASS_NAMES
+    confusion = np.array(record["confusion_matrix"])
+    # Every non-ignored val pixel is counted once: 5 images, the top row ignored.
+    assert confusion.shape == (3, 3) and confusion.sum() == 5 * (HEIGHT - 1) * WIDTH
+
+
+def test_build_tfrecords_names_the_image_without_a_mask(tmp_path):
+    images, masks = _write_folder(tmp_path, 2, 0)
+    os.remove(masks / "img001.png")
+    result = run_script(
+        "tools/build_tfrecords.py",
+        f"--image_dir={images}",
+        f"--mask_dir={masks}",
+        f"--output_prefix={tmp_path / 'out'}",
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "img001.jpg: no mask" in result.stderr
+    assert not list(tmp_path.glob("out-*"))
+
+
+def test_build_tfrecords_rejects_rgb_and_mismatched_masks(tmp_path):
+    images, masks = _write_folder(tmp_path, 2, 0)
+    Image.new("RGB", (WIDTH, HEIGHT)).save(masks / "img000.png")
+    result = run_script(
+        "tools/build_tfrecords.py", f"--image_dir={images}", f"--mask_dir={masks}", f"--output_prefix={tmp_path / 'o'}",
+        check=False,
+    )
+    assert result.returncode == 1 and "img000.png: mask mode RGB" in result.stderr
+    Image.new("L", (WIDTH + 1, HEIGHT)).save(masks / "img000.png")
+    result = run_script(
+        "tools/build_tfrecords.py", f"--image_dir={images}", f"--mask_dir={masks}", f"--output_prefix={tmp_path / 'o'}",
+        check=False,
+    )
+    assert result.returncode == 1 and "mask is 41x24 but its image" in result.stderr
