@@ -42,6 +42,7 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
         self._last_time = time.time()
         self._loss_sum, self._loss_count = 0.0, 0
         self._paused, self._pause_start = 0.0, None
+        self._in_run = self._counted = False
 
     def after_create_session(self, session, coord):
         del coord
@@ -50,11 +51,14 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
 
     def before_run(self, run_context):
         del run_context
+        self._in_run = True
         return tf.compat.v1.train.SessionRunArgs(self._loss) if self._loss is not None else None
 
     def after_run(self, run_context, run_values):
         del run_context
-        self._step += 1
+        if not self._counted:
+            self._step += 1
+        self._in_run = self._counted = False
         if run_values.results is not None:
             self._loss_sum += float(run_values.results)
             self._loss_count += 1
@@ -62,11 +66,15 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
         if self._pause_start is not None:  # An evaluation ran since after_save.
             self._paused += now - self._pause_start
             self._pause_start = None
-        if now - self._last_time >= self._every_secs or self._step >= self._max_steps:
+        if now - self._last_time >= self._every_secs:
             self._report(now)
 
     def _after_save(self, global_step_value):
-        if self._loss_count and global_step_value < self._max_steps:
+        if self._in_run:
+            # The saver's after_run comes before ours: this step is done but not
+            # counted yet. Count it now, and not again in after_run.
+            self._step, self._counted = global_step_value, True
+        if self._step > self._last_step:
             self._report(time.time())
         self._pause_start = time.time()
 

@@ -44,10 +44,11 @@ def build_model_fn(
     class_names = list(class_names) if class_names is not None else None
 
     def model_fn(features, labels, mode, params, config):
-        del params, config  # Everything is bound by the builder.
+        del params  # Everything is bound by the builder.
         training = mode == tf.estimator.ModeKeys.TRAIN
+        seed = config.tf_random_seed if config is not None and config.tf_random_seed is not None else 0
         images = tf.cast(features["image"], tf.float32) / 127.5 - 1.0
-        logits = unet.unet(images, num_classes, base_filters, depth, training=training)
+        logits = unet.unet(images, num_classes, base_filters, depth, training=training, seed=seed)
         probabilities = tf.nn.softmax(logits, name="probabilities")
         classes = tf.argmax(logits, axis=-1, output_type=tf.int32, name="classes")
         predictions = {"classes": classes, "probabilities": probabilities}
