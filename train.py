@@ -1,7 +1,7 @@
 """Trains and evaluates a segmentation model with `tf.estimator.train_and_evaluate`.
 
-    python train.py --gin_file=configs/synthetic.gin [--gin_param='TRAIN_STEPS = 100']
-                    [--model_dir=runs/synthetic]
+python train.py --gin_file=configs/synthetic.gin [--gin_param='TRAIN_STEPS = 100']
+                [--model_dir=runs/synthetic]
 """
 
 from absl import app, flags

@@ -76,7 +76,8 @@ def train_and_evaluate(
     latest = tf.train.latest_checkpoint(model_dir)
     if latest and checkpoint_step(latest) >= train_steps:
         records = results.read_records(eval_dir)
-        print(f"{model_dir}: already trained to step {checkpoint_step(latest)} (train_steps={train_steps}); nothing to do.", file=stream)
+        step = checkpoint_step(latest)
+        print(f"{model_dir}: already trained to step {step} (train_steps={train_steps}); nothing to do.", file=stream)
         if records:
             print(results.format_table(records[-1]), file=stream)
         return records[-1] if records else None
@@ -98,7 +99,11 @@ def train_and_evaluate(
         throttle_secs=0,  # Cadence is set in steps, by save_checkpoints_steps.
     )
     start = time.time()
-    print(f"training {model_dir} to step {train_steps}, evaluating every {eval_every_steps} steps", file=stream, flush=True)
+    print(
+        f"training {model_dir} to step {train_steps}, evaluating every {eval_every_steps} steps",
+        file=stream,
+        flush=True,
+    )
     tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
     records = results.read_records(eval_dir)
     last = records[-1] if records else None

@@ -63,11 +63,29 @@ def _decode(index, serialized, image_height, image_width):
     checks = [
         tf.debugging.Assert(
             tf.reduce_all(tf.equal(image_hw, mask_hw)),
-            ["mask size differs from its image size: index", index, "file", filename, "image", image_hw, "mask", mask_hw],
+            [
+                "mask size differs from its image size: index",
+                index,
+                "file",
+                filename,
+                "image",
+                image_hw,
+                "mask",
+                mask_hw,
+            ],
         ),
         tf.debugging.Assert(
             tf.reduce_all(tf.equal(image_hw, expected_hw)),
-            ["image size differs from IMAGE_HEIGHT, IMAGE_WIDTH", expected_hw, ": index", index, "file", filename, "is", image_hw],
+            [
+                "image size differs from IMAGE_HEIGHT, IMAGE_WIDTH",
+                expected_hw,
+                ": index",
+                index,
+                "file",
+                filename,
+                "is",
+                image_hw,
+            ],
         ),
     ]
     with tf.control_dependencies(checks):

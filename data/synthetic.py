@@ -96,9 +96,7 @@ def write_dataset(output_dir, num_train=2000, num_val=400, height=64, width=64, 
 
     summary = {"class_names": list(CLASS_NAMES), "height": height, "width": width, "seed": seed}
     for split, count in (("train", num_train), ("val", num_val)):
-        examples = (
-            (*make_example(seed, split, i, height, width), f"{split}_{i:06d}.png") for i in range(count)
-        )
+        examples = ((*make_example(seed, split, i, height, width), f"{split}_{i:06d}.png") for i in range(count))
         stats = writer.write_shards(examples, count, os.path.join(output_dir, split), min(num_shards, count))
         print(f"{split}: {count} examples, pixels per class:", file=sys.stderr)
         print(writer.format_pixel_counts(stats["pixel_counts"], CLASS_NAMES), file=sys.stderr)

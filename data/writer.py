@@ -67,7 +67,9 @@ def write_shards(examples, num_examples: int, output_prefix: str, num_shards: in
                 written += 1
                 if progress and interactive and (written % 100 == 0 or written == num_examples):
                     rate = written / max(time.time() - start, 1e-9)
-                    print(f"\r{output_prefix}: {written}/{num_examples} examples, {rate:.0f}/s", end="", file=sys.stderr)
+                    print(
+                        f"\r{output_prefix}: {written}/{num_examples} examples, {rate:.0f}/s", end="", file=sys.stderr
+                    )
         os.replace(tmp_path, path)
     if next(iterator, None) is not None:
         raise ValueError(f"expected {num_examples} examples, got more")

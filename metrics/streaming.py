@@ -1,16 +1,28 @@
-"""Helpers shared by the streaming metrics."""
+"""Building blocks shared by the streaming metrics.
+
+Every accumulator is a local metric variable (collections LOCAL_VARIABLES and
+METRIC_VARIABLES): Estimator re-initialises them at the start of each evaluation,
+so each metric covers exactly one evaluation, whatever the number of batches.
+Sums are float64 (exact integer counts up to 2**53).
+"""
 
 import tensorflow as tf
 
 _METRIC_COLLECTIONS = (tf.compat.v1.GraphKeys.LOCAL_VARIABLES, tf.compat.v1.GraphKeys.METRIC_VARIABLES)
 
 
-def metric_variable(shape, dtype, name):
-    """A zero-initialised local variable that Estimator resets before each evaluation."""
+def metric_variable(shape, dtype, name, validate_shape=True):
+    """A zero-initialised local variable that Estimator resets before each evaluation.
+
+    With `validate_shape=False` and a `None` dimension in `shape`, the variable can
+    grow (used to collect scores for an exact AUC).
+    """
     return tf.compat.v1.Variable(
-        lambda: tf.zeros(shape, dtype),
+        lambda: tf.zeros([0 if d is None else d for d in shape], dtype),
         trainable=False,
         collections=list(_METRIC_COLLECTIONS),
+        validate_shape=validate_shape,
+        shape=tf.TensorShape(shape) if not validate_shape else None,
         name=name,
     )
 
@@ -27,6 +39,55 @@ def nanmean(values):
     count = tf.reduce_sum(tf.cast(defined, values.dtype))
     total = tf.reduce_sum(tf.where(defined, values, tf.zeros_like(values)))
     return safe_divide(total, count)
+
+
+def flat_mask(values, mask):
+    """Flattens `values` and drops the entries where `mask` (same shape) is False."""
+    values = tf.reshape(values, [-1])
+    if mask is None:
+        return values
+    return tf.boolean_mask(values, tf.reshape(tf.cast(mask, tf.bool), [-1]))
+
+
+def streaming_sums(named_values, name):
+    """Accumulates float64 sums of several tensors with one update op.
+
+    Args:
+      named_values: `{key: tensor}`; each tensor is summed over all its entries.
+      name: variable scope.
+
+    Returns:
+      `({key: running_sum}, update_op)`.
+    """
+    with tf.compat.v1.variable_scope(None, name):
+        totals, updates = {}, []
+        for key, value in named_values.items():
+            total = metric_variable([], tf.float64, key)
+            updates.append(total.assign_add(tf.reduce_sum(tf.cast(value, tf.float64))))
+            totals[key] = total.read_value()
+        return totals, tf.group(*updates)
+
+
+def streaming_mean(values, mask=None, name="mean"):
+    """Exact mean of all (unmasked) entries seen: `(value, update_op)`; NaN if none."""
+    values = flat_mask(values, mask)
+    sums, update_op = streaming_sums({"total": values, "count": tf.ones_like(values, tf.float64)}, name)
+    return safe_divide(sums["total"], sums["count"]), update_op
+
+
+def streaming_concat(values, name):
+    """Collects every value seen into one growing 1-D float64 variable.
+
+    Memory grows with the evaluation set (8 bytes a value): what an exact, sort-based
+    metric such as ROC AUC needs.
+
+    Returns:
+      `(all_values_so_far, update_op)`.
+    """
+    with tf.compat.v1.variable_scope(None, name):
+        store = metric_variable([None], tf.float64, "values", validate_shape=False)
+        update_op = store.assign(tf.concat([store.read_value(), tf.cast(tf.reshape(values, [-1]), tf.float64)], 0))
+        return store.read_value(), update_op
 
 
 def example_count(values, name="num_examples"):

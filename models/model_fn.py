@@ -6,8 +6,7 @@ function: gin configures `build_model_fn` instead.
 
 import tensorflow as tf
 
-from metrics import segmentation_metrics
-from metrics.streaming import example_count
+from metrics import example_count, segmentation_metrics, streaming_mean
 from models import unet
 
 IGNORE_LABEL = 255
@@ -21,6 +20,8 @@ def build_model_fn(
     base_filters: int = 16,
     depth: int = 3,
     ignore_label: int = IGNORE_LABEL,
+    background_class=0,
+    fbeta: float = 1.0,
     training_hooks=(),
     evaluation_hooks=(),
 ):
@@ -33,6 +34,9 @@ def build_model_fn(
       decay_steps: cosine-decay the learning rate to 0 over this many steps (0: constant).
       base_filters, depth: U-Net width and depth.
       ignore_label: label value masked out of the loss and the metrics.
+      background_class: class id of the background, for the foreground-vs-background
+        F-beta (`foreground_f1`); None to leave it out.
+      fbeta: the beta of that F-beta.
       training_hooks: callables `(predictions, labels) -> SessionRunHook` added in TRAIN.
       evaluation_hooks: callables `(predictions, labels) -> SessionRunHook` added in EVAL.
 
@@ -88,7 +92,12 @@ def build_model_fn(
                 training_hooks=[make(predictions, labels) for make in training_hooks],
             )
 
-        eval_metric_ops = segmentation_metrics(labels, classes, num_classes, class_names, ignore_label)
+        eval_metric_ops = segmentation_metrics(
+            labels, classes, num_classes, class_names, ignore_label, background_class, fbeta
+        )
+        eval_metric_ops["average_confidence"] = streaming_mean(
+            tf.reduce_max(probabilities, axis=-1), mask=valid, name="average_confidence"
+        )
         eval_metric_ops["num_examples"] = example_count(labels)
         return tf.estimator.EstimatorSpec(
             mode,

@@ -42,7 +42,10 @@ def test_train_writes_checkpoint_events_config_and_results(trained):
     last = records[-1]
     assert last["num_examples"] == TINY_VAL
     assert set(last["per_class"]) == {"background", "circle", "square", "triangle"}
-    assert {"mean_iou", "pixel_accuracy", "loss"} <= set(last["metrics"])
+    every_metric = {"mean_iou", "median_iou", "frequency_weighted_iou", "mean_dice", "pixel_accuracy"}
+    every_metric |= {"mean_class_accuracy", "average_confidence", "foreground_f1", "loss"}
+    assert every_metric <= set(last["metrics"])
+    assert set(last["per_class"]["circle"]) == {"iou", "dice"}
     confusion = np.array(last["confusion_matrix"])
     assert confusion.shape == (4, 4)
     accuracy = np.trace(confusion) / confusion.sum()
@@ -51,7 +54,7 @@ def test_train_writes_checkpoint_events_config_and_results(trained):
     train_tags = event_tags(model_dir)
     assert "loss" in train_tags and "gin/operative_config" in train_tags
     eval_tags = event_tags(model_dir / "eval")
-    for tag in ("mean_iou", "iou/background", "iou/triangle", "loss"):
+    for tag in ("mean_iou", "median_iou", "foreground_f1", "average_confidence", "iou/triangle", "dice/circle", "loss"):
         assert eval_tags[tag] == [3, 6], tag
 
     # Quiet console: a progress line and the results table, no deprecation noise.

@@ -21,7 +21,9 @@ def _collect(input_fn):
 
 def _val_fn(root, **kwargs):
     kwargs.setdefault("batch_size", 3)
-    return data_input.make_input_fn(str(root / "val-*.tfrecord"), image_height=TINY_SIZE, image_width=TINY_SIZE, **kwargs)
+    return data_input.make_input_fn(
+        str(root / "val-*.tfrecord"), image_height=TINY_SIZE, image_width=TINY_SIZE, **kwargs
+    )
 
 
 def test_eval_keeps_order_and_partial_last_batch(tiny_dataset):

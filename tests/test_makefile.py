@@ -15,7 +15,7 @@ def test_wrong_python_is_refused_with_one_line(tmp_path):
     fake = tmp_path / "python3.12"
     fake.write_text(
         "#!/bin/bash\n"
-        f'exec {sys.executable} -c \'import sys; code = sys.argv[1]; sys.argv = sys.argv[1:]; '
+        f"exec {sys.executable} -c 'import sys; code = sys.argv[1]; sys.argv = sys.argv[1:]; "
         'sys.version_info = (3, 12, 1, "final", 0); sys.version = "3.12.1 (fake)"; exec(code)\' "${@:2}"\n'
     )
     fake.chmod(0o755)
@@ -36,5 +36,10 @@ def test_wrong_python_is_refused_with_one_line(tmp_path):
 )
 def test_setup_is_idempotent():
     # `make -q` exits 0 only when the targets are up to date: nothing would be redone.
-    result = subprocess.run(["make", "-q", ".venv/.installed-requirements", "datasets/synthetic/dataset.json"], cwd=REPO_ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        ["make", "-q", ".venv/.installed-requirements", "datasets/synthetic/dataset.json"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,6 +1,6 @@
 """Segmentation metrics from the streaming confusion matrix equal scikit-learn's on the
-whole set, whatever the batch size: partial last batch, ignored pixels, absent classes,
-and two evaluations in a row."""
+whole set, whatever the batch size (1, 7, all 23: partial last batches), with ignored
+pixels, an absent class, a class never predicted, and two evaluations in a row."""
 
 import numpy as np
 import pytest
@@ -8,6 +8,8 @@ import tensorflow as tf
 from sklearn import metrics as skm
 
 from metrics import segmentation_metrics
+from metrics.segmentation import SUMMARY_KEYS
+from tests.metric_harness import assert_close, stream
 
 C = 5  # Class 4 never appears in labels or predictions: its IoU is undefined.
 NAMES = ["a", "b", "c", "d", "never"]
@@ -41,42 +43,50 @@ def _reference(labels, predictions):
         "mean_dice": np.nanmean(dice),
         "pixel_accuracy": skm.accuracy_score(y, p),
         "mean_class_accuracy": np.nanmean(recall),
+        # Foreground (any class but 0) against background, as a binary problem.
+        "foreground_f1": skm.f1_score(y != 0, p != 0),
     }
 
 
-def _stream(labels, predictions, batch_size, evaluations=1):
-    with tf.Graph().as_default():
-        label_ph = tf.compat.v1.placeholder(tf.int32, [None, 6, 7])
-        prediction_ph = tf.compat.v1.placeholder(tf.int32, [None, 6, 7])
-        ops = segmentation_metrics(label_ph, prediction_ph, C, NAMES)
-        values = {name: value for name, (value, _) in ops.items()}
-        update = ops["mean_iou"][1]
-        with tf.compat.v1.Session() as session:
-            for _ in range(evaluations):  # What Estimator does at each evaluation.
-                session.run(tf.compat.v1.local_variables_initializer())
-                for start in range(0, len(labels), batch_size):
-                    feed = {label_ph: labels[start : start + batch_size], prediction_ph: predictions[start : start + batch_size]}
-                    session.run(update, feed)
-                results = session.run(values)
-    return results
+def _stream(labels, predictions, batch_size, evaluations=2):
+    return stream(lambda y, p: segmentation_metrics(y, p, C, NAMES), [labels, predictions], batch_size, evaluations)
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 23])
 def test_streaming_metrics_equal_sklearn_on_the_whole_set(batch_size):
     labels, predictions = _data()
-    got = _stream(labels, predictions, batch_size, evaluations=2)
+    got = _stream(labels, predictions, batch_size)
     want = _reference(labels, predictions)
     np.testing.assert_array_equal(got["confusion_matrix"], want["confusion_matrix"])
-    for key in ("mean_iou", "median_iou", "frequency_weighted_iou", "mean_dice", "pixel_accuracy", "mean_class_accuracy"):
-        np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=key)
+    for key in SUMMARY_KEYS + ("foreground_f1",):
+        assert_close(got[key], want[key], key)
     for c, name in enumerate(NAMES):
-        np.testing.assert_allclose(got[f"iou/{name}"], want["iou"][c], rtol=1e-6, err_msg=name)
-        np.testing.assert_allclose(got[f"dice/{name}"], want["dice"][c], rtol=1e-6, err_msg=name)
+        assert_close(got[f"iou/{name}"], want["iou"][c], f"iou/{name}")
+        assert_close(got[f"dice/{name}"], want["dice"][c], f"dice/{name}")
     assert np.isnan(got["iou/never"]) and got["iou/d"] == 0.0
 
 
-def test_label_outside_the_classes_is_rejected():
-    labels, predictions = _data(n=2)
-    labels[1, 2, 3] = 7
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"label outside \[0, 5\).*7"):
+@pytest.mark.parametrize(
+    "where, value, message",
+    [
+        ("label", 7, r"label outside \[0, 5\) and not the ignore label 255.*\[7\]"),
+        ("label", 300, r"label outside \[0, 256\) \(negative or too large\), entries not counted:\] \[1\]"),
+        ("label", -3, r"non-negative"),
+        ("prediction", 5, r"prediction outside \[0, 5\), largest \(as unsigned\):\] \[5\]"),
+        ("prediction", -1, r"prediction outside \[0, 5\), largest \(as unsigned\):\] \[4294967295\]"),
+    ],
+)
+def test_out_of_range_values_are_rejected_not_counted(where, value, message):
+    labels, predictions = _data(n=3)
+    (labels if where == "label" else predictions)[1, 2, 3] = value
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         _stream(labels, predictions, 2)
+
+
+def test_the_data_tells_a_batch_average_from_the_exact_value():
+    """Negative control: averaging per-batch mean IoU (the usual recipe) is off here,
+    so the tests above would catch a metric that did that."""
+    labels, predictions = _data()
+    exact = _reference(labels, predictions)["mean_iou"]
+    per_batch = [_reference(labels[i : i + 7], predictions[i : i + 7])["mean_iou"] for i in range(0, len(labels), 7)]
+    assert abs(np.mean(per_batch) - exact) > 1e-3

@@ -90,13 +90,19 @@ def test_build_tfrecords_rejects_rgb_and_mismatched_masks(tmp_path):
     images, masks = _write_folder(tmp_path, 2, 0)
     Image.new("RGB", (WIDTH, HEIGHT)).save(masks / "img000.png")
     result = run_script(
-        "tools/build_tfrecords.py", f"--image_dir={images}", f"--mask_dir={masks}", f"--output_prefix={tmp_path / 'o'}",
+        "tools/build_tfrecords.py",
+        f"--image_dir={images}",
+        f"--mask_dir={masks}",
+        f"--output_prefix={tmp_path / 'o'}",
         check=False,
     )
     assert result.returncode == 1 and "img000.png: mask mode RGB" in result.stderr
     Image.new("L", (WIDTH + 1, HEIGHT)).save(masks / "img000.png")
     result = run_script(
-        "tools/build_tfrecords.py", f"--image_dir={images}", f"--mask_dir={masks}", f"--output_prefix={tmp_path / 'o'}",
+        "tools/build_tfrecords.py",
+        f"--image_dir={images}",
+        f"--mask_dir={masks}",
+        f"--output_prefix={tmp_path / 'o'}",
         check=False,
     )
     assert result.returncode == 1 and "mask is 41x24 but its image" in result.stderr

@@ -39,9 +39,7 @@ def test_deeplab_style_jpeg_record_without_optional_keys():
         features=tf.train.Features(
             feature={
                 schema.IMAGE_ENCODED: tf.train.Feature(bytes_list=tf.train.BytesList(value=[buffer.getvalue()])),
-                schema.MASK_ENCODED: tf.train.Feature(
-                    bytes_list=tf.train.BytesList(value=[schema.encode_png(mask)])
-                ),
+                schema.MASK_ENCODED: tf.train.Feature(bytes_list=tf.train.BytesList(value=[schema.encode_png(mask)])),
             }
         )
     )
