@@ -2,7 +2,8 @@
 
 Library code (`data/`, `models/`, `metrics/`, `hooks/`) has no gin in it; this
 module is the one place that makes builders configurable, under the short names
-the gin files use. The entry points call the configured roots defined here.
+the gin files use. Entry points and tools call the configured versions below,
+after `core.runtime.parse_gin`.
 """
 
 import gin
@@ -11,8 +12,13 @@ from core import experiment
 from data import input as data_input
 from models import model_fn
 
-gin.external_configurable(data_input.make_input_fn, "make_input_fn")
-gin.external_configurable(model_fn.build_model_fn, "build_model_fn")
+make_input_fn = gin.external_configurable(data_input.make_input_fn, "make_input_fn")
+build_model_fn = gin.external_configurable(model_fn.build_model_fn, "build_model_fn")
 
 # The root of train.py.
 train_and_evaluate = gin.external_configurable(experiment.train_and_evaluate, "train_and_evaluate")
+
+
+def macro(name: str):
+    """The value of a gin macro, e.g. `macro("IMAGE_HEIGHT")`."""
+    return gin.query_parameter(f"{name}/macro.value")

@@ -1,0 +1,16 @@
+"""The serving signature: `image` uint8 [N, H, W, 3] in, `classes` and `probabilities` out."""
+
+import tensorflow as tf
+
+
+def serving_input_receiver_fn(image_height: int, image_width: int):
+    """A `serving_input_receiver_fn` for `export_saved_model` and the exporters.
+
+    The SavedModel's `serving_default` signature takes `image`, uint8 [N, H, W, 3]
+    at the training size, and returns `classes` (int32 [N, H, W]) and
+    `probabilities` (float32 [N, H, W, C]).
+    """
+    return tf.estimator.export.build_raw_serving_input_receiver_fn(
+        {"image": tf.compat.v1.placeholder(tf.uint8, [None, image_height, image_width, 3], name="image")},
+        default_batch_size=None,
+    )
