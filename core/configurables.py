@@ -8,15 +8,16 @@ after `core.runtime.parse_gin`.
 
 import gin
 
-from core import experiment
+from core import evaluation, experiment
 from data import input as data_input
 from models import model_fn
 
 make_input_fn = gin.external_configurable(data_input.make_input_fn, "make_input_fn")
 build_model_fn = gin.external_configurable(model_fn.build_model_fn, "build_model_fn")
 
-# The root of train.py.
+# The roots of train.py and evaluate.py.
 train_and_evaluate = gin.external_configurable(experiment.train_and_evaluate, "train_and_evaluate")
+evaluate = gin.external_configurable(evaluation.evaluate_main, "evaluate")
 
 
 def macro(name: str):

@@ -4,6 +4,7 @@ Gin configures `train_and_evaluate` (registered in `core/configurables.py`);
 `train.py` parses flags and gin, then calls it.
 """
 
+import functools
 import os
 import sys
 import time
@@ -12,7 +13,9 @@ import gin.tf
 import tensorflow as tf
 
 from core import results
+from core.best import BestCheckpointKeeper, is_better
 from hooks.progress import ProgressHook
+from models.serving import serving_input_receiver_fn
 
 
 def build_estimator(model_fn, model_dir: str, seed: int, save_checkpoints_steps: int, keep_checkpoint_max: int):
@@ -44,6 +47,10 @@ def train_and_evaluate(
     class_names,
     seed: int = 0,
     keep_checkpoint_max: int = 5,
+    best_metric: str = "mean_iou",
+    higher_is_better: bool = True,
+    early_stopping_evals: int = 0,
+    export_image_size=None,
     progress_every_secs: float = 10.0,
     stream=None,
 ):
@@ -62,7 +69,14 @@ def train_and_evaluate(
       eval_every_steps: checkpoint and evaluate every this many steps.
       class_names: names for the per-class results.
       seed: graph-level seed (RunConfig.tf_random_seed).
-      keep_checkpoint_max: checkpoints kept.
+      keep_checkpoint_max: checkpoints kept (the best one is kept aside anyway).
+      best_metric, higher_is_better: what "best" means, for the best checkpoint
+        (copied to `model_dir/best/`, named in `best.json`), the best SavedModel
+        export and early stopping.
+      early_stopping_evals: stop when `best_metric` has not improved for this many
+        evaluations (0: never).
+      export_image_size: `(height, width)` of the serving signature; when set, a
+        `BestExporter` and a `LatestExporter` write SavedModels under `export/`.
       progress_every_secs: seconds between progress lines.
       stream: where progress and results are printed (default stdout).
 
@@ -84,16 +98,38 @@ def train_and_evaluate(
 
     estimator = build_estimator(model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max)
     progress = ProgressHook(train_steps, progress_every_secs, stream)
+    train_hooks = [progress, gin.tf.GinConfigSaverHook(model_dir, summarize_config=True)]
+    if early_stopping_evals:
+        stop_if = (
+            tf.estimator.experimental.stop_if_no_increase_hook
+            if higher_is_better
+            else tf.estimator.experimental.stop_if_no_decrease_hook
+        )
+        train_hooks.append(
+            stop_if(
+                estimator,
+                best_metric,
+                max_steps_without_increase=early_stopping_evals * eval_every_steps,
+                run_every_secs=None,
+                run_every_steps=eval_every_steps,
+            )
+        )
     train_spec = tf.estimator.TrainSpec(
-        input_fn=train_input_fn,
-        max_steps=train_steps,
-        hooks=[progress, gin.tf.GinConfigSaverHook(model_dir, summarize_config=True)],
-        saving_listeners=[progress.listener],
+        input_fn=train_input_fn, max_steps=train_steps, hooks=train_hooks, saving_listeners=[progress.listener]
     )
+    exporters = [
+        results.ResultsReporter(eval_dir, class_names, stream),
+        BestCheckpointKeeper(model_dir, best_metric, higher_is_better, stream),
+    ]
+    if export_image_size:
+        receiver = serving_input_receiver_fn(*export_image_size)
+        compare = functools.partial(_compare, metric=best_metric, higher_is_better=higher_is_better)
+        exporters.append(tf.estimator.BestExporter("best", receiver, compare_fn=compare, exports_to_keep=1))
+        exporters.append(tf.estimator.LatestExporter("latest", receiver, exports_to_keep=2))
     eval_spec = tf.estimator.EvalSpec(
         input_fn=eval_input_fn,
         steps=None,  # The whole eval set, partial last batch included.
-        exporters=[results.ResultsReporter(eval_dir, class_names, stream)],
+        exporters=exporters,
         hooks=[gin.tf.GinConfigSaverHook(eval_dir, summarize_config=True, include_step_in_filename=False)],
         start_delay_secs=0,
         throttle_secs=0,  # Cadence is set in steps, by save_checkpoints_steps.
@@ -115,3 +151,10 @@ def train_and_evaluate(
             flush=True,
         )
     return last
+
+
+def _compare(best_eval_result, current_eval_result, metric, higher_is_better):
+    """BestExporter's compare_fn on a configurable metric and direction."""
+    if best_eval_result is None or metric not in best_eval_result:
+        return True
+    return is_better(float(current_eval_result[metric]), float(best_eval_result[metric]), higher_is_better)

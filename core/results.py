@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 RESULTS_FILE = "results.jsonl"
+PER_EXAMPLE_PREFIX = "per_example-"
 PER_CLASS_KEYS = ("iou", "dice")
 
 
@@ -37,7 +38,7 @@ def to_record(eval_result: dict, checkpoint_path: str, class_names) -> dict:
         prefix, _, suffix = key.partition("/")
         if prefix in PER_CLASS_KEYS and suffix in record["per_class"]:
             record["per_class"][suffix][prefix] = _json_float(value)
-        elif np.ndim(value) == 0 and not isinstance(value, bytes):
+        elif np.ndim(value) == 0 and not isinstance(value, (bytes, str)):
             record["metrics"][key] = _json_float(value)
     if "confusion_matrix" in eval_result:
         record["confusion_matrix"] = np.asarray(eval_result["confusion_matrix"]).astype(int).tolist()
@@ -51,6 +52,51 @@ def append_record(eval_dir: str, record: dict) -> str:
     with open(path, "a") as f:
         f.write(json.dumps(record, allow_nan=False) + "\n")
     return path
+
+
+def write_per_example(eval_dir: str, eval_result: dict, checkpoint_path: str):
+    """Writes `per_example-<step>.csv` (index, mean_iou; worst first); None if absent."""
+    if "per_example/index" not in eval_result:
+        return None
+    indices = np.asarray(eval_result["per_example/index"]).astype(np.int64)
+    scores = np.asarray(eval_result["per_example/mean_iou"], np.float64)
+    order = np.lexsort((indices, np.nan_to_num(scores, nan=np.inf)))  # Worst first; ties by index.
+    tf.io.gfile.makedirs(eval_dir)
+    path = os.path.join(eval_dir, f"{PER_EXAMPLE_PREFIX}{int(eval_result['global_step'])}.csv")
+    with open(path, "w") as f:
+        f.write(f"# checkpoint: {checkpoint_path}\nindex,mean_iou\n")
+        for i in order:
+            f.write(f"{indices[i]},{'' if np.isnan(scores[i]) else repr(float(scores[i]))}\n")
+    return path
+
+
+def read_per_example(path: str):
+    """`(checkpoint_path, [(index, mean_iou or None)])` from a per-example CSV, worst first."""
+    with open(path) as f:
+        checkpoint = f.readline().partition(": ")[2].strip()
+        f.readline()
+        rows = []
+        for line in f:
+            index, _, score = line.strip().partition(",")
+            rows.append((int(index), float(score) if score else None))
+    return checkpoint, rows
+
+
+def latest_per_example(eval_dir: str):
+    """The per-example CSV of the highest step in `eval_dir`, or None."""
+    paths = tf.io.gfile.glob(os.path.join(eval_dir, f"{PER_EXAMPLE_PREFIX}*.csv"))
+    if not paths:
+        return None
+    return max(paths, key=lambda p: int(os.path.basename(p)[len(PER_EXAMPLE_PREFIX) : -len(".csv")]))
+
+
+def report(eval_dir: str, eval_result: dict, checkpoint_path: str, class_names, stream=None) -> dict:
+    """Records one evaluation: results.jsonl line, per-example CSV, printed table."""
+    record = to_record(eval_result, checkpoint_path, class_names)
+    append_record(eval_dir, record)
+    write_per_example(eval_dir, eval_result, checkpoint_path)
+    print(format_table(record), file=stream or sys.stdout, flush=True)
+    return record
 
 
 def read_records(eval_dir: str) -> list:
@@ -98,7 +144,5 @@ class ResultsReporter(tf.estimator.Exporter):
 
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
         del estimator, export_path, is_the_final_export
-        record = to_record(eval_result, checkpoint_path, self._class_names)
-        append_record(self._eval_dir, record)
-        print(format_table(record), file=self._stream, flush=True)
+        report(self._eval_dir, eval_result, checkpoint_path, self._class_names, self._stream)
         return None

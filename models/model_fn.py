@@ -6,7 +6,10 @@ function: gin configures `build_model_fn` instead.
 
 import tensorflow as tf
 
+from hooks import eval_summaries
+from hooks.eval_logging import PerClassIoULoggingHook
 from metrics import example_count, segmentation_metrics, streaming_mean
+from metrics.segmentation import confusion_derived
 from models import unet
 
 IGNORE_LABEL = 255
@@ -22,6 +25,10 @@ def build_model_fn(
     ignore_label: int = IGNORE_LABEL,
     background_class=0,
     fbeta: float = 1.0,
+    summary_indices=(),
+    per_example: bool = True,
+    confusion_summary: bool = True,
+    log_every_n_eval_steps: int = 0,
     training_hooks=(),
     evaluation_hooks=(),
 ):
@@ -37,8 +44,16 @@ def build_model_fn(
       background_class: class id of the background, for the foreground-vs-background
         F-beta (`foreground_f1`); None to leave it out.
       fbeta: the beta of that F-beta.
-      training_hooks: callables `(predictions, labels) -> SessionRunHook` added in TRAIN.
-      evaluation_hooks: callables `(predictions, labels) -> SessionRunHook` added in EVAL.
+      summary_indices: example indices whose image | truth | prediction | errors
+        panel is written to TensorBoard at each evaluation.
+      per_example: collect every example's index and mean IoU (`per_example/*`
+        arrays in the evaluation result; written to a CSV by the reporters).
+      confusion_summary: write the confusion matrix image and the per-class table.
+      log_every_n_eval_steps: print the running per-class IoU every N evaluation
+        batches (0: never).
+      training_hooks: callables `(tensors) -> SessionRunHook` added in TRAIN, where
+        `tensors` has `features`, `labels`, `predictions` and `loss`.
+      evaluation_hooks: the same in EVAL; `tensors` also has `eval_metric_ops`.
 
     Returns:
       `model_fn(features, labels, mode, params, config) -> EstimatorSpec`, where
@@ -85,11 +100,9 @@ def build_model_fn(
             # Batch-norm moving averages update with every step.
             with tf.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)):
                 train_op = optimizer.minimize(loss, global_step=global_step)
+            tensors = {"features": features, "labels": labels, "predictions": predictions, "loss": loss}
             return tf.estimator.EstimatorSpec(
-                mode,
-                loss=loss,
-                train_op=train_op,
-                training_hooks=[make(predictions, labels) for make in training_hooks],
+                mode, loss=loss, train_op=train_op, training_hooks=[make(tensors) for make in training_hooks]
             )
 
         eval_metric_ops = segmentation_metrics(
@@ -99,12 +112,36 @@ def build_model_fn(
             tf.reduce_max(probabilities, axis=-1), mask=valid, name="average_confidence"
         )
         eval_metric_ops["num_examples"] = example_count(labels)
+        confusion, confusion_update = eval_metric_ops["confusion_matrix"]
+        hooks = []
+        if confusion_summary:
+            derived = confusion_derived(confusion)
+            names = class_names or [str(i) for i in range(num_classes)]
+            eval_metric_ops.update(
+                eval_summaries.confusion_summaries(confusion, names, derived["iou"], derived["dice"], confusion_update)
+            )
+        if "index" in features:
+            if summary_indices:
+                eval_metric_ops.update(
+                    eval_summaries.subset_image_summaries(
+                        features["index"], features["image"], labels, classes, summary_indices
+                    )
+                )
+            if per_example:
+                eval_metric_ops.update(
+                    eval_summaries.per_example_scores(features["index"], labels, classes, num_classes, ignore_label)
+                )
+        if log_every_n_eval_steps:
+            names = class_names or [str(i) for i in range(num_classes)]
+            hooks.append(PerClassIoULoggingHook(confusion_update, names, log_every_n_eval_steps))
+        tensors = {"features": features, "labels": labels, "predictions": predictions, "loss": loss}
+        tensors["eval_metric_ops"] = eval_metric_ops
         return tf.estimator.EstimatorSpec(
             mode,
             loss=loss,
             predictions=predictions,
             eval_metric_ops=eval_metric_ops,
-            evaluation_hooks=[make(predictions, labels) for make in evaluation_hooks],
+            evaluation_hooks=hooks + [make(tensors) for make in evaluation_hooks],
         )
 
     return model_fn

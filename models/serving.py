@@ -10,7 +10,10 @@ def serving_input_receiver_fn(image_height: int, image_width: int):
     at the training size, and returns `classes` (int32 [N, H, W]) and
     `probabilities` (float32 [N, H, W, C]).
     """
-    return tf.estimator.export.build_raw_serving_input_receiver_fn(
-        {"image": tf.compat.v1.placeholder(tf.uint8, [None, image_height, image_width, 3], name="image")},
-        default_batch_size=None,
-    )
+
+    def receiver_fn():
+        # Built when Estimator calls it, inside its export graph (placeholders need a graph).
+        image = tf.compat.v1.placeholder(tf.uint8, [None, image_height, image_width, 3], name="image")
+        return tf.estimator.export.ServingInputReceiver({"image": image}, {"image": image})
+
+    return receiver_fn

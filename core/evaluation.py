@@ -1,0 +1,186 @@
+"""The evaluation root: one checkpoint, every checkpoint, continuously, or a subset.
+
+Every evaluation goes through `tf.estimator.Estimator.evaluate` with an explicit
+checkpoint, appends one line to its eval directory's `results.jsonl`, writes the
+per-example CSV and prints a per-class table. `evaluate.py` parses flags and gin,
+then calls `evaluate`.
+"""
+
+import hashlib
+import os
+import re
+import sys
+import time
+
+import gin.tf
+import tensorflow as tf
+
+from core import results
+from core.experiment import checkpoint_step
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation that cannot go on, with a message for the user."""
+
+
+def eval_dir_name(eval_name) -> str:
+    """Estimator's eval directory for a name: `eval` or `eval_<name>`."""
+    return "eval" if not eval_name else f"eval_{eval_name}"
+
+
+def subset_eval_name(indices) -> str:
+    """A stable eval name for a subset, so different subsets never share results."""
+    digest = hashlib.sha1(",".join(str(int(i)) for i in sorted(indices)).encode()).hexdigest()[:8]
+    return f"subset_{len(indices)}_{digest}"
+
+
+def list_checkpoints(model_dir: str) -> list:
+    """The model directory's checkpoints that still exist, in step order."""
+    state = tf.train.get_checkpoint_state(model_dir)
+    if state is None:
+        return []
+    # The state file may hold absolute paths or paths relative to the directory.
+    paths = [os.path.join(model_dir, os.path.basename(p)) for p in state.all_model_checkpoint_paths]
+    existing = [p for p in paths if tf.io.gfile.exists(p + ".index")]
+    return sorted(existing, key=_step_from_name)
+
+
+def _step_from_name(path: str) -> int:
+    match = re.search(r"-(\d+)$", path)
+    return int(match.group(1)) if match else -1
+
+
+def evaluate(
+    model_dir: str,
+    model_fn_builder,
+    input_fn_builder,
+    class_names,
+    checkpoint: str = None,
+    all_checkpoints: bool = False,
+    continuous: bool = False,
+    timeout_secs: float = 600,
+    final_step: int = None,
+    subset=None,
+    eval_name: str = None,
+    worst_k: int = 0,
+    summary_indices=(),
+    stream=None,
+):
+    """Evaluates checkpoints of `model_dir`; returns the list of results records.
+
+    Args:
+      model_dir: the training's model directory.
+      model_fn_builder: `build_model_fn`, called with `summary_indices=...`.
+      input_fn_builder: `make_input_fn` for the evaluation split, called with
+        `subset=...`.
+      class_names: names for the per-class table.
+      checkpoint: evaluate this checkpoint (default: the latest).
+      all_checkpoints: evaluate every checkpoint in step order, skipping those
+        already in this eval directory's results.jsonl (a backfill that resumes).
+      continuous: evaluate each new checkpoint as it appears, until `final_step`
+        is evaluated or `timeout_secs` pass with no new checkpoint.
+      timeout_secs: see `continuous`.
+      final_step: the training's last step (`TRAIN_STEPS`).
+      subset: example indices (list, "3,17,42" or "@file") to evaluate alone,
+        under an eval name of their own.
+      eval_name: the eval directory is `eval_<name>`; default `eval`, or
+        `subset_<n>_<hash>` for a subset, `worst_<k>` for `worst_k`.
+      worst_k: evaluate (and show in TensorBoard) the K examples with the lowest
+        mean IoU in the latest per-example CSV of the default eval directory, at
+        that evaluation's checkpoint.
+      summary_indices: examples shown in TensorBoard in a full evaluation (a
+        subset evaluation shows its own examples, up to 64).
+      stream: where tables and messages go (default stdout).
+
+    Raises:
+      EvaluationError: no checkpoint, or continuous evaluation timed out before
+        `final_step`.
+    """
+    from data.input import parse_subset
+
+    stream = stream or sys.stdout
+    if sum(bool(x) for x in (checkpoint, all_checkpoints, continuous, worst_k)) > 1:
+        raise EvaluationError("choose one of --checkpoint, --all_checkpoints, --continuous, --worst_k")
+    indices = parse_subset(subset)
+    if worst_k:
+        checkpoint, indices = _worst_examples(model_dir, worst_k)
+        eval_name = eval_name or f"worst_{worst_k}"
+    if indices is not None:
+        eval_name = eval_name or subset_eval_name(indices)
+        summary_indices = indices.tolist()[:64]
+        print(f"evaluating {len(indices)} example(s) under eval name {eval_name!r}", file=stream)
+    estimator = tf.estimator.Estimator(
+        model_fn=model_fn_builder(summary_indices=list(summary_indices)), model_dir=model_dir
+    )
+    input_fn = input_fn_builder(subset=None if indices is None else indices.tolist())
+    eval_dir = os.path.join(model_dir, eval_dir_name(eval_name))
+
+    def run(path):
+        result = estimator.evaluate(
+            input_fn,
+            steps=None,
+            checkpoint_path=path,
+            name=eval_name,
+            hooks=[gin.tf.GinConfigSaverHook(eval_dir, include_step_in_filename=False)],
+        )
+        return results.report(eval_dir, result, path, class_names, stream)
+
+    if continuous:
+        return _continuous(model_dir, run, timeout_secs, final_step, stream)
+    if all_checkpoints:
+        done = {record["global_step"] for record in results.read_records(eval_dir)}
+        paths = list_checkpoints(model_dir)
+        if not paths:
+            raise EvaluationError(f"no checkpoint in {model_dir}")
+        todo = [p for p in paths if _step_from_name(p) not in done]
+        print(f"{len(paths)} checkpoint(s), {len(paths) - len(todo)} already evaluated in {eval_dir}", file=stream)
+        return [run(path) for path in todo]
+    path = checkpoint or tf.train.latest_checkpoint(model_dir)
+    if not path:
+        raise EvaluationError(f"no checkpoint in {model_dir}")
+    if not tf.io.gfile.exists(path + ".index"):
+        raise EvaluationError(f"checkpoint {path} does not exist")
+    return [run(path)]
+
+
+def _continuous(model_dir, run, timeout_secs, final_step, stream):
+    records = []
+    last_step = -1
+    for path in tf.train.checkpoints_iterator(model_dir, min_interval_secs=1, timeout=timeout_secs):
+        step = checkpoint_step(path)
+        if step <= last_step:
+            continue
+        records.append(run(path))
+        last_step = step
+        if final_step is not None and step >= final_step:
+            print(f"evaluated the final step {step}; done.", file=stream)
+            return records
+    raise EvaluationError(
+        f"no new checkpoint in {model_dir} for {timeout_secs:g} s (last evaluated step {last_step}, "
+        f"final step {final_step}); stopping"
+    )
+
+
+def _worst_examples(model_dir: str, k: int):
+    """`(checkpoint, indices)` of the k worst examples of the latest full evaluation."""
+    import numpy as np
+
+    path = results.latest_per_example(os.path.join(model_dir, "eval"))
+    if path is None:
+        raise EvaluationError(f"no per-example CSV in {model_dir}/eval: run a full evaluation first")
+    checkpoint, rows = results.read_per_example(path)
+    if not tf.io.gfile.exists(checkpoint + ".index"):
+        raise EvaluationError(f"{path} was made from {checkpoint}, which no longer exists")
+    return checkpoint, np.array(sorted(index for index, _ in rows[:k]), np.int64)
+
+
+def evaluate_main(**kwargs) -> int:
+    """`evaluate(**kwargs)` with errors turned into a one-line message and exit code 1."""
+    start = time.time()
+    try:
+        records = evaluate(**kwargs)
+    except (EvaluationError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{len(records)} evaluation(s) in {time.time() - start:.0f}s", file=kwargs.get("stream") or sys.stdout)
+    return 0

@@ -1,0 +1,43 @@
+"""Logs per-class IoU during an evaluation, every N evaluation steps."""
+
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+
+class PerClassIoULoggingHook(tf.compat.v1.train.SessionRunHook):
+    """Every `every_n_steps` evaluation batches, prints the running per-class IoU.
+
+    It fetches the confusion matrix's update op, whose value is the running matrix
+    after this batch (the same op the evaluation runs anyway, so nothing is
+    computed twice), and only on the steps it reports.
+    """
+
+    def __init__(self, confusion_update, class_names, every_n_steps: int = 100, stream=None):
+        self._confusion_update = confusion_update
+        self._class_names = list(class_names)
+        self._every_n_steps = every_n_steps
+        self._stream = stream or sys.stdout
+
+    def begin(self):
+        self._step = 0
+
+    def before_run(self, run_context):
+        del run_context
+        self._step += 1
+        if self._step % self._every_n_steps == 0:
+            return tf.compat.v1.train.SessionRunArgs(self._confusion_update)
+        return None
+
+    def after_run(self, run_context, run_values):
+        del run_context
+        if run_values.results is None:
+            return
+        confusion = np.asarray(run_values.results, np.float64)
+        true_positive = np.diag(confusion)
+        union = confusion.sum(0) + confusion.sum(1) - true_positive
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, true_positive / union, np.nan)
+        cells = "  ".join(f"{name} {value:.4f}" for name, value in zip(self._class_names, iou))
+        print(f"  eval batch {self._step}: IoU {cells}", file=self._stream, flush=True)

@@ -1,0 +1,194 @@
+"""tools/export.py and tools/predict.py end to end: the serving signature, an exact
+round trip against `Estimator.predict`, saved_model_cli, the PNGs predict writes, and
+one-line errors for a missing checkpoint and a wrong-size image."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from tests.conftest import TINY_SIZE, TINY_VAL, tiny_gin_params
+from tests.helpers import run_script
+
+GIN_FILE = "configs/synthetic.gin"
+NUM_CLASSES = 4  # configs/synthetic.gin
+CLASS_NAMES = ["background", "circle", "square", "triangle"]
+
+
+def _gin_args(dataset):
+    return [f"--gin_file={GIN_FILE}"] + [f"--gin_param={param}" for param in tiny_gin_params(dataset)]
+
+
+def _val_images(count):
+    """The first `count` val images of `tiny_dataset`, uint8 [count, H, W, 3]."""
+    from data import synthetic
+
+    return np.stack([synthetic.make_example(1, "val", i, TINY_SIZE, TINY_SIZE)[0] for i in range(count)])
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_dataset, tmp_path_factory):
+    """Trains the tiny model once and exports it: `(model_dir, saved_model_dir, export result)`."""
+    root = tmp_path_factory.mktemp("export")
+    model_dir = root / "model"
+    run_script("train.py", *_gin_args(tiny_dataset), f"--model_dir={model_dir}")
+    result = run_script(
+        "tools/export.py", *_gin_args(tiny_dataset), f"--model_dir={model_dir}", f"--export_dir={root}/e"
+    )
+    return model_dir, result.stdout.strip(), result
+
+
+@pytest.fixture(scope="module")
+def serving(exported):
+    """The loaded SavedModel's `serving_default` function."""
+    loaded = tf.saved_model.load(exported[1])
+    # Yield, not return: the fixture's frame keeps `loaded` (and its variables) alive.
+    yield loaded.signatures["serving_default"]
+
+
+@pytest.mark.slow
+def test_export_writes_a_savedmodel_with_the_documented_signature(exported, serving):
+    model_dir, saved_model, result = exported
+    # stdout is exactly the SavedModel's path: scripts can capture it.
+    assert os.path.dirname(saved_model) == str(model_dir.parent / "e")
+    assert os.path.exists(os.path.join(saved_model, "saved_model.pb"))
+    assert "deprecat" not in (result.stdout + result.stderr).lower()
+
+    inputs = serving.structured_input_signature[1]
+    assert set(inputs) == {"image"}
+    assert inputs["image"].dtype == tf.uint8
+    assert inputs["image"].shape.as_list() == [None, TINY_SIZE, TINY_SIZE, 3]
+    outputs = serving.structured_outputs
+    assert set(outputs) == {"classes", "probabilities"}
+    assert outputs["classes"].dtype == tf.int32
+    assert outputs["classes"].shape.as_list() == [None, TINY_SIZE, TINY_SIZE]
+    assert outputs["probabilities"].dtype == tf.float32
+    assert outputs["probabilities"].shape.as_list() == [None, TINY_SIZE, TINY_SIZE, NUM_CLASSES]
+
+    values = serving(image=tf.constant(_val_images(2)))
+    np.testing.assert_allclose(values["probabilities"].numpy().sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(values["classes"].numpy(), values["probabilities"].numpy().argmax(-1))
+
+
+@pytest.mark.slow
+def test_savedmodel_classes_equal_estimator_predict_from_the_same_checkpoint(exported, serving, tiny_dataset):
+    import gin
+
+    from core import configurables, runtime
+    from data.input import make_input_fn
+
+    model_dir, _, _ = exported
+    gin.clear_config()
+    try:
+        runtime.parse_gin([GIN_FILE], tiny_gin_params(tiny_dataset))
+        model_fn = configurables.build_model_fn()
+    finally:
+        gin.clear_config()
+    input_fn = make_input_fn(str(tiny_dataset / "val-*.tfrecord"), 3, TINY_SIZE, TINY_SIZE)
+    images = np.concatenate([features["image"].numpy() for features, _ in input_fn()])
+    assert images.shape == (TINY_VAL, TINY_SIZE, TINY_SIZE, 3)
+
+    estimator = tf.estimator.Estimator(model_fn, model_dir=str(model_dir))
+    predictions = list(
+        estimator.predict(
+            lambda: input_fn().map(lambda features, labels: features),  # PREDICT gets no labels.
+            checkpoint_path=tf.train.latest_checkpoint(str(model_dir)),
+        )
+    )
+    assert [p["index"] for p in predictions] == list(range(TINY_VAL))
+    expected = np.stack([p["classes"] for p in predictions])
+
+    served = serving(image=tf.constant(images))["classes"].numpy()
+    np.testing.assert_array_equal(served, expected)
+
+
+@pytest.mark.slow
+def test_saved_model_cli_runs_the_signature(exported, tmp_path):
+    # TF 2.15's saved_model_cli reads --input_exprs with ast.literal_eval, so
+    # `image=np.zeros(...)` is refused ("not a valid python literal"); feed a .npy file.
+    zeros = tmp_path / "zeros.npy"
+    np.save(zeros, np.zeros((1, TINY_SIZE, TINY_SIZE, 3), np.uint8))
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    result = subprocess.run(
+        [cli, "run", "--dir", exported[1], "--tag_set", "serve", "--signature_def", "serving_default"]
+        + ["--inputs", f"image={zeros}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Result for output key classes" in result.stdout
+    assert "Result for output key probabilities" in result.stdout
+
+
+@pytest.mark.slow
+def test_predict_writes_mask_overlay_and_exact_classes(exported, serving, tmp_path):
+    from tools.predict import colour_map
+
+    images = _val_images(2)
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(str(tmp_path / f"val_{i}.png"))
+        Image.fromarray(image).save(paths[-1])
+    output_dir = tmp_path / "out"
+    result = run_script(
+        "tools/predict.py",
+        f"--saved_model={exported[1]}",
+        f"--output_dir={output_dir}",
+        f"--class_names={','.join(CLASS_NAMES)}",
+        *paths,
+    )
+    assert len(result.stdout.strip().splitlines()) == 2
+    assert "deprecat" not in (result.stdout + result.stderr).lower()
+    expected = serving(image=tf.constant(images))["classes"].numpy()
+    palette = colour_map(256)
+    for i, image in enumerate(images):
+        with Image.open(output_dir / f"val_{i}_classes.png") as png:
+            assert png.mode == "L"
+            classes = np.asarray(png)
+        np.testing.assert_array_equal(classes, expected[i])
+        with Image.open(output_dir / f"val_{i}_mask.png") as png:
+            mask = np.asarray(png.convert("RGB"))
+        np.testing.assert_array_equal(mask, palette[expected[i]])
+        with Image.open(output_dir / f"val_{i}_overlay.png") as png:
+            blended = np.asarray(png.convert("RGB")).astype(int)
+        assert np.abs(blended - (image.astype(int) + mask.astype(int)) / 2).max() <= 0.5
+    assert sorted(os.listdir(output_dir)) == sorted(
+        f"val_{i}_{kind}.png" for i in range(2) for kind in ("classes", "mask", "overlay")
+    )
+
+
+@pytest.mark.slow
+def test_predict_on_a_wrong_size_image_fails_naming_the_file(exported, tmp_path):
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((TINY_SIZE, 48, 3), np.uint8)).save(path)
+    output_dir = tmp_path / "out"
+    result = run_script(
+        "tools/predict.py", f"--saved_model={exported[1]}", f"--output_dir={output_dir}", str(path), check=False
+    )
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    assert str(path) in message and f"48x{TINY_SIZE}" in message and f"{TINY_SIZE}x{TINY_SIZE}" in message
+    assert not output_dir.exists()
+
+
+@pytest.mark.parametrize("with_checkpoint_flag", [False, True])
+def test_export_without_a_checkpoint_fails_in_one_line(tmp_path, with_checkpoint_flag):
+    model_dir = tmp_path / "untrained"
+    model_dir.mkdir()
+    missing = model_dir / "model.ckpt-7"
+    args = [f"--gin_file={GIN_FILE}", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'e'}"]
+    if with_checkpoint_flag:
+        args.append(f"--checkpoint={missing}")
+    result = run_script("tools/export.py", *args, check=False)
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    assert str(missing if with_checkpoint_flag else model_dir) in message
+    assert not (tmp_path / "e").exists()

@@ -1,0 +1,112 @@
+"""Exports a trained checkpoint as a SavedModel for serving.
+
+    python tools/export.py --gin_file=configs/synthetic.gin --model_dir=runs/synthetic \
+        [--checkpoint=runs/synthetic/model.ckpt-500] --export_dir=exports/synthetic
+
+The SavedModel lands in a timestamped folder under `--export_dir` (Estimator's
+layout, the one `LatestExporter` and TensorFlow Serving use); its path is printed.
+Its `serving_default` signature takes `image` (uint8 [N, H, W, 3], H and W the
+config's IMAGE_HEIGHT and IMAGE_WIDTH) and returns `classes` (int32 [N, H, W]) and
+`probabilities` (float32 [N, H, W, C]).
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from core import runtime  # noqa: E402  First: quiets TensorFlow before it loads.
+
+flags.DEFINE_multi_string("gin_file", None, "Gin config file(s) the model was trained with, applied in order.")
+flags.DEFINE_multi_string("gin_param", None, "Gin bindings, e.g. 'build_model_fn.depth = 2'; applied after the files.")
+flags.DEFINE_string("model_dir", None, "Model directory; overrides the config's MODEL_DIR.")
+flags.DEFINE_string("checkpoint", None, "Checkpoint to export, e.g. D/model.ckpt-500 (default: the latest in D).")
+flags.DEFINE_string("export_dir", None, "Folder under which the timestamped SavedModel folder is written.")
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's INFO logs and deprecation warnings.")
+FLAGS = flags.FLAGS
+
+
+class ExportError(ValueError):
+    """Nothing to export, with a message naming the directory or checkpoint at fault."""
+
+
+def resolve_checkpoint(model_dir: str, checkpoint=None) -> str:
+    """The checkpoint to export: `checkpoint` if given, else the latest in `model_dir`.
+
+    Raises:
+      ExportError: no checkpoint in `model_dir`, or `checkpoint` does not exist.
+    """
+    import tensorflow as tf
+
+    if checkpoint:
+        # A checkpoint is a prefix, not a file: its `.index` file says it exists.
+        if not tf.io.gfile.exists(checkpoint + ".index"):
+            raise ExportError(f"checkpoint {checkpoint!r} not found (no {checkpoint}.index)")
+        return checkpoint
+    latest = tf.train.latest_checkpoint(model_dir) if tf.io.gfile.isdir(model_dir) else None
+    if not latest:
+        raise ExportError(f"no checkpoint in model_dir {model_dir!r}; train first or pass --checkpoint")
+    return latest
+
+
+def export(model_dir: str, export_dir: str, checkpoint=None, model_fn=None, image_size=None) -> str:
+    """Writes a SavedModel of `checkpoint` (default: the latest in `model_dir`).
+
+    With the defaults it needs gin parsed first (`core.runtime.parse_gin`): the
+    model_fn comes from the configured `build_model_fn` and the input size from the
+    IMAGE_HEIGHT and IMAGE_WIDTH macros, so the graph matches the one trained.
+
+    Args:
+      model_dir: the training run's model directory.
+      export_dir: the SavedModel goes in a new timestamped folder under it.
+      checkpoint: checkpoint path prefix to export; None for the latest in `model_dir`.
+      model_fn: a plain model_fn; None to build it from gin.
+      image_size: `(height, width)` of the serving input; None to read it from gin.
+
+    Returns:
+      The path of the written SavedModel folder.
+
+    Raises:
+      ExportError: when there is no checkpoint to export.
+    """
+    import tensorflow as tf
+
+    from models import serving
+
+    checkpoint = resolve_checkpoint(model_dir, checkpoint)
+    if model_fn is None or image_size is None:
+        from core import configurables
+
+        model_fn = model_fn or configurables.build_model_fn()
+        image_size = image_size or (configurables.macro("IMAGE_HEIGHT"), configurables.macro("IMAGE_WIDTH"))
+    estimator = tf.estimator.Estimator(model_fn, model_dir=model_dir)
+    receiver_fn = serving.serving_input_receiver_fn(*image_size)
+    path = estimator.export_saved_model(export_dir, receiver_fn, checkpoint_path=checkpoint)
+    # Estimator returns the path as bytes.
+    return path.decode() if isinstance(path, bytes) else path
+
+
+def main(argv):
+    del argv
+    runtime.quiet(FLAGS.verbose)
+    runtime.parse_gin(FLAGS.gin_file, FLAGS.gin_param or [])
+    from core import configurables
+
+    model_dir = FLAGS.model_dir or configurables.macro("MODEL_DIR")
+    if not model_dir:
+        print("error: no model directory: pass --model_dir or set MODEL_DIR in the gin file", file=sys.stderr)
+        return 1
+    try:
+        path = export(model_dir, FLAGS.export_dir, FLAGS.checkpoint)
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["gin_file", "export_dir"])
+    app.run(main)

@@ -1,0 +1,177 @@
+"""Segments images with an exported SavedModel; writes a colour mask, an overlay and the class ids.
+
+    python tools/predict.py --saved_model=exports/synthetic/1700000000 --output_dir=predictions \
+        [--class_names=background,circle,square,triangle] photo1.png photo2.jpg ...
+
+Images are positional arguments (let the shell expand globs: `images/*.png`) and must
+have the size the model was exported with. For each input `<stem>.<ext>` it writes:
+
+- `<stem>_mask.png`: the class mask in colour (PASCAL VOC's colour map, `colour_map`);
+- `<stem>_overlay.png`: the image blended with that colour mask (alpha 0.5);
+- `<stem>_classes.png`: the raw class ids, single channel, for exact re-reading.
+
+It prints one line per image: the files written and the share of pixels per class.
+"""
+
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from core import runtime  # noqa: E402  First: quiets TensorFlow before it loads.
+from hooks.palette import (
+    voc_colour_map as colour_map,  # noqa: E402  The masks' palette, shared with TensorBoard panels.
+)
+
+flags.DEFINE_string("saved_model", None, "SavedModel folder written by tools/export.py.")
+flags.DEFINE_string("output_dir", None, "Folder for the <stem>_mask/_overlay/_classes.png files.")
+flags.DEFINE_list("class_names", None, "Class names for the per-image summary (default: class ids).")
+flags.DEFINE_string("signature", "serving_default", "Signature to run.")
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's INFO logs and deprecation warnings.")
+FLAGS = flags.FLAGS
+
+OVERLAY_ALPHA = 0.5
+
+
+class PredictError(ValueError):
+    """Bad input, with a message naming the file at fault."""
+
+
+def colourise(classes: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Class ids [H, W] -> RGB uint8 [H, W, 3] through `palette` (from `colour_map`)."""
+    return palette[classes]
+
+
+def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """`image` blended with `colour_mask`: `(1 - alpha) * image + alpha * colour_mask`, uint8."""
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colour_mask.astype(np.float32)
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def load_image(path: str, height: int, width: int) -> np.ndarray:
+    """Reads an image as RGB uint8 [height, width, 3].
+
+    Raises:
+      PredictError: unreadable file, or a size other than `height` x `width` (naming both).
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.size != (width, height):
+                raise PredictError(
+                    f"{path}: image is {image.size[0]}x{image.size[1]} but the model takes {width}x{height} "
+                    "(width x height); resize it first"
+                )
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except OSError as error:
+        raise PredictError(f"{path}: cannot read image: {error}") from None
+
+
+def write_png(array: np.ndarray, path: str):
+    """Writes a uint8 [H, W] or [H, W, 3] array, or a uint16 [H, W] one, as PNG."""
+    from PIL import Image
+
+    if array.dtype == np.uint16:
+        Image.fromarray(array, mode="I;16").save(path)
+    else:
+        Image.fromarray(array).save(path)
+
+
+class Predictor:
+    """A loaded SavedModel signature: `predictor(images uint8 [N,H,W,3]) -> classes [N,H,W]`."""
+
+    def __init__(self, saved_model_dir: str, signature: str = "serving_default"):
+        import tensorflow as tf
+
+        try:
+            self._model = tf.saved_model.load(saved_model_dir)  # Held: the signature needs its variables.
+        except (OSError, ValueError) as error:
+            raise PredictError(f"{saved_model_dir}: cannot load a SavedModel: {error}") from None
+        if signature not in self._model.signatures:
+            raise PredictError(
+                f"{saved_model_dir}: no signature {signature!r} (has {', '.join(self._model.signatures) or 'none'})"
+            )
+        self._function = self._model.signatures[signature]
+        image_spec = self._function.structured_input_signature[1]["image"]
+        self.height, self.width = int(image_spec.shape[1]), int(image_spec.shape[2])
+        self.num_classes = int(self._function.structured_outputs["probabilities"].shape[-1])
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        outputs = self._function(image=tf.constant(images, tf.uint8))
+        return outputs["classes"].numpy()
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def predict(saved_model_dir: str, image_paths, output_dir: str, class_names=None, signature="serving_default"):
+    """Segments `image_paths`, writing `<stem>_mask.png`, `_overlay.png` and `_classes.png`.
+
+    Every image is checked (readable, right size, unique stem) before any is run,
+    so a bad one fails fast and leaves no partial output.
+
+    Args:
+      saved_model_dir: a SavedModel from tools/export.py.
+      image_paths: image files, all at the model's input size.
+      output_dir: created if missing.
+      class_names: names for the printed summary; None for class ids.
+      signature: the signature to run.
+
+    Returns:
+      `{image_path: classes}`, each classes an int array [H, W].
+
+    Raises:
+      PredictError: naming the file (or the class names) at fault.
+    """
+    if not image_paths:
+        raise PredictError("no images given")
+    stems = {}
+    for path in image_paths:
+        if _stem(path) in stems:
+            raise PredictError(f"{path} and {stems[_stem(path)]} would write the same {_stem(path)}_*.png files")
+        stems[_stem(path)] = path
+    predictor = Predictor(saved_model_dir, signature)
+    if class_names is not None and len(class_names) != predictor.num_classes:
+        raise PredictError(f"--class_names has {len(class_names)} names but the model has {predictor.num_classes}")
+    names = list(class_names) if class_names is not None else [str(i) for i in range(predictor.num_classes)]
+    images = [load_image(path, predictor.height, predictor.width) for path in image_paths]
+
+    os.makedirs(output_dir, exist_ok=True)
+    palette = colour_map(max(predictor.num_classes, 256))
+    id_dtype = np.uint8 if predictor.num_classes <= 256 else np.uint16
+    results = {}
+    for path, image in zip(image_paths, images):
+        # One image per call: memory stays flat however many are given.
+        classes = predictor(image[None])[0]
+        colour_mask = colourise(classes, palette)
+        prefix = os.path.join(output_dir, _stem(path))
+        write_png(colour_mask, prefix + "_mask.png")
+        write_png(overlay(image, colour_mask), prefix + "_overlay.png")
+        write_png(classes.astype(id_dtype), prefix + "_classes.png")
+        results[path] = classes
+        shares = np.bincount(classes.ravel(), minlength=predictor.num_classes) / classes.size
+        summary = ", ".join(f"{names[i]} {share:.1%}" for i, share in enumerate(shares) if share > 0)
+        print(f"{path} -> {prefix}_{{mask,overlay,classes}}.png ({summary})", flush=True)
+    return results
+
+
+def main(argv):
+    runtime.quiet(FLAGS.verbose)
+    try:
+        predict(FLAGS.saved_model, argv[1:], FLAGS.output_dir, FLAGS.class_names, FLAGS.signature)
+    except PredictError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["saved_model", "output_dir"])
+    app.run(main)
