@@ -1,0 +1,109 @@
+"""Benchmark: what a subset and the evaluation hooks cost, against a full evaluation.
+
+On a synthetic val split of 2,000 examples at 256x256 (written once to
+datasets/bench_eval_256/), with the default U-Net at a one-step checkpoint:
+  - `subset_1pct_cost_ratio`: `Estimator.evaluate` of 20 examples (1%, through the
+    input_fn's enumerate/filter) / a full evaluation of the 2,000;
+  - `hooks_overhead_ratio`: a full evaluation with every hook and summary
+    (16 image panels, per-example IoU, confusion image and table, per-class
+    logging every 20 batches) / the same evaluation with the metrics only.
+Each evaluation is timed end to end (graph, session, restore, every batch), the
+variants taking turns; the figure is the median over `--repeats`. The last line
+is one JSON object.
+
+    .venv/bin/python bench/eval.py [--repeats=2]
+"""
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import time
+from contextlib import redirect_stdout
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from core import runtime  # noqa: E402  First: quiets TensorFlow before it loads.
+
+SIZE = 256
+NUM_EXAMPLES = 2000
+DATA_DIR = os.path.join(runtime.REPO_ROOT, "datasets", f"bench_eval_{SIZE}")
+CLASS_NAMES = ["background", "circle", "square", "triangle"]
+
+
+def _dataset():
+    from data import synthetic, writer
+
+    marker = os.path.join(DATA_DIR, "done")
+    if not os.path.exists(marker):
+        examples = ((*synthetic.make_example(0, "val", i, SIZE, SIZE), f"val_{i:06d}.png") for i in range(NUM_EXAMPLES))
+        writer.write_shards(examples, NUM_EXAMPLES, os.path.join(DATA_DIR, "val"), 8)
+        open(marker, "w").close()
+    return os.path.join(DATA_DIR, "val-*.tfrecord")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batch_size", type=int, default=32)
+    args = parser.parse_args(argv)
+    runtime.quiet()
+    runtime.make_deterministic()
+    import tempfile
+
+    import tensorflow as tf
+
+    from data.input import make_input_fn
+    from models import build_model_fn
+
+    pattern = _dataset()
+    model_dir = tempfile.mkdtemp(prefix="bench_eval_")
+
+    def model_fn(with_hooks):
+        if not with_hooks:
+            return build_model_fn(4, CLASS_NAMES, per_example=False, confusion_summary=False)
+        return build_model_fn(4, CLASS_NAMES, summary_indices=list(range(0, 2000, 125)), log_every_n_eval_steps=20)
+
+    def input_fn(subset=None):
+        return make_input_fn(pattern, args.batch_size, SIZE, SIZE, subset=subset)
+
+    tf.estimator.Estimator(model_fn(False), model_dir).train(
+        make_input_fn(pattern, 4, SIZE, SIZE, training=True), max_steps=1
+    )
+    checkpoint = tf.train.latest_checkpoint(model_dir)
+    subset = list(range(0, NUM_EXAMPLES, 100))  # 20 examples: 1%.
+    variants = {
+        "full_metrics_only": (model_fn(False), input_fn()),
+        "subset_1pct": (model_fn(False), input_fn(subset)),
+        "full_all_hooks": (model_fn(True), input_fn()),
+    }
+    seconds = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, (fn, inputs) in variants.items():
+            estimator = tf.estimator.Estimator(fn, model_dir)
+            start = time.perf_counter()
+            with redirect_stdout(io.StringIO()):  # The logging hook's lines.
+                result = estimator.evaluate(inputs, checkpoint_path=checkpoint, name=name)
+            seconds[name].append(time.perf_counter() - start)
+            expected = len(subset) if name == "subset_1pct" else NUM_EXAMPLES
+            assert result["num_examples"] == expected, (name, result["num_examples"])
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    for name, value in median.items():
+        print(f"{name:>18}: {value:7.2f} s")
+    print(
+        json.dumps(
+            {
+                "subset_1pct_cost_ratio": round(median["subset_1pct"] / median["full_metrics_only"], 4),
+                "hooks_overhead_ratio": round(median["full_all_hooks"] / median["full_metrics_only"], 4),
+                "seconds": {name: round(value, 3) for name, value in median.items()},
+                "examples": NUM_EXAMPLES,
+                "image_size": SIZE,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
