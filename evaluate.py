@@ -11,9 +11,7 @@ from absl import app, flags
 
 from core import runtime  # First: quiets TensorFlow before it loads.
 
-flags.DEFINE_multi_string("gin_file", None, "Gin config file(s), as used for training.")
-flags.DEFINE_multi_string("gin_param", None, "Gin bindings, applied after the files.")
-flags.DEFINE_string("model_dir", None, "Model directory; overrides the config's MODEL_DIR.")
+runtime.define_flags()
 flags.DEFINE_string("checkpoint", None, "Checkpoint to evaluate (default: the latest).")
 flags.DEFINE_bool("all_checkpoints", False, "Every checkpoint in step order, skipping those already evaluated.")
 flags.DEFINE_bool("continuous", False, "Evaluate each new checkpoint until the final step or the timeout.")
@@ -21,19 +19,16 @@ flags.DEFINE_float("timeout_secs", 600, "Continuous mode: stop after this long w
 flags.DEFINE_string("subset", None, "Example indices to evaluate: '3,17,42' or '@file' (one or more per line).")
 flags.DEFINE_string("eval_name", None, "Results go to model_dir/eval_<name> (default: eval, or one per subset).")
 flags.DEFINE_integer("worst_k", 0, "Evaluate and show the K worst examples of the latest full evaluation.")
-flags.DEFINE_bool("verbose", False, "Show TensorFlow's INFO logs and deprecation warnings.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    runtime.quiet(FLAGS.verbose)
-    runtime.make_deterministic()
-    runtime.parse_gin(FLAGS.gin_file, FLAGS.gin_param or [])
+    model_dir = runtime.init_from_flags(FLAGS)
     from core import configurables
 
     return configurables.evaluate(
-        **({"model_dir": FLAGS.model_dir} if FLAGS.model_dir else {}),
+        **model_dir,
         checkpoint=FLAGS.checkpoint,
         all_checkpoints=FLAGS.all_checkpoints,
         continuous=FLAGS.continuous,
@@ -45,5 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("gin_file")
     app.run(lambda argv: sys.exit(main(argv)))

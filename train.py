@@ -8,23 +8,17 @@ from absl import app, flags
 
 from core import runtime  # First: quiets TensorFlow before it loads.
 
-flags.DEFINE_multi_string("gin_file", None, "Gin config file(s), applied in order.")
-flags.DEFINE_multi_string("gin_param", None, "Gin bindings, e.g. 'TRAIN_STEPS = 100'; applied after the files.")
-flags.DEFINE_string("model_dir", None, "Model directory; overrides the config's MODEL_DIR.")
-flags.DEFINE_bool("verbose", False, "Show TensorFlow's INFO logs and deprecation warnings.")
+runtime.define_flags()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    runtime.quiet(FLAGS.verbose)
-    runtime.make_deterministic()
-    runtime.parse_gin(FLAGS.gin_file, FLAGS.gin_param or [])
+    model_dir = runtime.init_from_flags(FLAGS)
     from core import configurables
 
-    configurables.train_and_evaluate(**({"model_dir": FLAGS.model_dir} if FLAGS.model_dir else {}))
+    configurables.train_and_evaluate(**model_dir)
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("gin_file")
     app.run(main)

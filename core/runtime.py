@@ -83,3 +83,27 @@ def _macro_is_set(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def define_flags():
+    """The flags every entry point shares: --gin_file, --gin_param, --model_dir, --verbose."""
+    from absl import flags
+
+    flags.DEFINE_multi_string("gin_file", None, "Gin config file(s), applied in order.")
+    flags.DEFINE_multi_string("gin_param", None, "Gin bindings, e.g. 'TRAIN_STEPS = 100'; applied after the files.")
+    flags.DEFINE_string("model_dir", None, "Model directory; overrides the config's MODEL_DIR.")
+    flags.DEFINE_bool("verbose", False, "Show TensorFlow's INFO logs and deprecation warnings.")
+    flags.mark_flag_as_required("gin_file")
+
+
+def init_from_flags(flags_values) -> dict:
+    """Quiet logs, op determinism, strict gin from the shared flags.
+
+    Returns:
+      `{"model_dir": ...}` when --model_dir was given, else `{}`: keyword arguments
+      for a root, so the flag overrides the config's MODEL_DIR.
+    """
+    quiet(flags_values.verbose)
+    make_deterministic()
+    parse_gin(flags_values.gin_file, flags_values.gin_param or [])
+    return {"model_dir": flags_values.model_dir} if flags_values.model_dir else {}

@@ -19,12 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from core import runtime  # noqa: E402  First: quiets TensorFlow before it loads.
 
-flags.DEFINE_multi_string("gin_file", None, "Gin config file(s) the model was trained with, applied in order.")
-flags.DEFINE_multi_string("gin_param", None, "Gin bindings, e.g. 'build_model_fn.depth = 2'; applied after the files.")
-flags.DEFINE_string("model_dir", None, "Model directory; overrides the config's MODEL_DIR.")
+runtime.define_flags()  # --gin_file (the training's), --gin_param, --model_dir, --verbose.
 flags.DEFINE_string("checkpoint", None, "Checkpoint to export, e.g. D/model.ckpt-500 (default: the latest in D).")
 flags.DEFINE_string("export_dir", None, "Folder under which the timestamped SavedModel folder is written.")
-flags.DEFINE_bool("verbose", False, "Show TensorFlow's INFO logs and deprecation warnings.")
 FLAGS = flags.FLAGS
 
 
@@ -90,11 +87,10 @@ def export(model_dir: str, export_dir: str, checkpoint=None, model_fn=None, imag
 
 def main(argv):
     del argv
-    runtime.quiet(FLAGS.verbose)
-    runtime.parse_gin(FLAGS.gin_file, FLAGS.gin_param or [])
+    model_dir = runtime.init_from_flags(FLAGS).get("model_dir")
     from core import configurables
 
-    model_dir = FLAGS.model_dir or configurables.macro("MODEL_DIR")
+    model_dir = model_dir or configurables.macro("MODEL_DIR")
     if not model_dir:
         print("error: no model directory: pass --model_dir or set MODEL_DIR in the gin file", file=sys.stderr)
         return 1
@@ -108,5 +104,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["gin_file", "export_dir"])
+    flags.mark_flag_as_required("export_dir")
     app.run(main)
