@@ -16,6 +16,7 @@ import gin.tf
 import tensorflow as tf
 
 from core import results
+from core.errors import describe
 from core.experiment import checkpoint_step
 
 
@@ -123,6 +124,7 @@ def evaluate(
             name=eval_name,
             hooks=[gin.tf.GinConfigSaverHook(eval_dir, include_step_in_filename=False)],
         )
+        results.check_example_count(result, getattr(input_fn, "num_examples", None))
         return results.report(eval_dir, result, path, class_names, stream)
 
     if continuous:
@@ -179,8 +181,8 @@ def evaluate_main(**kwargs) -> int:
     start = time.time()
     try:
         records = evaluate(**kwargs)
-    except (EvaluationError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (EvaluationError, ValueError, tf.errors.OpError) as error:
+        print(f"error: {describe(error)}", file=sys.stderr)
         return 1
     print(f"{len(records)} evaluation(s) in {time.time() - start:.0f}s", file=kwargs.get("stream") or sys.stdout)
     return 0

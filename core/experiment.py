@@ -12,8 +12,9 @@ import time
 import gin.tf
 import tensorflow as tf
 
-from core import results
+from core import guard, results
 from core.best import BestCheckpointKeeper, is_better
+from core.errors import RunError, describe
 from hooks.progress import ProgressHook
 from models.serving import serving_input_receiver_fn
 
@@ -86,6 +87,36 @@ def train_and_evaluate(
     stream = stream or sys.stdout
     if not model_dir:
         raise ValueError("no model directory: pass --model_dir or set MODEL_DIR in the gin file")
+    with guard.ModelDirLock(model_dir):
+        guard.repair_latest_checkpoint(model_dir, log=lambda line: print(line, file=stream))
+        guard.check_config_matches(model_dir, gin.config_str())
+        files = list(getattr(train_input_fn, "files", [])) + list(getattr(eval_input_fn, "files", []))
+        try:
+            return _train_and_evaluate(**{k: v for k, v in locals().items() if k not in ("files",)})
+        except (tf.errors.OpError, UnicodeDecodeError) as error:
+            # One line naming the step, file, record or value at fault; the checkpoints
+            # on disk are untouched (a failing step is never saved). TensorFlow raises
+            # UnicodeDecodeError when a parse error quotes a record's raw bytes.
+            raise RunError(describe(error, files)) from None
+
+
+def _train_and_evaluate(
+    model_dir,
+    model_fn,
+    train_input_fn,
+    eval_input_fn,
+    train_steps,
+    eval_every_steps,
+    class_names,
+    seed,
+    keep_checkpoint_max,
+    best_metric,
+    higher_is_better,
+    early_stopping_evals,
+    export_image_size,
+    progress_every_secs,
+    stream,
+):
     eval_dir = os.path.join(model_dir, "eval")
     latest = tf.train.latest_checkpoint(model_dir)
     if latest and checkpoint_step(latest) >= train_steps:
@@ -118,7 +149,7 @@ def train_and_evaluate(
         input_fn=train_input_fn, max_steps=train_steps, hooks=train_hooks, saving_listeners=[progress.listener]
     )
     exporters = [
-        results.ResultsReporter(eval_dir, class_names, stream),
+        results.ResultsReporter(eval_dir, class_names, stream, getattr(eval_input_fn, "num_examples", None)),
         BestCheckpointKeeper(model_dir, best_metric, higher_is_better, stream),
     ]
     if export_image_size:

@@ -90,6 +90,13 @@ def latest_per_example(eval_dir: str):
     return max(paths, key=lambda p: int(os.path.basename(p)[len(PER_EXAMPLE_PREFIX) : -len(".csv")]))
 
 
+def check_example_count(eval_result: dict, expected):
+    """Evaluation is strict: it must have seen every example of its split (or subset)."""
+    seen = int(eval_result.get("num_examples", -1))
+    if expected is not None and seen != expected:
+        raise ValueError(f"evaluation saw {seen} examples, the split holds {expected}: examples were dropped")
+
+
 def report(eval_dir: str, eval_result: dict, checkpoint_path: str, class_names, stream=None) -> dict:
     """Records one evaluation: results.jsonl line, per-example CSV, printed table."""
     record = to_record(eval_result, checkpoint_path, class_names)
@@ -133,10 +140,11 @@ class ResultsReporter(tf.estimator.Exporter):
     is the one place that sees every result with its checkpoint.
     """
 
-    def __init__(self, eval_dir: str, class_names, stream=None):
+    def __init__(self, eval_dir: str, class_names, stream=None, expected_examples=None):
         self._eval_dir = eval_dir
         self._class_names = list(class_names)
         self._stream = stream or sys.stdout
+        self._expected_examples = expected_examples
 
     @property
     def name(self):
@@ -144,5 +152,6 @@ class ResultsReporter(tf.estimator.Exporter):
 
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
         del estimator, export_path, is_the_final_export
+        check_example_count(eval_result, self._expected_examples)
         report(self._eval_dir, eval_result, checkpoint_path, self._class_names, self._stream)
         return None

@@ -107,3 +107,14 @@ def init_from_flags(flags_values) -> dict:
     make_deterministic()
     parse_gin(flags_values.gin_file, flags_values.gin_param or [])
     return {"model_dir": flags_values.model_dir} if flags_values.model_dir else {}
+
+
+# Errors that mean "bad input, config or model directory", reported as one line:
+# core.errors.RunError and core.guard.GuardError are RuntimeErrors.
+USER_ERRORS = (ValueError, KeyError, RuntimeError)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (gin appends its location on the next ones)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -6,6 +6,9 @@ evaluating k of N examples decodes k. Every stage is deterministic given the see
 the training stream is a function of `(seed, position in the stream)` only.
 """
 
+import os
+import struct
+
 import numpy as np
 import tensorflow as tf
 
@@ -26,6 +29,30 @@ def list_files(file_pattern) -> list:
             raise ValueError(f"no files match the pattern {pattern!r}")
         files.extend(matched)
     return files
+
+
+def count_records(path: str) -> int:
+    """Counts the records of a TFRecord file from their length headers (no payload read).
+
+    Raises:
+      ValueError: naming the file (and record) when it is empty or truncated.
+    """
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(f"{path}: empty shard (0 bytes)")
+    count, offset = 0, 0
+    with open(path, "rb") as f:
+        while offset < size:
+            header = f.read(12)
+            if len(header) < 12:
+                raise ValueError(f"{path}: record {count} is truncated (a {len(header)}-byte header)")
+            (length,) = struct.unpack("<Q", header[:8])
+            offset += 12 + length + 4
+            if offset > size:
+                raise ValueError(f"{path}: record {count} is truncated ({length} bytes announced, file ends first)")
+            f.seek(offset)
+            count += 1
+    return count
 
 
 def parse_subset(subset) -> np.ndarray:
@@ -55,7 +82,7 @@ def parse_subset(subset) -> np.ndarray:
     return indices
 
 
-def _decode(index, serialized, image_height, image_width):
+def _decode(index, serialized, image_height, image_width, num_classes=None):
     example = schema.parse_and_decode(serialized)
     image, mask, filename = example["image"], example["mask"], example["filename"]
     image_hw, mask_hw = tf.shape(image)[:2], tf.shape(mask)
@@ -88,6 +115,23 @@ def _decode(index, serialized, image_height, image_width):
             ],
         ),
     ]
+    if num_classes is not None:
+        # A label outside [0, C) gives a zero one-hot row (no loss) or NaN on some
+        # devices: stop at the first such mask instead, naming it.
+        bad = tf.logical_and(mask >= num_classes, tf.not_equal(mask, 255))
+        checks.append(
+            tf.debugging.Assert(
+                tf.logical_not(tf.reduce_any(bad)),
+                [
+                    f"label outside [0, {num_classes}) and not 255:",
+                    tf.boolean_mask(mask, bad)[:1],
+                    "index",
+                    index,
+                    "file",
+                    filename,
+                ],
+            )
+        )
     with tf.control_dependencies(checks):
         image = tf.ensure_shape(tf.identity(image), [image_height, image_width, 3])
         mask = tf.ensure_shape(tf.identity(mask), [image_height, image_width])
@@ -108,6 +152,14 @@ def _augment(seed, position, image, mask):
     return image, mask
 
 
+def _resume_position(batch_size: int):
+    """`global_step * batch_size` as an int64 tensor (0 outside an Estimator graph)."""
+    global_step = tf.compat.v1.train.get_global_step()
+    if global_step is None:
+        return tf.constant(0, tf.int64)
+    return tf.cast(global_step, tf.int64) * batch_size
+
+
 def make_input_fn(
     file_pattern,
     batch_size: int,
@@ -119,6 +171,8 @@ def make_input_fn(
     shuffle_buffer: int = 1024,
     augment: bool = True,
     num_parallel_calls: int = tf.data.AUTOTUNE,
+    resume: bool = True,
+    num_classes: int = None,
 ):
     """Builds an Estimator `input_fn`.
 
@@ -126,21 +180,39 @@ def make_input_fn(
       file_pattern: glob (or list of globs) of the split's TFRecord shards.
       batch_size: examples per batch. Evaluation keeps the partial last batch.
       image_height, image_width: every image must be this size.
-      training: shuffle (seeded), repeat forever, augment, drop the partial batch.
+      training: shuffle (seeded), repeat forever, augment, drop the partial batch,
+        and start at example `global_step * batch_size` of the stream, so a run
+        resumed from a checkpoint sees exactly the batches an uninterrupted run would.
       subset: indices of the examples to keep (see `parse_subset`), or None.
       seed: seeds the shuffle and the augmentation.
       shuffle_buffer: shuffle buffer size, in examples.
       augment: apply flips and brightness jitter in training.
       num_parallel_calls: parallelism of the decode map (order is kept).
+      resume: in training, skip what the restored global step has consumed (False
+        is stock Estimator's behaviour: every restart begins the stream again).
+      num_classes: when set, a mask value outside [0, num_classes) other than 255
+        stops the pipeline, naming the file.
+
+    Every shard's record framing is checked up front (an empty or truncated shard
+    fails here, naming it), and a subset index beyond the split is rejected.
+    The returned input_fn carries `files` and `num_examples` (of the split, or of
+    the subset) so callers can check an evaluation saw every example.
 
     Returns:
       `input_fn()` returning a dataset of `({"image": uint8 [B,H,W,3],
       "index": int64 [B]}, mask int32 [B,H,W])`.
     """
     files = list_files(file_pattern)
+    split_size = sum(count_records(path) for path in files)
     indices = parse_subset(subset)
     if indices is not None and indices.size == 0:
         raise ValueError("subset: empty; give at least one index")
+    if indices is not None and indices[-1] >= split_size:
+        beyond = indices[indices >= split_size]
+        raise ValueError(
+            f"subset index {beyond[0]} is beyond the split ({split_size} examples in {file_pattern}); "
+            f"{len(beyond)} index(es) out of range"
+        )
 
     def input_fn():
         dataset = tf.data.TFRecordDataset(files).enumerate()
@@ -156,9 +228,14 @@ def make_input_fn(
         if training:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
             dataset = dataset.repeat().enumerate()  # (position in the stream, (index, record))
+            # Exact resume: start where the restored global step left off. The skip runs
+            # on undecoded records, and Estimator initialises the iterator after
+            # restoring the checkpoint, so this reads the restored step.
+            if resume:
+                dataset = dataset.skip(_resume_position(batch_size))
 
             def decode_train(position, pair):
-                index, image, mask = _decode(*pair, image_height, image_width)
+                index, image, mask = _decode(*pair, image_height, image_width, num_classes)
                 if augment:
                     image, mask = _augment(seed, position, image, mask)
                 return index, image, mask
@@ -166,7 +243,7 @@ def make_input_fn(
             dataset = dataset.map(decode_train, num_parallel_calls, deterministic=True)
         else:
             dataset = dataset.map(
-                lambda index, record: _decode(index, record, image_height, image_width),
+                lambda index, record: _decode(index, record, image_height, image_width, num_classes),
                 num_parallel_calls,
                 deterministic=True,
             )
@@ -174,4 +251,6 @@ def make_input_fn(
         dataset = dataset.batch(batch_size, drop_remainder=training)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
+    input_fn.files = files
+    input_fn.num_examples = split_size if indices is None else len(indices)
     return input_fn

@@ -13,6 +13,7 @@ from metrics.segmentation import confusion_derived
 from models import unet
 
 IGNORE_LABEL = 255
+NAN_LOSS_MESSAGE = "non-finite loss at step"
 
 
 def build_model_fn(
@@ -97,9 +98,17 @@ def build_model_fn(
             if decay_steps:
                 rate = tf.compat.v1.train.cosine_decay(learning_rate, global_step, decay_steps)
             optimizer = tf.compat.v1.train.AdamOptimizer(rate)
+            # A NaN or Inf loss fails the step before any variable changes, so no NaN
+            # weights can ever be saved; the message names the step (see NAN_LOSS_MESSAGE).
+            finite = tf.debugging.Assert(
+                tf.math.is_finite(loss), [NAN_LOSS_MESSAGE, global_step + 1, "loss", loss], name="check_loss"
+            )
             # Batch-norm moving averages update with every step.
-            with tf.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)):
-                train_op = optimizer.minimize(loss, global_step=global_step)
+            updates = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+            with tf.control_dependencies([finite]):
+                gradients = optimizer.compute_gradients(tf.identity(loss))
+            with tf.control_dependencies(updates + [finite]):
+                train_op = optimizer.apply_gradients(gradients, global_step=global_step)
             tensors = {"features": features, "labels": labels, "predictions": predictions, "loss": loss}
             return tf.estimator.EstimatorSpec(
                 mode, loss=loss, train_op=train_op, training_hooks=[make(tensors) for make in training_hooks]

@@ -1,0 +1,285 @@
+"""Crashes, restarts and bad data: exact resume after SIGKILL, torn checkpoints, NaN
+losses, one trainer per directory, config integrity, and strict input with one-line
+errors. Real subprocesses and signals; each test can fail, and the negative controls
+show what stock behaviour does."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data import schema, synthetic
+from tests.conftest import REPO_ROOT, TINY_SIZE, tiny_gin_params
+from tests.helpers import run_script
+
+STEPS = 12
+
+
+def _args(model_dir, dataset, **overrides):
+    overrides = {"TRAIN_STEPS": STEPS, "EVAL_EVERY_STEPS": 3, "train_and_evaluate.export_image_size": None, **overrides}
+    args = ["--gin_file=configs/synthetic.gin", f"--model_dir={model_dir}"]
+    return args + [f"--gin_param={p}" for p in tiny_gin_params(dataset, **overrides)]
+
+
+def _weights(model_dir):
+    reader = tf.train.load_checkpoint(str(model_dir))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def _final_metrics(model_dir):
+    from core import results
+
+    return results.read_records(str(model_dir / "eval"))[-1]["metrics"]
+
+
+def _kill_when(model_dir, dataset, ready, **overrides):
+    """Starts train.py, waits until `ready(model_dir)` holds, then SIGKILLs it."""
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *_args(model_dir, dataset, **overrides)],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not ready(model_dir) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_dataset, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("full") / "model"
+    run_script("train.py", *_args(model_dir, tiny_dataset))
+    return model_dir
+
+
+def _has_checkpoint(step):
+    return lambda model_dir: (model_dir / f"model.ckpt-{step}.index").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "point, ready",
+    [
+        ("before the first checkpoint", lambda d: (d / "graph.pbtxt").exists()),
+        ("between checkpoints", _has_checkpoint(6)),
+        ("during a save", lambda d: any(d.glob("model.ckpt-9*tmp*")) or (d / "model.ckpt-9.index").exists()),
+    ],
+)
+def test_kill_and_resume_reproduces_the_uninterrupted_run(uninterrupted, tiny_dataset, tmp_path, point, ready):
+    model_dir = tmp_path / "model"
+    _kill_when(model_dir, tiny_dataset, ready)
+    result = run_script("train.py", *_args(model_dir, tiny_dataset))
+    assert "error" not in result.stderr.lower(), result.stderr
+    expected, got = _weights(uninterrupted), _weights(model_dir)
+    assert got["global_step"] == STEPS
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=f"{point}: {name}")
+    for key, value in _final_metrics(uninterrupted).items():
+        assert _final_metrics(model_dir)[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
+
+
+@pytest.mark.slow
+def test_negative_control_stock_restart_replays_the_stream(uninterrupted, tiny_dataset, tmp_path):
+    """Without the input-position restore (stock Estimator), the resumed run differs."""
+    model_dir = tmp_path / "model"
+    _kill_when(model_dir, tiny_dataset, _has_checkpoint(6), **{"make_input_fn.resume": False})
+    run_script("train.py", *_args(model_dir, tiny_dataset, **{"make_input_fn.resume": False}))
+    expected, got = _weights(uninterrupted), _weights(model_dir)
+    assert any(not np.array_equal(got[name], expected[name]) for name in expected)
+
+
+@pytest.mark.slow
+def test_finished_job_reruns_as_a_no_op(uninterrupted, tiny_dataset):
+    before = _weights(uninterrupted)
+    result = run_script("train.py", *_args(uninterrupted, tiny_dataset))
+    assert "nothing to do" in result.stdout
+    assert all(np.array_equal(before[n], v) for n, v in _weights(uninterrupted).items())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncate", "delete_data"])
+def test_torn_newest_checkpoint_falls_back_to_the_previous_good_one(uninterrupted, tiny_dataset, tmp_path, damage):
+    model_dir = tmp_path / "model"
+    shutil.copytree(uninterrupted, model_dir)
+    data = model_dir / f"model.ckpt-{STEPS}.data-00000-of-00001"
+    if damage == "truncate":
+        data.write_bytes(data.read_bytes()[:100])
+    else:
+        data.unlink()
+    result = run_script("train.py", *_args(model_dir, tiny_dataset))
+    assert f"model.ckpt-{STEPS} is torn" in result.stdout and f"resuming from {model_dir}/model.ckpt-9" in result.stdout
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith(f"model.ckpt-{STEPS}")
+    expected, got = _weights(uninterrupted), _weights(model_dir)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+@pytest.mark.slow
+def test_no_readable_checkpoint_stops_naming_the_file(uninterrupted, tiny_dataset, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(uninterrupted, model_dir)
+    for data in model_dir.glob("model.ckpt-*.data-*"):
+        data.write_bytes(b"")
+    result = run_script("train.py", *_args(model_dir, tiny_dataset), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: no readable checkpoint in {model_dir}")
+    assert "model.ckpt-12, is torn" in result.stderr
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_naming_the_step_and_never_saves_it(tiny_dataset, tmp_path):
+    model_dir = tmp_path / "model"
+    # An absurd learning rate: the weights blow up within a few steps.
+    overrides = {"build_model_fn.learning_rate": 1e30, "build_model_fn.decay_steps": 0, "TRAIN_STEPS": 40}
+    result = run_script("train.py", *_args(model_dir, tiny_dataset, **overrides), check=False)
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: non-finite loss at step"), result.stderr
+    step = int(line.split("step")[1].split()[0])
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    assert int(latest.rsplit("-", 1)[1]) < step
+    weights = _weights(model_dir)
+    assert all(np.isfinite(v).all() for v in weights.values() if np.issubdtype(np.asarray(v).dtype, np.floating))
+    # A restart fails the same way at the same step: it does not loop, and saves nothing bad.
+    again = run_script("train.py", *_args(model_dir, tiny_dataset, **overrides), check=False)
+    assert again.returncode == 1 and again.stderr.strip().splitlines()[-1] == line
+    assert tf.train.latest_checkpoint(str(model_dir)) == latest
+
+
+@pytest.mark.slow
+def test_second_trainer_is_refused_and_a_stale_lock_does_not_block(tiny_dataset, tmp_path):
+    model_dir = tmp_path / "model"
+    overrides = {"TRAIN_STEPS": 400, "EVAL_EVERY_STEPS": 400}
+    first = subprocess.Popen(
+        [sys.executable, "train.py", *_args(model_dir, tiny_dataset, **overrides)],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 60
+        while not (model_dir / "graph.pbtxt").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        second = run_script("train.py", *_args(model_dir, tiny_dataset, **overrides), check=False)
+        assert second.returncode == 1
+        assert "is already being trained by pid" in second.stderr.strip().splitlines()[-1]
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # The killed trainer's lock file is still there, but its lock died with it.
+    assert (model_dir / ".trainer.lock").exists()
+    third = run_script("train.py", *_args(model_dir, tiny_dataset, TRAIN_STEPS=3, EVAL_EVERY_STEPS=3), check=False)
+    assert "already being trained" not in third.stderr
+
+
+@pytest.mark.slow
+def test_resuming_with_another_model_shape_names_the_binding(uninterrupted, tiny_dataset, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(uninterrupted, model_dir)
+    result = run_script(
+        "train.py",
+        *_args(model_dir, tiny_dataset, **{"build_model_fn.base_filters": 8, "TRAIN_STEPS": 20}),
+        check=False,
+    )
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert "build_model_fn.base_filters = 4" in line and "this config has 8" in line, line
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith(f"model.ckpt-{STEPS}")
+
+
+# Strict input: each bad input ends in one line naming the file and record or value.
+
+
+def _records(path):
+    return list(tf.compat.v1.io.tf_record_iterator(str(path)))
+
+
+def _write(path, records):
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def _bad_split(tiny_dataset, tmp_path, kind):
+    """A copy of the tiny train split with one kind of damage in shard 1; returns its pattern."""
+    root = tmp_path / "bad"
+    root.mkdir()
+    for source in sorted(tiny_dataset.glob("train-*.tfrecord")):
+        shutil.copy(source, root / source.name)
+    shard = sorted(root.glob("train-*.tfrecord"))[1]
+    records = _records(shard)
+    if kind == "corrupt":
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # Inside a record's payload: its CRC no longer matches.
+        shard.write_bytes(bytes(data))
+    elif kind == "truncated":
+        shard.write_bytes(shard.read_bytes()[:-10])
+    elif kind == "empty":
+        shard.write_bytes(b"")
+    elif kind == "not_an_example":
+        _write(shard, records[:1] + [b"\x0bthis is not a protocol buffer\xff\xff"] + records[2:])
+    elif kind == "mask_size":
+        image, mask = synthetic.make_example(3, "train", 0, TINY_SIZE, TINY_SIZE)
+        odd = schema.make_example(image, mask[:, :16], "odd_mask.png").SerializeToString()
+        _write(shard, records[:1] + [odd] + records[2:])
+    elif kind == "label":
+        image, mask = synthetic.make_example(3, "train", 0, TINY_SIZE, TINY_SIZE)
+        mask[5, 5] = 9
+        bad = schema.make_example(image, mask, "label_nine.png").SerializeToString()
+        _write(shard, records[:1] + [bad] + records[2:])
+    return shard
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("corrupt", "is corrupt or truncated (corrupted record at"),
+        ("truncated", "is truncated"),
+        ("empty", "empty shard (0 bytes)"),
+        ("not_an_example", "record 1 is not a"),
+        ("mask_size", "mask size differs from its image size"),
+        ("label", "label outside [0, 4) and not 255: 9"),
+    ],
+)
+def test_bad_input_stops_with_one_line_and_the_model_dir_restores(
+    uninterrupted, tiny_dataset, tmp_path, kind, expected
+):
+    shard = _bad_split(tiny_dataset, tmp_path, kind)
+    model_dir = tmp_path / "model"
+    shutil.copytree(uninterrupted, model_dir)
+    pattern = repr(str(shard.parent / "train-*.tfrecord"))
+    start = time.time()
+    result = run_script("train.py", *_args(model_dir, tiny_dataset, TRAIN_FILES=pattern, TRAIN_STEPS=30), check=False)
+    assert time.time() - start < 60
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and expected in line, result.stderr[-2000:]
+    named = {"mask_size": "odd_mask.png", "label": "label_nine.png"}.get(kind, shard.name)
+    assert named in line, line
+    _weights(model_dir)  # Still restores.
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith(f"model.ckpt-{STEPS}")
+
+
+@pytest.mark.slow
+def test_subset_index_beyond_the_split_is_named(uninterrupted, tiny_dataset):
+    result = run_script("evaluate.py", *_args(uninterrupted, tiny_dataset), "--subset=1,70", check=False)
+    assert result.returncode == 1
+    assert "subset index 70 is beyond the split (7 examples" in result.stderr.strip().splitlines()[-1]
+
+
+def test_no_files_matching_is_named(tiny_dataset, tmp_path):
+    pattern = repr(str(tmp_path / "nothing-*.tfrecord"))
+    result = run_script("train.py", *_args(tmp_path / "model", tiny_dataset, TRAIN_FILES=pattern), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"error: no files match the pattern {pattern}"
