@@ -171,6 +171,8 @@ def _worst_examples(model_dir: str, k: int):
     if path is None:
         raise EvaluationError(f"no per-example CSV in {model_dir}/eval: run a full evaluation first")
     checkpoint, rows = results.read_per_example(path)
+    # The CSV names the checkpoint as it was written; the model directory may have moved.
+    checkpoint = os.path.join(model_dir, os.path.basename(checkpoint))
     if not tf.io.gfile.exists(checkpoint + ".index"):
         raise EvaluationError(f"{path} was made from {checkpoint}, which no longer exists")
     return checkpoint, np.array(sorted(index for index, _ in rows[:k]), np.int64)
@@ -181,7 +183,7 @@ def evaluate_main(**kwargs) -> int:
     start = time.time()
     try:
         records = evaluate(**kwargs)
-    except (EvaluationError, ValueError, tf.errors.OpError) as error:
+    except (EvaluationError, ValueError, tf.errors.OpError, UnicodeDecodeError) as error:
         print(f"error: {describe(error)}", file=sys.stderr)
         return 1
     print(f"{len(records)} evaluation(s) in {time.time() - start:.0f}s", file=kwargs.get("stream") or sys.stdout)

@@ -58,7 +58,16 @@ def parse_gin(gin_files=(), gin_params=()):
     from core import configurables  # noqa: F401  Registers the configurable builders.
 
     gin.add_config_file_search_path(REPO_ROOT)
-    gin.parse_config_files_and_bindings(list(gin_files), list(gin_params), skip_unknown=False, finalize_config=False)
+    # Parse from the repository root so `include 'configs/base.gin'` resolves from any
+    # working directory (gin's resource lookup trips on the `configs` folder otherwise);
+    # the files named on the command line are taken relative to the caller's directory.
+    gin_files = [os.path.abspath(path) for path in gin_files]
+    caller_dir = os.getcwd()
+    os.chdir(REPO_ROOT)
+    try:
+        gin.parse_config_files_and_bindings(gin_files, list(gin_params), skip_unknown=False, finalize_config=False)
+    finally:
+        os.chdir(caller_dir)
     missing = [name for name in REQUIRED_MACROS if not _macro_is_set(name)]
     if missing:
         raise ValueError(

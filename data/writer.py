@@ -27,7 +27,8 @@ def write_shards(examples, num_examples: int, output_prefix: str, num_shards: in
     interrupted run never leaves a shard that looks finished.
 
     Args:
-      examples: iterable of `(image, mask, filename)`; see `schema.make_example`.
+      examples: iterable of `(image, mask, filename)` or `(image, mask, filename,
+        image_format)` for already-encoded images; see `schema.make_example`.
       num_examples: how many the iterable yields (sets the shard boundaries).
       output_prefix: path prefix of the shards; its folder is created.
       num_shards: number of shards, at most `num_examples`.
@@ -58,12 +59,13 @@ def write_shards(examples, num_examples: int, output_prefix: str, num_shards: in
         with tf.io.TFRecordWriter(tmp_path) as writer:
             for _ in range(bounds[shard], bounds[shard + 1]):
                 try:
-                    image, mask, filename = next(iterator)
+                    image, mask, filename, *image_format = next(iterator)
                 except StopIteration:
                     raise ValueError(f"expected {num_examples} examples, got {written}") from None
                 if isinstance(mask, np.ndarray):
                     pixel_counts += np.bincount(mask.ravel(), minlength=256)
-                writer.write(schema.make_example(image, mask, filename).SerializeToString())
+                example = schema.make_example(image, mask, filename, *image_format)
+                writer.write(example.SerializeToString())
                 written += 1
                 if progress and interactive and (written % 100 == 0 or written == num_examples):
                     rate = written / max(time.time() - start, 1e-9)

@@ -37,8 +37,8 @@ def streaming_confusion_matrix(labels, predictions, num_classes: int, ignore_lab
       label or a prediction is outside [0, C): never silently counted or dropped.
       (A negative label stops the bincount itself: "Input arr must be non-negative".)
     """
-    if ignore_label is not None and ignore_label < 0:
-        raise ValueError(f"ignore_label must be None or >= 0, got {ignore_label}")
+    if ignore_label is not None and (ignore_label < 0 or ignore_label < num_classes):
+        raise ValueError(f"ignore_label must be None or >= num_classes ({num_classes}), got {ignore_label}")
     rows = num_classes if ignore_label is None else max(num_classes, ignore_label + 1)
     bins = rows * num_classes
     with tf.compat.v1.variable_scope(name, "confusion_matrix"):

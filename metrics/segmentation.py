@@ -31,12 +31,13 @@ SUMMARY_KEYS = (
 def nanmedian(values):
     """Median of the finite entries (mean of the middle two for an even count); NaN if none."""
     finite = tf.boolean_mask(values, tf.math.is_finite(values))
-    ordered = tf.sort(finite)
-    count = tf.size(ordered)
-    low = tf.gather(ordered, tf.maximum((count - 1) // 2, 0))
-    high = tf.gather(ordered, tf.maximum(count // 2, 0))
     nan = tf.constant(float("nan"), values.dtype)
-    return tf.cond(count > 0, lambda: (low + high) / 2, lambda: nan)
+    # A NaN pad keeps the gathers in range when no value is finite (sort puts NaN last).
+    ordered = tf.sort(tf.concat([finite, [nan]], 0))
+    count = tf.size(finite)
+    low = tf.gather(ordered, tf.maximum((count - 1) // 2, 0))
+    high = tf.gather(ordered, count // 2)
+    return tf.where(count > 0, (low + high) / 2, nan)
 
 
 def confusion_derived(confusion):

@@ -117,6 +117,12 @@ def build_model_fn(
         eval_metric_ops = segmentation_metrics(
             labels, classes, num_classes, class_names, ignore_label, background_class, fbeta
         )
+        # Estimator's own `loss` is the mean of per-batch means (it depends on the batch
+        # size); this one is exact: the mean cross-entropy over every valid pixel.
+        pixel_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.where(valid, labels, tf.zeros_like(labels)), logits=logits
+        )
+        eval_metric_ops["pixel_loss"] = streaming_mean(pixel_loss, mask=valid, name="pixel_loss")
         eval_metric_ops["average_confidence"] = streaming_mean(
             tf.reduce_max(probabilities, axis=-1), mask=valid, name="average_confidence"
         )

@@ -23,10 +23,13 @@ def stream(build_ops, arrays, batch_size, evaluations=2):
         values = {name: value for name, (value, _) in ops.items()}
         updates = tf.group(*[update for _, update in ops.values()])
         with tf.compat.v1.Session() as session:
-            for _ in range(evaluations):
+            for evaluation in range(evaluations):
                 session.run(tf.compat.v1.local_variables_initializer())  # What Estimator does.
-                for start in range(0, count, batch_size):
-                    session.run(updates, {p: a[start : start + batch_size] for p, a in zip(placeholders, arrays)})
+                # Earlier evaluations see other data (the reversed set, minus one example):
+                # a metric that kept state across evaluations would then be off.
+                data = arrays if evaluation == evaluations - 1 else [a[::-1][: max(count - 1, 1)] for a in arrays]
+                for start in range(0, len(data[0]), batch_size):
+                    session.run(updates, {p: a[start : start + batch_size] for p, a in zip(placeholders, data)})
                 results = session.run(values)
     return results
 

@@ -90,3 +90,16 @@ def test_the_data_tells_a_batch_average_from_the_exact_value():
     exact = _reference(labels, predictions)["mean_iou"]
     per_batch = [_reference(labels[i : i + 7], predictions[i : i + 7])["mean_iou"] for i in range(0, len(labels), 7)]
     assert abs(np.mean(per_batch) - exact) > 1e-3
+
+
+def test_an_evaluation_with_every_pixel_ignored_reports_nan_not_a_crash():
+    labels, predictions = _data(n=3)
+    labels[:] = 255
+    got = _stream(labels, predictions, 2)
+    assert np.isnan(got["mean_iou"]) and np.isnan(got["median_iou"]) and np.isnan(got["pixel_accuracy"])
+    assert got["confusion_matrix"].sum() == 0
+
+
+def test_an_ignore_label_inside_the_classes_is_refused():
+    with tf.Graph().as_default(), pytest.raises(ValueError, match="ignore_label must be None or >= num_classes"):
+        segmentation_metrics(tf.zeros([1, 2, 2], tf.int32), tf.zeros([1, 2, 2], tf.int32), 3, ignore_label=0)

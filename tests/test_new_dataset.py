@@ -60,6 +60,21 @@ def test_new_dataset_from_one_gin_file(tmp_path):
         "TRAIN_STEPS = 4\nEVAL_EVERY_STEPS = 4\nTRAIN_BATCH_SIZE = 2\nEVAL_BATCH_SIZE = 2\n"
         "build_model_fn.base_filters = 4\nbuild_model_fn.depth = 2\n"
     )
+    # JPEG images keep their bytes and are tagged as JPEG, as DeepLab's readers expect.
+    import tensorflow as tf
+
+    formats = set()
+    for path in (tmp_path / "records").glob("val-*.tfrecord"):
+        for record in tf.compat.v1.io.tf_record_iterator(str(path)):
+            feature = tf.train.Example.FromString(record).features.feature
+            image_format = feature["image/format"].bytes_list.value[0]
+            formats.add(image_format)
+            assert (
+                feature["image/encoded"]
+                .bytes_list.value[0]
+                .startswith(b"\xff\xd8" if image_format == b"jpeg" else b"\x89PNG")
+            )
+    assert formats == {b"jpeg", b"png"}
     run_script("train.py", f"--gin_file={config}")
     with open(tmp_path / "model" / "eval" / "results.jsonl") as f:
         record = json.loads(f.readlines()[-1])

@@ -91,14 +91,17 @@ def load_pair(image_path: str, mask_path: str):
     return image_bytes, mask, image_format
 
 
+def _example(image_path, mask_path):
+    image, mask, image_format = load_pair(image_path, mask_path)
+    return image, mask, os.path.basename(image_path), image_format or "png"
+
+
 def build(image_dir, mask_dir, output_prefix, num_shards, class_names=None):
     """Writes the shards; returns the writer's stats (paths, count, pixel counts)."""
     from data import writer
 
     pairs = find_pairs(image_dir, mask_dir)
-    examples = (
-        (*load_pair(image_path, mask_path)[:2], os.path.basename(image_path)) for image_path, mask_path in pairs
-    )
+    examples = (_example(image_path, mask_path) for image_path, mask_path in pairs)
     stats = writer.write_shards(examples, len(pairs), output_prefix, num_shards)
     print(f"{len(pairs)} examples -> {num_shards} shard(s) {output_prefix}-*.tfrecord; pixels per class:")
     print(writer.format_pixel_counts(stats["pixel_counts"], class_names))
