@@ -38,15 +38,20 @@ def _final_metrics(model_dir):
     return results.read_records(str(model_dir / "eval"))[-1]["metrics"]
 
 
-def _kill_when(model_dir, dataset, ready, **overrides):
-    """Starts train.py, waits until `ready(model_dir)` holds, then SIGKILLs it."""
-    process = subprocess.Popen(
+def _start_training(model_dir, dataset, **overrides):
+    """train.py in the background (a real process, for signals)."""
+    return subprocess.Popen(
         [sys.executable, "train.py", *_args(model_dir, dataset, **overrides)],
         cwd=REPO_ROOT,
         env=dict(os.environ, PYTHONPATH=REPO_ROOT),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def _kill_when(model_dir, dataset, ready, **overrides):
+    """Starts train.py, waits until `ready(model_dir)` holds, then SIGKILLs it."""
+    process = _start_training(model_dir, dataset, **overrides)
     deadline = time.time() + 120
     while not ready(model_dir) and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -159,13 +164,7 @@ def test_nan_loss_stops_naming_the_step_and_never_saves_it(tiny_dataset, tmp_pat
 def test_second_trainer_is_refused_and_a_stale_lock_does_not_block(tiny_dataset, tmp_path):
     model_dir = tmp_path / "model"
     overrides = {"TRAIN_STEPS": 400, "EVAL_EVERY_STEPS": 400}
-    first = subprocess.Popen(
-        [sys.executable, "train.py", *_args(model_dir, tiny_dataset, **overrides)],
-        cwd=REPO_ROOT,
-        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    first = _start_training(model_dir, tiny_dataset, **overrides)
     try:
         deadline = time.time() + 60
         while not (model_dir / "graph.pbtxt").exists() and time.time() < deadline:
