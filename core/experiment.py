@@ -52,6 +52,7 @@ def train_and_evaluate(
     higher_is_better: bool = True,
     early_stopping_evals: int = 0,
     export_image_size=None,
+    evaluator_timeout_secs: float = 600,
     progress_every_secs: float = 10.0,
     stream=None,
 ):
@@ -78,8 +79,14 @@ def train_and_evaluate(
         evaluations (0: never).
       export_image_size: `(height, width)` of the serving signature; when set, a
         `BestExporter` and a `LatestExporter` write SavedModels under `export/`.
+      evaluator_timeout_secs: as a separate evaluator (TF_CONFIG task "evaluator"),
+        give up with an error after this long without a new checkpoint.
       progress_every_secs: seconds between progress lines.
       stream: where progress and results are printed (default stdout).
+
+    With TF_CONFIG naming this process the "chief", it trains (and a separate
+    "evaluator" process evaluates); as the "evaluator", it follows the chief's
+    checkpoints with `core.evaluator.follow_trainer`.
 
     Returns:
       The last evaluation's results record (see `core/results.py`), or None.
@@ -87,12 +94,25 @@ def train_and_evaluate(
     stream = stream or sys.stdout
     if not model_dir:
         raise ValueError("no model directory: pass --model_dir or set MODEL_DIR in the gin file")
+    if tf.estimator.RunConfig().task_type == "evaluator":  # TF_CONFIG: a separate evaluator process.
+        from core import evaluator
+
+        exporters = build_exporters(
+            model_dir, class_names, eval_input_fn, best_metric, higher_is_better, export_image_size, stream
+        )
+        try:
+            return evaluator.follow_trainer(
+                model_dir, model_fn, eval_input_fn, exporters, train_steps, evaluator_timeout_secs, stream
+            )
+        except (tf.errors.OpError, UnicodeDecodeError) as error:
+            raise RunError(describe(error, getattr(eval_input_fn, "files", []))) from None
     with guard.ModelDirLock(model_dir):
         guard.repair_latest_checkpoint(model_dir, log=lambda line: print(line, file=stream))
         guard.check_config_matches(model_dir, gin.config_str())
         files = list(getattr(train_input_fn, "files", [])) + list(getattr(eval_input_fn, "files", []))
         try:
-            return _train_and_evaluate(**{k: v for k, v in locals().items() if k not in ("files",)})
+            kwargs = {k: v for k, v in locals().items() if k not in ("files", "evaluator_timeout_secs")}
+            return _train_and_evaluate(**kwargs)
         except (tf.errors.OpError, UnicodeDecodeError) as error:
             # One line naming the step, file, record or value at fault; the checkpoints
             # on disk are untouched (a failing step is never saved). TensorFlow raises
@@ -148,15 +168,9 @@ def _train_and_evaluate(
     train_spec = tf.estimator.TrainSpec(
         input_fn=train_input_fn, max_steps=train_steps, hooks=train_hooks, saving_listeners=[progress.listener]
     )
-    exporters = [
-        results.ResultsReporter(eval_dir, class_names, stream, getattr(eval_input_fn, "num_examples", None)),
-        BestCheckpointKeeper(model_dir, best_metric, higher_is_better, stream),
-    ]
-    if export_image_size:
-        receiver = serving_input_receiver_fn(*export_image_size)
-        compare = functools.partial(_compare, metric=best_metric, higher_is_better=higher_is_better)
-        exporters.append(tf.estimator.BestExporter("best", receiver, compare_fn=compare, exports_to_keep=1))
-        exporters.append(tf.estimator.LatestExporter("latest", receiver, exports_to_keep=2))
+    exporters = build_exporters(
+        model_dir, class_names, eval_input_fn, best_metric, higher_is_better, export_image_size, stream
+    )
     eval_spec = tf.estimator.EvalSpec(
         input_fn=eval_input_fn,
         steps=None,  # The whole eval set, partial last batch included.
@@ -182,6 +196,21 @@ def _train_and_evaluate(
             flush=True,
         )
     return last
+
+
+def build_exporters(model_dir, class_names, eval_input_fn, best_metric, higher_is_better, export_image_size, stream):
+    """What runs after every evaluation: results, best checkpoint, SavedModel exports."""
+    eval_dir = os.path.join(model_dir, "eval")
+    exporters = [
+        results.ResultsReporter(eval_dir, class_names, stream, getattr(eval_input_fn, "num_examples", None)),
+        BestCheckpointKeeper(model_dir, best_metric, higher_is_better, stream),
+    ]
+    if export_image_size:
+        receiver = serving_input_receiver_fn(*export_image_size)
+        compare = functools.partial(_compare, metric=best_metric, higher_is_better=higher_is_better)
+        exporters.append(tf.estimator.BestExporter("best", receiver, compare_fn=compare, exports_to_keep=1))
+        exporters.append(tf.estimator.LatestExporter("latest", receiver, exports_to_keep=2))
+    return exporters
 
 
 def _compare(best_eval_result, current_eval_result, metric, higher_is_better):

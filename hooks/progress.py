@@ -82,10 +82,10 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
         if self._step == self._last_step:
             return
         rate = (self._step - self._last_step) / max(now - self._last_time - self._paused, 1e-9)
-        loss = self._loss_sum / max(self._loss_count, 1)
+        loss = f"{self._loss_sum / self._loss_count:.4f}" if self._loss_count else "n/a"
         eta = (self._max_steps - self._step) / rate if rate > 0 else float("inf")
         print(
-            f"step {self._step}/{self._max_steps}  loss {loss:.4f}  {rate:.1f} steps/s  ETA {_format_duration(eta)}",
+            f"step {self._step}/{self._max_steps}  loss {loss}  {rate:.1f} steps/s  ETA {_format_duration(eta)}",
             file=self._stream,
             flush=True,
         )

@@ -1,0 +1,96 @@
+"""A trainer and a separate evaluator (TF_CONFIG chief + evaluator on localhost) that
+cannot break each other: keep_checkpoint_max=1 with a checkpoint every step, 20 times."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core import results
+from tests.conftest import REPO_ROOT, tiny_gin_params
+
+FINAL_STEP = 6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(role, model_dir, dataset, port, **overrides):
+    overrides = {
+        "TRAIN_STEPS": FINAL_STEP,
+        "EVAL_EVERY_STEPS": 1,
+        "train_and_evaluate.keep_checkpoint_max": 1,
+        "train_and_evaluate.evaluator_timeout_secs": 60,
+        **overrides,
+    }
+    args = ["--gin_file=configs/synthetic.gin", f"--model_dir={model_dir}"]
+    args += [f"--gin_param={p}" for p in tiny_gin_params(dataset, **overrides)]
+    tf_config = {"cluster": {"chief": [f"localhost:{port}"]}, "task": {"type": role, "index": 0}}
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CONFIG=json.dumps(tf_config))
+    return subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_twenty_trainer_evaluator_runs_with_keep_checkpoint_max_1_end_cleanly(tiny_dataset, tmp_path):
+    skipped = 0
+    for run in range(20):
+        model_dir = tmp_path / f"run{run}"
+        port = _free_port()
+        evaluator = _start("evaluator", model_dir, tiny_dataset, port)
+        chief = _start("chief", model_dir, tiny_dataset, port)
+        chief_out, chief_err = chief.communicate(timeout=300)
+        eval_out, eval_err = evaluator.communicate(timeout=300)
+        assert chief.returncode == 0, f"run {run} chief: {chief_err[-2000:]}"
+        assert evaluator.returncode == 0, f"run {run} evaluator: {eval_err[-2000:]}"
+        assert "evaluated the final step 6; done." in eval_out
+        steps = [record["global_step"] for record in results.read_records(str(model_dir / "eval"))]
+        assert steps.count(FINAL_STEP) == 1 and steps == sorted(set(steps)), steps
+        leftovers = [p for p in (model_dir / "export").rglob("temp-*")] if (model_dir / "export").exists() else []
+        assert not leftovers, leftovers
+        skipped += eval_out.count("was deleted before it could be read; skipped")
+    print(f"checkpoints deleted under the evaluator and skipped: {skipped}")
+
+
+@pytest.mark.slow
+def test_evaluator_gives_up_when_the_trainer_is_gone(tiny_dataset, tmp_path):
+    start = time.time()
+    evaluator = _start(
+        "evaluator", tmp_path / "model", tiny_dataset, _free_port(), **{"train_and_evaluate.evaluator_timeout_secs": 3}
+    )
+    _, err = evaluator.communicate(timeout=120)
+    assert evaluator.returncode == 1
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: evaluator: no new checkpoint in") and "the trainer died or stalled" in line
+    assert time.time() - start < 60
+
+
+def test_snapshot_of_a_checkpoint_deleted_under_it_is_skipped(tmp_path):
+    import tensorflow as tf
+
+    from core.evaluator import snapshot
+
+    with tf.Graph().as_default():
+        tf.compat.v1.Variable([1.0, 2.0], name="w")
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            path = saver.save(session, str(tmp_path / "model.ckpt"), global_step=3)
+    copy = snapshot(path, str(tmp_path / "snap"))
+    assert copy and tf.train.load_checkpoint(copy).get_tensor("w").tolist() == [1.0, 2.0]
+    for name in tf.io.gfile.glob(path + ".data-*"):
+        os.remove(name)  # What keep_checkpoint_max does to the trainer's older checkpoints.
+    assert snapshot(path, str(tmp_path / "snap")) is None
