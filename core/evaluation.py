@@ -117,13 +117,17 @@ def evaluate(
     eval_dir = os.path.join(model_dir, eval_dir_name(eval_name))
 
     def run(path):
-        result = estimator.evaluate(
-            input_fn,
-            steps=None,
-            checkpoint_path=path,
-            name=eval_name,
-            hooks=[gin.tf.GinConfigSaverHook(eval_dir, include_step_in_filename=False)],
-        )
+        try:
+            result = estimator.evaluate(
+                input_fn,
+                steps=None,
+                checkpoint_path=path,
+                name=eval_name,
+                hooks=[gin.tf.GinConfigSaverHook(eval_dir, include_step_in_filename=False)],
+            )
+        except (tf.errors.OpError, UnicodeDecodeError) as error:
+            # Name the file and record at fault (evaluation is always strict).
+            raise EvaluationError(describe(error, getattr(input_fn, "files", []))) from None
         results.check_example_count(result, getattr(input_fn, "num_examples", None))
         return results.report(eval_dir, result, path, class_names, stream)
 

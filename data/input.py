@@ -160,6 +160,30 @@ def _resume_position(batch_size: int):
     return tf.cast(global_step, tf.int64) * batch_size
 
 
+def _skip_bad_records(dataset, start, split_size: int, max_bad_fraction: float):
+    """Drops examples that fail to decode or validate, counting them; fails above the fraction.
+
+    The count is the gap between stream positions and examples kept; the allowance
+    is `max_bad_fraction` of what has been read, and never less than that fraction
+    of one pass over the split.
+    """
+    dataset = dataset.apply(tf.data.experimental.ignore_errors())
+
+    def count(kept, element):
+        position = element[0]
+        seen = position - start + 1
+        skipped = seen - kept - 1
+        allowed = tf.cast(max_bad_fraction * tf.cast(tf.maximum(seen, split_size), tf.float64), tf.int64)
+        check = tf.debugging.Assert(
+            skipped <= allowed,
+            [f"lenient mode: more than {max_bad_fraction:.2%} bad records: skipped", skipped, "of", seen],
+        )
+        with tf.control_dependencies([check]):
+            return kept + 1, tf.nest.map_structure(tf.identity, element)
+
+    return dataset.scan(tf.constant(0, tf.int64), count)
+
+
 def make_input_fn(
     file_pattern,
     batch_size: int,
@@ -173,6 +197,8 @@ def make_input_fn(
     num_parallel_calls: int = tf.data.AUTOTUNE,
     resume: bool = True,
     num_classes: int = None,
+    lenient: bool = False,
+    max_bad_fraction: float = 0.01,
 ):
     """Builds an Estimator `input_fn`.
 
@@ -192,6 +218,12 @@ def make_input_fn(
         is stock Estimator's behaviour: every restart begins the stream again).
       num_classes: when set, a mask value outside [0, num_classes) other than 255
         stops the pipeline, naming the file.
+      lenient: training only, opt-in: skip examples that fail to parse, decode or
+        validate (bad image bytes, not an Example, wrong mask size, bad label),
+        counting them, and fail once they exceed `max_bad_fraction`. A record whose
+        TFRecord framing is broken still stops the run (TensorFlow's reader cannot
+        resume inside a file). Evaluation is always strict.
+      max_bad_fraction: see `lenient`.
 
     Every shard's record framing is checked up front (an empty or truncated shard
     fails here, naming it), and a subset index beyond the split is rejected.
@@ -202,6 +234,8 @@ def make_input_fn(
       `input_fn()` returning a dataset of `({"image": uint8 [B,H,W,3],
       "index": int64 [B]}, mask int32 [B,H,W])`.
     """
+    if lenient and not training:
+        raise ValueError("lenient mode is for training only: evaluation is always strict")
     files = list_files(file_pattern)
     split_size = sum(count_records(path) for path in files)
     indices = parse_subset(subset)
@@ -231,16 +265,19 @@ def make_input_fn(
             # Exact resume: start where the restored global step left off. The skip runs
             # on undecoded records, and Estimator initialises the iterator after
             # restoring the checkpoint, so this reads the restored step.
-            if resume:
-                dataset = dataset.skip(_resume_position(batch_size))
+            start = _resume_position(batch_size) if resume else tf.constant(0, tf.int64)
+            dataset = dataset.skip(start)
 
             def decode_train(position, pair):
                 index, image, mask = _decode(*pair, image_height, image_width, num_classes)
                 if augment:
                     image, mask = _augment(seed, position, image, mask)
-                return index, image, mask
+                return position, index, image, mask
 
             dataset = dataset.map(decode_train, num_parallel_calls, deterministic=True)
+            if lenient:
+                dataset = _skip_bad_records(dataset, start, split_size, max_bad_fraction)
+            dataset = dataset.map(lambda position, index, image, mask: (index, image, mask))
         else:
             dataset = dataset.map(
                 lambda index, record: _decode(index, record, image_height, image_width, num_classes),

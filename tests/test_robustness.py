@@ -282,3 +282,50 @@ def test_no_files_matching_is_named(tiny_dataset, tmp_path):
     result = run_script("train.py", *_args(tmp_path / "model", tiny_dataset, TRAIN_FILES=pattern), check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == f"error: no files match the pattern {pattern}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fraction, ok", [(0.2, True), (0.05, False)])
+def test_lenient_training_skips_and_counts_bad_records_up_to_a_fraction(tiny_dataset, tmp_path, fraction, ok):
+    shard = _bad_split(tiny_dataset, tmp_path, "mask_size")  # 1 bad record of 12: 8.3%.
+    pattern = repr(str(shard.parent / "train-*.tfrecord"))
+    overrides = {
+        "TRAIN_FILES": pattern,
+        "train/make_input_fn.lenient": True,
+        "train/make_input_fn.max_bad_fraction": fraction,
+        "TRAIN_STEPS": 9,
+    }
+    result = run_script("train.py", *_args(tmp_path / "model", tiny_dataset, **overrides), check=False)
+    if ok:
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert tf.train.latest_checkpoint(str(tmp_path / "model")).endswith("model.ckpt-9")
+    else:
+        assert result.returncode == 1
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: lenient mode: more than 5.00% bad records: skipped 1 of"), line
+
+
+def test_lenient_mode_is_refused_for_evaluation(tiny_dataset):
+    from data.input import make_input_fn
+
+    with pytest.raises(ValueError, match="evaluation is always strict"):
+        make_input_fn(str(tiny_dataset / "val-*.tfrecord"), 2, TINY_SIZE, TINY_SIZE, lenient=True)
+
+
+@pytest.mark.slow
+def test_evaluation_of_a_corrupt_split_names_the_file(uninterrupted, tiny_dataset, tmp_path):
+    root = tmp_path / "val"
+    root.mkdir()
+    for source in sorted(tiny_dataset.glob("val-*.tfrecord")):
+        shutil.copy(source, root / source.name)
+    shard = sorted(root.glob("val-*.tfrecord"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    pattern = repr(str(root / "val-*.tfrecord"))
+    result = run_script(
+        "evaluate.py", *_args(uninterrupted, tiny_dataset, VAL_FILES=pattern), "--eval_name=corrupt", check=False
+    )
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {shard}: record") and "is corrupt or truncated" in line, line
