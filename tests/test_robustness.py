@@ -209,13 +209,13 @@ def _write(path, records):
             writer.write(record)
 
 
-def _bad_split(tiny_dataset, tmp_path, kind):
-    """A copy of the tiny train split with one kind of damage in shard 1; returns its pattern."""
-    root = tmp_path / "bad"
+def _bad_split(tiny_dataset, tmp_path, kind, split="train", shard_index=1):
+    """A copy of a tiny split with one kind of damage in one shard; returns that shard."""
+    root = tmp_path / f"bad_{split}"
     root.mkdir()
-    for source in sorted(tiny_dataset.glob("train-*.tfrecord")):
+    for source in sorted(tiny_dataset.glob(f"{split}-*.tfrecord")):
         shutil.copy(source, root / source.name)
-    shard = sorted(root.glob("train-*.tfrecord"))[1]
+    shard = sorted(root.glob(f"{split}-*.tfrecord"))[shard_index]
     records = _records(shard)
     if kind == "corrupt":
         data = bytearray(shard.read_bytes())
@@ -314,15 +314,8 @@ def test_lenient_mode_is_refused_for_evaluation(tiny_dataset):
 
 @pytest.mark.slow
 def test_evaluation_of_a_corrupt_split_names_the_file(uninterrupted, tiny_dataset, tmp_path):
-    root = tmp_path / "val"
-    root.mkdir()
-    for source in sorted(tiny_dataset.glob("val-*.tfrecord")):
-        shutil.copy(source, root / source.name)
-    shard = sorted(root.glob("val-*.tfrecord"))[0]
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    shard.write_bytes(bytes(data))
-    pattern = repr(str(root / "val-*.tfrecord"))
+    shard = _bad_split(tiny_dataset, tmp_path, "corrupt", split="val", shard_index=0)
+    pattern = repr(str(shard.parent / "val-*.tfrecord"))
     result = run_script(
         "evaluate.py", *_args(uninterrupted, tiny_dataset, VAL_FILES=pattern), "--eval_name=corrupt", check=False
     )
