@@ -17,7 +17,6 @@ import tensorflow as tf
 
 from core import results
 from core.errors import describe
-from core.experiment import checkpoint_step
 
 
 class EvaluationError(RuntimeError):
@@ -116,7 +115,8 @@ def evaluate(
     input_fn = input_fn_builder(subset=None if indices is None else indices.tolist())
     eval_dir = os.path.join(model_dir, eval_dir_name(eval_name))
 
-    def run(path):
+    def run(path, checkpoint_name=None):
+        """Evaluates `path`; the record names `checkpoint_name` (the original of a snapshot)."""
         try:
             result = estimator.evaluate(
                 input_fn,
@@ -129,10 +129,10 @@ def evaluate(
             # Name the file and record at fault (evaluation is always strict).
             raise EvaluationError(describe(error, getattr(input_fn, "files", []))) from None
         results.check_example_count(result, getattr(input_fn, "num_examples", None))
-        return results.report(eval_dir, result, path, class_names, stream)
+        return results.report(eval_dir, result, checkpoint_name or path, class_names, stream)
 
     if continuous:
-        return _continuous(model_dir, run, timeout_secs, final_step, stream)
+        return _continuous(model_dir, run, timeout_secs, final_step, stream, os.path.join(eval_dir, ".snapshot"))
     if all_checkpoints:
         done = {record["global_step"] for record in results.read_records(eval_dir)}
         paths = list_checkpoints(model_dir)
@@ -149,15 +149,25 @@ def evaluate(
     return [run(path)]
 
 
-def _continuous(model_dir, run, timeout_secs, final_step, stream):
+def _continuous(model_dir, run, timeout_secs, final_step, stream, snapshot_dir):
+    """Evaluates each new checkpoint through a private snapshot (see core/evaluator.py).
+
+    A checkpoint the trainer deletes before it can be copied is skipped and logged.
+    """
+    from core.evaluator import snapshot
+
     records = []
     last_step = -1
     for path in tf.train.checkpoints_iterator(model_dir, min_interval_secs=1, timeout=timeout_secs):
-        step = checkpoint_step(path)
+        step = _step_from_name(path)
         if step <= last_step:
             continue
-        records.append(run(path))
         last_step = step
+        copy = snapshot(path, snapshot_dir)
+        if copy is None:
+            print(f"{path} was deleted before it could be read; skipped", file=stream, flush=True)
+            continue
+        records.append(run(copy, checkpoint_name=path))
         if final_step is not None and step >= final_step:
             print(f"evaluated the final step {step}; done.", file=stream)
             return records

@@ -21,7 +21,7 @@ import time
 
 import tensorflow as tf
 
-from core import guard
+from core import guard, results
 
 
 class TrainerGoneError(RuntimeError):
@@ -81,7 +81,9 @@ def follow_trainer(model_dir, model_fn, eval_input_fn, exporters, final_step, ti
                 result = estimator.evaluate(eval_input_fn, steps=None, checkpoint_path=copy)
                 for exporter in exporters:
                     export_path = os.path.join(model_dir, "export", exporter.name)
-                    exporter.export(estimator, export_path, copy, result, step >= final_step)
+                    # Exports read the snapshot; the results name the trainer's checkpoint.
+                    source = latest if isinstance(exporter, results.ResultsReporter) else copy
+                    exporter.export(estimator, export_path, source, result, step >= final_step)
                 last_step = step
                 if step >= final_step:
                     shutil.rmtree(snapshot_dir, ignore_errors=True)
