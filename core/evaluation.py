@@ -8,14 +8,13 @@ then calls `evaluate`.
 
 import hashlib
 import os
-import re
 import sys
 import time
 
 import gin.tf
 import tensorflow as tf
 
-from core import results
+from core import guard, results
 from core.errors import describe
 
 
@@ -36,18 +35,7 @@ def subset_eval_name(indices) -> str:
 
 def list_checkpoints(model_dir: str) -> list:
     """The model directory's checkpoints that still exist, in step order."""
-    state = tf.train.get_checkpoint_state(model_dir)
-    if state is None:
-        return []
-    # The state file may hold absolute paths or paths relative to the directory.
-    paths = [os.path.join(model_dir, os.path.basename(p)) for p in state.all_model_checkpoint_paths]
-    existing = [p for p in paths if tf.io.gfile.exists(p + ".index")]
-    return sorted(existing, key=_step_from_name)
-
-
-def _step_from_name(path: str) -> int:
-    match = re.search(r"-(\d+)$", path)
-    return int(match.group(1)) if match else -1
+    return [path for path in guard.listed_checkpoints(model_dir) if tf.io.gfile.exists(path + ".index")]
 
 
 def evaluate(
@@ -138,7 +126,7 @@ def evaluate(
         paths = list_checkpoints(model_dir)
         if not paths:
             raise EvaluationError(f"no checkpoint in {model_dir}")
-        todo = [p for p in paths if _step_from_name(p) not in done]
+        todo = [p for p in paths if guard.step_of(p) not in done]
         print(f"{len(paths)} checkpoint(s), {len(paths) - len(todo)} already evaluated in {eval_dir}", file=stream)
         return [run(path) for path in todo]
     path = checkpoint or tf.train.latest_checkpoint(model_dir)
@@ -159,7 +147,7 @@ def _continuous(model_dir, run, timeout_secs, final_step, stream, snapshot_dir):
     records = []
     last_step = -1
     for path in tf.train.checkpoints_iterator(model_dir, min_interval_secs=1, timeout=timeout_secs):
-        step = _step_from_name(path)
+        step = guard.step_of(path)
         if step <= last_step:
             continue
         last_step = step

@@ -14,7 +14,6 @@ trainer dies. `follow_trainer` instead:
 """
 
 import os
-import re
 import shutil
 import sys
 import time
@@ -26,11 +25,6 @@ from core import guard, results
 
 class TrainerGoneError(RuntimeError):
     """No new checkpoint came for the timeout: the trainer died or stalled."""
-
-
-def _step(path: str) -> int:
-    match = re.search(r"-(\d+)$", path or "")
-    return int(match.group(1)) if match else -1
 
 
 def snapshot(checkpoint: str, snapshot_dir: str):
@@ -71,9 +65,9 @@ def follow_trainer(model_dir, model_fn, eval_input_fn, exporters, final_step, ti
     print(f"evaluator: following {model_dir} until step {final_step}", file=stream, flush=True)
     while True:
         latest = tf.train.latest_checkpoint(model_dir)
-        step = _step(latest)
+        step = guard.step_of(latest)
         if step > last_step:
-            last_new = time.time()
+            last_step, last_new = step, time.time()  # Each step once, evaluated or skipped.
             copy = snapshot(latest, snapshot_dir)
             if copy is None:
                 print(f"evaluator: {latest} was deleted before it could be read; skipped", file=stream, flush=True)
@@ -84,12 +78,10 @@ def follow_trainer(model_dir, model_fn, eval_input_fn, exporters, final_step, ti
                     # Exports read the snapshot; the results name the trainer's checkpoint.
                     source = latest if isinstance(exporter, results.ResultsReporter) else copy
                     exporter.export(estimator, export_path, source, result, step >= final_step)
-                last_step = step
                 if step >= final_step:
                     shutil.rmtree(snapshot_dir, ignore_errors=True)
                     print(f"evaluator: evaluated the final step {step}; done.", file=stream, flush=True)
                     return result
-            last_step = max(last_step, step)
         elif time.time() - last_new > timeout_secs:
             raise TrainerGoneError(
                 f"evaluator: no new checkpoint in {model_dir} for {timeout_secs:g} s "

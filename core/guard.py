@@ -17,6 +17,8 @@ import time
 
 import tensorflow as tf
 
+from core.runtime import first_line
+
 LOCK_FILE = ".trainer.lock"
 TORN_DIR = "torn"
 MODEL_SHAPE_BINDINGS = ("build_model_fn.num_classes", "build_model_fn.base_filters", "build_model_fn.depth")
@@ -66,6 +68,25 @@ class ModelDirLock:
         self.release()
 
 
+def step_of(path: str) -> int:
+    """The global step in a checkpoint's name (`.../model.ckpt-500` -> 500); -1 if none."""
+    match = re.search(r"-(\d+)$", path or "")
+    return int(match.group(1)) if match else -1
+
+
+def listed_checkpoints(model_dir: str) -> list:
+    """Every checkpoint the `checkpoint` state file names, in step order (existing or not).
+
+    The state file may hold absolute paths or paths relative to the directory, and
+    the directory may have moved since: each is taken by name inside `model_dir`.
+    """
+    state = tf.train.get_checkpoint_state(model_dir)
+    if state is None:
+        return []
+    names = list(state.all_model_checkpoint_paths) + [state.model_checkpoint_path]
+    return sorted({os.path.join(model_dir, os.path.basename(name)) for name in names}, key=step_of)
+
+
 def checkpoint_problem(path: str):
     """Why `path` cannot be restored (a short reason), or None if every tensor reads."""
     if not tf.io.gfile.exists(path + ".index"):
@@ -75,8 +96,7 @@ def checkpoint_problem(path: str):
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
     except Exception as error:  # noqa: BLE001  A torn file fails in many ways (IndexError, DataLossError...).
-        text = str(error).strip()
-        return (text.splitlines()[0] if text else type(error).__name__)[:200]
+        return first_line(error)[:200]
     return None
 
 
@@ -92,14 +112,7 @@ def repair_latest_checkpoint(model_dir: str, log=print):
     Raises:
       GuardError: checkpoints exist but none can be restored (naming the newest).
     """
-    state = tf.train.get_checkpoint_state(model_dir)
-    if state is None:
-        return None
-    paths = [os.path.join(model_dir, os.path.basename(p)) for p in state.all_model_checkpoint_paths]
-    latest = os.path.join(model_dir, os.path.basename(state.model_checkpoint_path))
-    if latest not in paths:
-        paths.append(latest)
-    paths.sort(key=lambda p: int(re.search(r"-(\d+)$", p).group(1)) if re.search(r"-(\d+)$", p) else -1)
+    paths = listed_checkpoints(model_dir)
     torn = []
     while paths:
         problem = checkpoint_problem(paths[-1])
@@ -129,7 +142,7 @@ def _bindings(config_text: str) -> dict:
         match = re.match(r"^([\w./]+)\s*=\s*(.+?)\s*$", line)
         if match:
             values[match.group(1)] = match.group(2)
-    return {key: values.get(value[1:] + "", value) if value.startswith("%") else value for key, value in values.items()}
+    return {key: values.get(value[1:], value) if value.startswith("%") else value for key, value in values.items()}
 
 
 def check_config_matches(model_dir: str, current_config: str):
