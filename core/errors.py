@@ -1,9 +1,11 @@
 """Turns what goes wrong into one line that names the file, record or value at fault."""
 
+import contextlib
 import re
 
 import tensorflow as tf
 
+from core.runtime import first_line
 from data import schema
 
 
@@ -45,26 +47,35 @@ def diagnose_files(files) -> str:
                     )
                 index += 1
         except tf.errors.DataLossError as error:
-            reason = str(error).strip().splitlines()[0]
-            return f"{path}: record {index} is corrupt or truncated ({reason})"
+            return f"{path}: record {index} is corrupt or truncated ({first_line(error)})"
     return None
 
 
 def describe(error: BaseException, files=()) -> str:
     """One line for an error stopping training or evaluation."""
-    message = error.message if isinstance(error, tf.errors.OpError) else str(error)
     if isinstance(error, tf.errors.OpError):
-        line = assertion_line(message)
+        line = assertion_line(error.message)
         if line:
             return line
-        if isinstance(error, (tf.errors.DataLossError, tf.errors.InvalidArgumentError)) and files:
-            found = diagnose_files(files)
-            if found:
-                return found
-        first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
-        return re.sub(r"\{\{[^}]*\}\}\s*", "", first)[:500]
-    if isinstance(error, UnicodeDecodeError) and files:
+    # A reader or parse failure: name the file and record by reading them. TensorFlow
+    # raises UnicodeDecodeError when a parse error quotes a record's raw bytes.
+    data_errors = (tf.errors.DataLossError, tf.errors.InvalidArgumentError, UnicodeDecodeError)
+    if isinstance(error, data_errors) and files:
         found = diagnose_files(files)
         if found:
             return found
-    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    if isinstance(error, tf.errors.OpError):
+        return re.sub(r"\{\{[^}]*\}\}\s*", "", first_line(error.message) or type(error).__name__)[:500]
+    return first_line(error)
+
+
+@contextlib.contextmanager
+def reported(files=(), error_type=None):
+    """Turns a TensorFlow failure inside the block into `error_type` (RunError) with one line.
+
+    The line names the step, file, record or value at fault (see `describe`).
+    """
+    try:
+        yield
+    except (tf.errors.OpError, UnicodeDecodeError) as error:
+        raise (error_type or RunError)(describe(error, files)) from None

@@ -15,7 +15,7 @@ import gin.tf
 import tensorflow as tf
 
 from core import guard, results
-from core.errors import describe
+from core.errors import describe, reported
 
 
 class EvaluationError(RuntimeError):
@@ -105,7 +105,8 @@ def evaluate(
 
     def run(path, checkpoint_name=None):
         """Evaluates `path`; the record names `checkpoint_name` (the original of a snapshot)."""
-        try:
+        # Evaluation is always strict: a bad record stops it, naming the file and record.
+        with reported(getattr(input_fn, "files", []), EvaluationError):
             result = estimator.evaluate(
                 input_fn,
                 steps=None,
@@ -113,9 +114,6 @@ def evaluate(
                 name=eval_name,
                 hooks=[gin.tf.GinConfigSaverHook(eval_dir, include_step_in_filename=False)],
             )
-        except (tf.errors.OpError, UnicodeDecodeError) as error:
-            # Name the file and record at fault (evaluation is always strict).
-            raise EvaluationError(describe(error, getattr(input_fn, "files", []))) from None
         results.check_example_count(result, getattr(input_fn, "num_examples", None))
         return results.report(eval_dir, result, checkpoint_name or path, class_names, stream)
 

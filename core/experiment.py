@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from core import guard, results
 from core.best import BestCheckpointKeeper, is_better
-from core.errors import RunError, describe
+from core.errors import reported
 from hooks.progress import ProgressHook
 from models.serving import serving_input_receiver_fn
 
@@ -100,24 +100,33 @@ def train_and_evaluate(
         exporters = build_exporters(
             model_dir, class_names, eval_input_fn, best_metric, higher_is_better, export_image_size, stream
         )
-        try:
+        with reported(getattr(eval_input_fn, "files", [])):
             return evaluator.follow_trainer(
                 model_dir, model_fn, eval_input_fn, exporters, train_steps, evaluator_timeout_secs, stream
             )
-        except (tf.errors.OpError, UnicodeDecodeError) as error:
-            raise RunError(describe(error, getattr(eval_input_fn, "files", []))) from None
     with guard.ModelDirLock(model_dir):
         guard.repair_latest_checkpoint(model_dir, log=lambda line: print(line, file=stream))
         guard.check_config_matches(model_dir, gin.config_str())
         files = list(getattr(train_input_fn, "files", [])) + list(getattr(eval_input_fn, "files", []))
-        try:
-            kwargs = {k: v for k, v in locals().items() if k not in ("files", "evaluator_timeout_secs")}
-            return _train_and_evaluate(**kwargs)
-        except (tf.errors.OpError, UnicodeDecodeError) as error:
-            # One line naming the step, file, record or value at fault; the checkpoints
-            # on disk are untouched (a failing step is never saved). TensorFlow raises
-            # UnicodeDecodeError when a parse error quotes a record's raw bytes.
-            raise RunError(describe(error, files)) from None
+        # A failing step is never saved, so the checkpoints on disk stay as they were.
+        with reported(files):
+            return _train_and_evaluate(
+                model_dir,
+                model_fn,
+                train_input_fn,
+                eval_input_fn,
+                train_steps,
+                eval_every_steps,
+                class_names,
+                seed,
+                keep_checkpoint_max,
+                best_metric,
+                higher_is_better,
+                early_stopping_evals,
+                export_image_size,
+                progress_every_secs,
+                stream,
+            )
 
 
 def _train_and_evaluate(

@@ -123,7 +123,9 @@ def init_from_flags(flags_values) -> dict:
 USER_ERRORS = (ValueError, KeyError, RuntimeError)
 
 
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message (gin appends its location on the next ones)."""
+def first_line(error) -> str:
+    """The first line of an error (or message): gin appends its location on the next ones."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    if text:
+        return text.splitlines()[0]
+    return type(error).__name__ if isinstance(error, BaseException) else ""
