@@ -9,7 +9,6 @@ import tensorflow as tf
 from hooks import eval_summaries
 from hooks.eval_logging import PerClassIoULoggingHook
 from metrics import example_count, segmentation_metrics, streaming_mean
-from metrics.segmentation import confusion_derived
 from models import unet
 
 IGNORE_LABEL = 255
@@ -61,7 +60,7 @@ def build_model_fn(
       `features` has `image` (uint8 [B,H,W,3]) and optionally `index` (int64 [B]),
       and `labels` is the int mask [B,H,W].
     """
-    class_names = list(class_names) if class_names is not None else None
+    class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
 
     def model_fn(features, labels, mode, params, config):
         del params  # Everything is bound by the builder.
@@ -130,10 +129,12 @@ def build_model_fn(
         confusion, confusion_update = eval_metric_ops["confusion_matrix"]
         hooks = []
         if confusion_summary:
-            derived = confusion_derived(confusion)
-            names = class_names or [str(i) for i in range(num_classes)]
+            # The per-class values segmentation_metrics already derived, not a second derivation.
+            iou, dice = (
+                tf.stack([eval_metric_ops[f"{key}/{name}"][0] for name in class_names]) for key in ("iou", "dice")
+            )
             eval_metric_ops.update(
-                eval_summaries.confusion_summaries(confusion, names, derived["iou"], derived["dice"], confusion_update)
+                eval_summaries.confusion_summaries(confusion, class_names, iou, dice, confusion_update)
             )
         if "index" in features:
             if summary_indices:
@@ -147,8 +148,7 @@ def build_model_fn(
                     eval_summaries.per_example_scores(features["index"], labels, classes, num_classes, ignore_label)
                 )
         if log_every_n_eval_steps:
-            names = class_names or [str(i) for i in range(num_classes)]
-            hooks.append(PerClassIoULoggingHook(confusion_update, names, log_every_n_eval_steps))
+            hooks.append(PerClassIoULoggingHook(confusion_update, class_names, log_every_n_eval_steps))
         tensors = {"features": features, "labels": labels, "predictions": predictions, "loss": loss}
         tensors["eval_metric_ops"] = eval_metric_ops
         return tf.estimator.EstimatorSpec(
