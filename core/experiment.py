@@ -104,107 +104,73 @@ def train_and_evaluate(
             return evaluator.follow_trainer(
                 model_dir, model_fn, eval_input_fn, exporters, train_steps, evaluator_timeout_secs, stream
             )
-    with guard.ModelDirLock(model_dir):
+    files = list(getattr(train_input_fn, "files", [])) + list(getattr(eval_input_fn, "files", []))
+    # A failing step is never saved, so the checkpoints on disk stay as they were.
+    with guard.ModelDirLock(model_dir), reported(files):
         guard.repair_latest_checkpoint(model_dir, log=lambda line: print(line, file=stream))
         guard.check_config_matches(model_dir, gin.config_str())
-        files = list(getattr(train_input_fn, "files", [])) + list(getattr(eval_input_fn, "files", []))
-        # A failing step is never saved, so the checkpoints on disk stay as they were.
-        with reported(files):
-            return _train_and_evaluate(
-                model_dir,
-                model_fn,
-                train_input_fn,
-                eval_input_fn,
-                train_steps,
-                eval_every_steps,
-                class_names,
-                seed,
-                keep_checkpoint_max,
-                best_metric,
-                higher_is_better,
-                early_stopping_evals,
-                export_image_size,
-                progress_every_secs,
-                stream,
+        eval_dir = os.path.join(model_dir, "eval")
+        latest = tf.train.latest_checkpoint(model_dir)
+        step = checkpoint_step(latest) if latest else None
+        if step is not None and step >= train_steps:
+            records = results.read_records(eval_dir)
+            print(
+                f"{model_dir}: already trained to step {step} (train_steps={train_steps}); nothing to do.",
+                file=stream,
             )
+            if records:
+                print(results.format_table(records[-1]), file=stream)
+            return records[-1] if records else None
 
-
-def _train_and_evaluate(
-    model_dir,
-    model_fn,
-    train_input_fn,
-    eval_input_fn,
-    train_steps,
-    eval_every_steps,
-    class_names,
-    seed,
-    keep_checkpoint_max,
-    best_metric,
-    higher_is_better,
-    early_stopping_evals,
-    export_image_size,
-    progress_every_secs,
-    stream,
-):
-    eval_dir = os.path.join(model_dir, "eval")
-    latest = tf.train.latest_checkpoint(model_dir)
-    if latest and checkpoint_step(latest) >= train_steps:
-        records = results.read_records(eval_dir)
-        step = checkpoint_step(latest)
-        print(f"{model_dir}: already trained to step {step} (train_steps={train_steps}); nothing to do.", file=stream)
-        if records:
-            print(results.format_table(records[-1]), file=stream)
-        return records[-1] if records else None
-
-    estimator = build_estimator(model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max)
-    progress = ProgressHook(train_steps, progress_every_secs, stream)
-    train_hooks = [progress, gin.tf.GinConfigSaverHook(model_dir, summarize_config=True)]
-    if early_stopping_evals:
-        stop_if = (
-            tf.estimator.experimental.stop_if_no_increase_hook
-            if higher_is_better
-            else tf.estimator.experimental.stop_if_no_decrease_hook
-        )
-        train_hooks.append(
-            stop_if(
-                estimator,
-                best_metric,
-                max_steps_without_increase=early_stopping_evals * eval_every_steps,
-                run_every_secs=None,
-                run_every_steps=eval_every_steps,
+        estimator = build_estimator(model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max)
+        progress = ProgressHook(train_steps, progress_every_secs, stream)
+        train_hooks = [progress, gin.tf.GinConfigSaverHook(model_dir, summarize_config=True)]
+        if early_stopping_evals:
+            stop_if = (
+                tf.estimator.experimental.stop_if_no_increase_hook
+                if higher_is_better
+                else tf.estimator.experimental.stop_if_no_decrease_hook
             )
+            train_hooks.append(
+                stop_if(
+                    estimator,
+                    best_metric,
+                    max_steps_without_increase=early_stopping_evals * eval_every_steps,
+                    run_every_secs=None,
+                    run_every_steps=eval_every_steps,
+                )
+            )
+        train_spec = tf.estimator.TrainSpec(
+            input_fn=train_input_fn, max_steps=train_steps, hooks=train_hooks, saving_listeners=[progress.listener]
         )
-    train_spec = tf.estimator.TrainSpec(
-        input_fn=train_input_fn, max_steps=train_steps, hooks=train_hooks, saving_listeners=[progress.listener]
-    )
-    exporters = build_exporters(
-        model_dir, class_names, eval_input_fn, best_metric, higher_is_better, export_image_size, stream
-    )
-    eval_spec = tf.estimator.EvalSpec(
-        input_fn=eval_input_fn,
-        steps=None,  # The whole eval set, partial last batch included.
-        exporters=exporters,
-        hooks=[gin.tf.GinConfigSaverHook(eval_dir, summarize_config=True, include_step_in_filename=False)],
-        start_delay_secs=0,
-        throttle_secs=0,  # Cadence is set in steps, by save_checkpoints_steps.
-    )
-    start = time.time()
-    print(
-        f"training {model_dir} to step {train_steps}, evaluating every {eval_every_steps} steps",
-        file=stream,
-        flush=True,
-    )
-    tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
-    records = results.read_records(eval_dir)
-    last = records[-1] if records else None
-    if last:
+        exporters = build_exporters(
+            model_dir, class_names, eval_input_fn, best_metric, higher_is_better, export_image_size, stream
+        )
+        eval_spec = tf.estimator.EvalSpec(
+            input_fn=eval_input_fn,
+            steps=None,  # The whole eval set, partial last batch included.
+            exporters=exporters,
+            hooks=[gin.tf.GinConfigSaverHook(eval_dir, summarize_config=True, include_step_in_filename=False)],
+            start_delay_secs=0,
+            throttle_secs=0,  # Cadence is set in steps, by save_checkpoints_steps.
+        )
+        start = time.time()
         print(
-            f"done in {time.time() - start:.0f}s: step {last['global_step']}, "
-            f"mean_iou {last['metrics'].get('mean_iou', float('nan')):.4f}; results in {eval_dir}",
+            f"training {model_dir} to step {train_steps}, evaluating every {eval_every_steps} steps",
             file=stream,
             flush=True,
         )
-    return last
+        tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+        records = results.read_records(eval_dir)
+        last = records[-1] if records else None
+        if last:
+            print(
+                f"done in {time.time() - start:.0f}s: step {last['global_step']}, "
+                f"mean_iou {last['metrics'].get('mean_iou', float('nan')):.4f}; results in {eval_dir}",
+                file=stream,
+                flush=True,
+            )
+        return last
 
 
 def build_exporters(model_dir, class_names, eval_input_fn, best_metric, higher_is_better, export_image_size, stream):
