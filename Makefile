@@ -8,13 +8,24 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 DATA := datasets/synthetic/dataset.json
-MODEL_DIR ?= runs/synthetic
+# `make train CONFIG=configs/classification.gin [MODEL_DIR=runs/x] [GIN_PARAM='TRAIN_STEPS = 100']`:
+# the config's synthetic dataset is written first if it is one of ours and missing;
+# an empty MODEL_DIR means the config's own; GIN_PARAM is one binding (--gin_param).
+# ARGS: more train.py flags, appended as written, e.g. ARGS="--gin_param='SEED = 1' --verbose"
+# (tests/test_docs.py runs the documented `make train` with ARGS=--gin_file=tests/tiny.gin).
+CONFIG ?= configs/synthetic.gin
+MODEL_DIR ?=
+GIN_PARAM ?=
+ARGS ?=
 PYTEST_ARGS ?=
+# A make value as one single-quoted shell word.
+shell_quote = '$(subst ','\'',$(1))'
 
 .PHONY: train test lint format bench tensorboard data venv clean
 
-train: $(STAMP) $(DATA)
-	$(VPY) train.py --gin_file=configs/synthetic.gin --model_dir=$(MODEL_DIR)
+train: $(STAMP)
+	$(VPY) -m data.synthetic --for_config=$(CONFIG)
+	$(VPY) train.py --gin_file=$(CONFIG)$(if $(MODEL_DIR), --model_dir=$(MODEL_DIR))$(if $(GIN_PARAM), --gin_param=$(call shell_quote,$(GIN_PARAM)))$(if $(ARGS), $(ARGS))
 
 test: $(STAMP) $(DATA)
 	$(VPY) -m ruff check .
@@ -37,11 +48,13 @@ tensorboard: $(STAMP)
 venv: $(STAMP)
 data: $(DATA)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no python3 found on PATH; this project needs Python 3.9-3.11 (TensorFlow 2.15)" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; ok = (3, 9) <= sys.version_info[:2] <= (3, 11); sys.exit(0 if ok else "error: found Python %s at %s; this project needs Python 3.9-3.11 (TensorFlow 2.15 has no wheels for it); run make PYTHON=/path/to/python3.11" % (sys.version.split()[0], sys.executable))'
 	@test -x $(VPY) && $(VPY) -c 'import sys; sys.exit(not (3, 9) <= sys.version_info[:2] <= (3, 11))' 2>/dev/null || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 	$(VPY) -m pip install --disable-pip-version-check --quiet -r requirements.txt
+	@# The project itself, editable: `core`, `data`, ... import from any folder (tools/, bench/, notebooks).
+	$(VPY) -m pip install --disable-pip-version-check --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 $(DATA): | $(STAMP)

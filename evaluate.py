@@ -6,10 +6,11 @@ python evaluate.py --gin_file=configs/synthetic.gin --model_dir=runs/synthetic
 """
 
 import sys
+import time
 
-from absl import app, flags
+from absl import flags
 
-from core import runtime  # First: quiets TensorFlow before it loads.
+from core import cli, configurables, runtime
 
 runtime.define_flags()
 flags.DEFINE_string("checkpoint", None, "Checkpoint to evaluate (default: the latest).")
@@ -24,11 +25,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    model_dir = runtime.init_from_flags(FLAGS)
-    from core import configurables
-
-    return configurables.evaluate(
-        **model_dir,
+    start = time.time()
+    records = configurables.evaluate(
+        **cli.init(FLAGS),
         checkpoint=FLAGS.checkpoint,
         all_checkpoints=FLAGS.all_checkpoints,
         continuous=FLAGS.continuous,
@@ -37,7 +36,8 @@ def main(argv):
         eval_name=FLAGS.eval_name,
         worst_k=FLAGS.worst_k,
     )
+    print(f"{len(records)} evaluation(s) in {time.time() - start:.0f}s", file=sys.stdout)
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli.run(main)

@@ -1,4 +1,4 @@
-"""Trains and evaluates a segmentation model with `tf.estimator.train_and_evaluate`.
+"""Trains and evaluates a model with `tf.estimator.train_and_evaluate`.
 
     python train.py --gin_file=configs/synthetic.gin [--gin_param='TRAIN_STEPS = 100']
                     [--model_dir=runs/synthetic]
@@ -7,11 +7,9 @@ Bad input, a bad config or a failing step ends with one line on stderr naming
 what is at fault, exit code 1, and the model directory as it was.
 """
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
-from core import runtime  # First: quiets TensorFlow before it loads.
+from core import cli, configurables, runtime
 
 runtime.define_flags()
 FLAGS = flags.FLAGS
@@ -19,16 +17,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    try:
-        model_dir = runtime.init_from_flags(FLAGS)
-        from core import configurables
-
-        configurables.train_and_evaluate(**model_dir)
-    except runtime.USER_ERRORS as error:
-        print(f"error: {runtime.first_line(error)}", file=sys.stderr)
-        return 1
-    return 0
+    configurables.train_and_evaluate(**cli.init(FLAGS))
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli.run(main)

@@ -19,13 +19,10 @@ import io
 import json
 import os
 import statistics
-import sys
 import time
 from contextlib import redirect_stdout
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from core import runtime  # noqa: E402  First: quiets TensorFlow before it loads.
+from core import runtime
 
 SIZE = 256
 NUM_EXAMPLES = 2000
@@ -38,7 +35,7 @@ def _dataset():
 
     marker = os.path.join(DATA_DIR, "done")
     if not os.path.exists(marker):
-        examples = ((*synthetic.make_example(0, "val", i, SIZE, SIZE), f"val_{i:06d}.png") for i in range(NUM_EXAMPLES))
+        examples = (synthetic.example("segmentation", 0, "val", i, SIZE, SIZE) for i in range(NUM_EXAMPLES))
         writer.write_shards(examples, NUM_EXAMPLES, os.path.join(DATA_DIR, "val"), 8)
         open(marker, "w").close()
     return os.path.join(DATA_DIR, "val-*.tfrecord")
@@ -56,21 +53,31 @@ def main(argv=None):
     import tensorflow as tf
 
     from data.input import make_input_fn
+    from hooks.eval_logging import per_class_logging
     from models import build_model_fn
+    from models.tasks import Segmentation
+    from models.unet import UNet
 
     pattern = _dataset()
     model_dir = tempfile.mkdtemp(prefix="bench_eval_")
 
     def model_fn(with_hooks):
         if not with_hooks:
-            return build_model_fn(4, CLASS_NAMES, per_example=False, confusion_summary=False)
-        return build_model_fn(4, CLASS_NAMES, summary_indices=list(range(0, 2000, 125)), log_every_n_eval_steps=20)
+            return build_model_fn(UNet(), Segmentation(4, CLASS_NAMES, confusion_summary=False), per_example=False)
+        return build_model_fn(
+            UNet(),
+            Segmentation(4, CLASS_NAMES),
+            summary_indices=list(range(0, 2000, 125)),
+            evaluation_hooks=[per_class_logging(every_n_steps=20)],
+        )
+
+    task = Segmentation(4, CLASS_NAMES)
 
     def input_fn(subset=None):
-        return make_input_fn(pattern, args.batch_size, SIZE, SIZE, subset=subset)
+        return make_input_fn(pattern, args.batch_size, SIZE, SIZE, task, subset=subset)
 
     tf.estimator.Estimator(model_fn(False), model_dir).train(
-        make_input_fn(pattern, 4, SIZE, SIZE, training=True), max_steps=1
+        make_input_fn(pattern, 4, SIZE, SIZE, task, training=True), max_steps=1
     )
     checkpoint = tf.train.latest_checkpoint(model_dir)
     subset = list(range(0, NUM_EXAMPLES, 100))  # 20 examples: 1%.

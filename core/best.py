@@ -18,6 +18,7 @@ import sys
 import tensorflow as tf
 
 from core import results
+from core.errors import ConfigError
 
 BEST_DIR = "best"
 BEST_FILE = "best.json"
@@ -90,7 +91,7 @@ def keep_checkpoint(model_dir: str, checkpoint_path: str, metric: str, value: fl
 class BestCheckpointKeeper(tf.estimator.Exporter):
     """An Exporter that keeps the best checkpoint's files aside (see module doc)."""
 
-    def __init__(self, model_dir: str, metric: str = "mean_iou", higher_is_better: bool = True, stream=None):
+    def __init__(self, model_dir: str, metric: str, higher_is_better: bool = True, stream=None):
         self._model_dir = model_dir
         self._metric = metric
         self._higher_is_better = higher_is_better
@@ -118,7 +119,8 @@ class BestCheckpointKeeper(tf.estimator.Exporter):
         if not self._loaded:
             self._load(int(eval_result["global_step"]))
         if self._metric not in eval_result:
-            raise KeyError(f"best checkpoint: metric {self._metric!r} is not in the evaluation results")
+            known = ", ".join(sorted(k for k in eval_result if "/" not in k and k != "global_step"))
+            raise ConfigError(f"BEST_METRIC {self._metric!r} is not a metric of this task; it has: {known}")
         value = float(eval_result[self._metric])
         if not is_better(value, self._best, self._higher_is_better):
             return None

@@ -1,16 +1,42 @@
-"""Turns what goes wrong into one line that names the file, record or value at fault."""
+"""One error model for every command-line program.
+
+A *user error* (a bad config, bad data, a bad model directory or path) is a
+`UserError`: `core.cli.run` prints its first line as `error: ...` and exits 1.
+Anything else is a bug in the program and keeps its traceback.
+
+This module imports nothing from the project, so any folder may raise these.
+"""
 
 import contextlib
 import re
 
-import tensorflow as tf
 
-from core.runtime import first_line
-from data import schema
+class UserError(Exception):
+    """Something the user can fix; the message is one line that names it."""
 
 
-class RunError(RuntimeError):
-    """Training or evaluation stopped; the message is one line for the user."""
+class ConfigError(UserError):
+    """A gin config or command-line flag that cannot work (unknown binding, unset macro...)."""
+
+
+class DataError(UserError, ValueError):
+    """Input data at fault: the message names the file, record or value (also a ValueError)."""
+
+
+class ModelDirError(UserError):
+    """A model directory that cannot be used as asked."""
+
+
+class RunError(UserError):
+    """Training or evaluation stopped on a failure the user can act on (bad record, NaN loss)."""
+
+
+def first_line(error) -> str:
+    """The first line of an error (or message): gin and TensorFlow append context below it."""
+    text = str(error).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(error).__name__ if isinstance(error, BaseException) else ""
 
 
 def assertion_line(message: str):
@@ -25,34 +51,16 @@ def assertion_line(message: str):
     return " ".join(part.strip().strip("'\"") for part in body.split("] [") if part.strip())
 
 
-def diagnose_files(files) -> str:
-    """Reads every record of `files` and names the first bad one; None if all are fine.
+def describe(error: BaseException, diagnose=None) -> str:
+    """One line for a TensorFlow failure stopping training or evaluation.
 
-    Run only after a failure (it reads everything): a corrupt or truncated record,
-    or a record that is not an Example with DeepLab's image and mask keys.
+    Args:
+      error: the exception.
+      diagnose: optional `() -> str or None` that names the bad file and record
+        by reading the data again (run only for reader and parse failures).
     """
-    for path in files:
-        index = 0
-        try:
-            for record in tf.compat.v1.io.tf_record_iterator(path):
-                try:
-                    example = tf.train.Example.FromString(record)
-                except Exception:  # noqa: BLE001  Any decode failure means "not an Example".
-                    return f"{path}: record {index} is not a tf.train.Example"
-                keys = example.features.feature
-                if schema.IMAGE_ENCODED not in keys or schema.MASK_ENCODED not in keys:
-                    return (
-                        f"{path}: record {index} is not an image/mask Example "
-                        f"(no {schema.IMAGE_ENCODED} or {schema.MASK_ENCODED})"
-                    )
-                index += 1
-        except tf.errors.DataLossError as error:
-            return f"{path}: record {index} is corrupt or truncated ({first_line(error)})"
-    return None
+    import tensorflow as tf
 
-
-def describe(error: BaseException, files=()) -> str:
-    """One line for an error stopping training or evaluation."""
     if isinstance(error, tf.errors.OpError):
         line = assertion_line(error.message)
         if line:
@@ -60,8 +68,8 @@ def describe(error: BaseException, files=()) -> str:
     # A reader or parse failure: name the file and record by reading them. TensorFlow
     # raises UnicodeDecodeError when a parse error quotes a record's raw bytes.
     data_errors = (tf.errors.DataLossError, tf.errors.InvalidArgumentError, UnicodeDecodeError)
-    if isinstance(error, data_errors) and files:
-        found = diagnose_files(files)
+    if isinstance(error, data_errors) and diagnose is not None:
+        found = diagnose()
         if found:
             return found
     if isinstance(error, tf.errors.OpError):
@@ -70,12 +78,14 @@ def describe(error: BaseException, files=()) -> str:
 
 
 @contextlib.contextmanager
-def reported(files=(), error_type=None):
-    """Turns a TensorFlow failure inside the block into `error_type` (RunError) with one line.
+def reported(diagnose=None, error_type=RunError):
+    """Turns a TensorFlow failure inside the block into `error_type` with one line.
 
     The line names the step, file, record or value at fault (see `describe`).
     """
+    import tensorflow as tf
+
     try:
         yield
     except (tf.errors.OpError, UnicodeDecodeError) as error:
-        raise (error_type or RunError)(describe(error, files)) from None
+        raise error_type(describe(error, diagnose)) from None

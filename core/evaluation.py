@@ -1,25 +1,51 @@
-"""The evaluation root: one checkpoint, every checkpoint, continuously, or a subset.
+"""Every evaluation path, on two shared pieces.
 
-Every evaluation goes through `tf.estimator.Estimator.evaluate` with an explicit
-checkpoint, appends one line to its eval directory's `results.jsonl`, writes the
-per-example CSV and prints a per-class table. `evaluate.py` parses flags and gin,
-then calls `evaluate`.
+- `evaluate_checkpoint`: evaluate one checkpoint with `Estimator.evaluate` and hand
+  the result to the reporters (`tf.estimator.Exporter`s: results.jsonl and the
+  per-example CSV, the best checkpoint, SavedModel exports, and any reporter a
+  gin list adds). `train_and_evaluate` gives Estimator the same reporters as its
+  EvalSpec exporters, so every path reports the same way.
+- `follow_checkpoints`: yield each new checkpoint of a training run through a
+  private snapshot, until the final step or a timeout; shared by
+  `evaluate.py --continuous` and the separate TF_CONFIG evaluator.
+
+Stock Estimator's evaluator crashes with "The passed save_path is not a valid
+checkpoint" when the trainer's `keep_checkpoint_max` deletes the checkpoint it is
+about to read, can leave a `temp-*` export behind when that happens mid-export, and
+waits forever when the trainer dies. The follower copies each new checkpoint before
+touching it (a checkpoint deleted before it could be copied is skipped and logged),
+yields each step at most once and the final step exactly once, and gives up with
+an error after `timeout_secs` without a new checkpoint.
+
+The evaluation hooks (SessionRunHooks) come from the model_fn's
+`evaluation_hooks` (a gin list on `build_model_fn`), so every path runs them too.
 """
 
+import functools
 import hashlib
 import os
+import shutil
 import sys
 import time
+import types
 
 import gin.tf
+import numpy as np
 import tensorflow as tf
 
 from core import guard, results
-from core.errors import describe, reported
+from core.best import BestCheckpointKeeper, is_better
+from core.errors import RunError, reported
+from data.input import parse_subset
+from models.serving import serving_input_receiver_fn
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(RunError):
     """An evaluation that cannot go on, with a message for the user."""
+
+
+class TrainerGoneError(RunError):
+    """No new checkpoint came for the timeout: the trainer died or stalled."""
 
 
 def eval_dir_name(eval_name) -> str:
@@ -38,55 +64,216 @@ def list_checkpoints(model_dir: str) -> list:
     return [path for path in guard.listed_checkpoints(model_dir) if tf.io.gfile.exists(path + ".index")]
 
 
+def build_reporters(
+    model_dir,
+    eval_dir,
+    task,
+    extra=(),
+    expected_examples=None,
+    training_run=False,
+    best_metric=None,
+    higher_is_better=None,
+    export_image_size=None,
+    stream=None,
+):
+    """The reporters every evaluation of a path runs, in order.
+
+    Always the results reporter (results.jsonl, per-example CSV, the table). For a
+    training run's own evaluations (`training_run`: train_and_evaluate and the
+    separate evaluator) also the best-checkpoint keeper and, with
+    `export_image_size`, the best and latest SavedModel exporters. Then `extra`:
+    builders `(context) -> Exporter or None` from gin (`REPORTERS`), where context
+    has `model_dir`, `eval_dir`, `task`, `training_run`, `best_metric`,
+    `higher_is_better` and `stream`.
+    """
+    stream = stream or sys.stdout
+    best_metric = best_metric or task.headline
+    higher_is_better = task.higher_is_better(best_metric) if higher_is_better is None else higher_is_better
+    reporters = [results.ResultsReporter(eval_dir, task, stream, expected_examples)]
+    if training_run:
+        reporters.append(BestCheckpointKeeper(model_dir, best_metric, higher_is_better, stream))
+        if export_image_size:
+            receiver = serving_input_receiver_fn(*export_image_size)
+            compare = functools.partial(_compare, metric=best_metric, higher_is_better=higher_is_better)
+            reporters.append(tf.estimator.BestExporter("best", receiver, compare_fn=compare, exports_to_keep=1))
+            reporters.append(tf.estimator.LatestExporter("latest", receiver, exports_to_keep=2))
+    context = types.SimpleNamespace(
+        model_dir=model_dir,
+        eval_dir=eval_dir,
+        task=task,
+        training_run=training_run,
+        best_metric=best_metric,
+        higher_is_better=higher_is_better,
+        stream=stream,
+    )
+    for make in extra or ():
+        reporter = make(context)
+        if reporter is not None:
+            reporters.append(reporter)
+    return reporters
+
+
+def _compare(best_eval_result, current_eval_result, metric, higher_is_better):
+    """BestExporter's compare_fn on a configurable metric and direction."""
+    if best_eval_result is None or metric not in best_eval_result:
+        return True
+    return is_better(float(current_eval_result[metric]), float(best_eval_result[metric]), higher_is_better)
+
+
+def evaluate_checkpoint(
+    estimator, input_fn, path, eval_dir, reporters, eval_name=None, checkpoint_name=None, is_final=False
+):
+    """Evaluates checkpoint `path` over the whole input and runs every reporter.
+
+    Args:
+      estimator: the Estimator (its model_fn carries the evaluation hooks).
+      input_fn: from `make_input_fn`; evaluation is strict, a bad record stops it
+        naming the file and record.
+      path: the checkpoint to read (a snapshot, for the followers).
+      eval_dir: the Estimator eval directory (`eval` or `eval_<name>`).
+      reporters: from `build_reporters`.
+      eval_name: Estimator's evaluation name (None: `eval`).
+      checkpoint_name: the checkpoint the records name (the original of a snapshot).
+      is_final: passed to the reporters (Exporter's `is_the_final_export`).
+
+    Returns:
+      Estimator's result dict.
+    """
+    with reported(getattr(input_fn, "diagnose", None), EvaluationError):
+        result = estimator.evaluate(
+            input_fn,
+            steps=None,
+            checkpoint_path=path,
+            name=eval_name,
+            hooks=[gin.tf.GinConfigSaverHook(eval_dir, summarize_config=True, include_step_in_filename=False)],
+        )
+        for reporter in reporters:
+            export_path = os.path.join(estimator.model_dir, "export", reporter.name)
+            # Exports read the snapshot; the results name the trainer's checkpoint.
+            source = (checkpoint_name or path) if isinstance(reporter, results.ResultsReporter) else path
+            reporter.export(estimator, export_path, source, result, is_final)
+    return result
+
+
+def snapshot(checkpoint: str, snapshot_dir: str):
+    """Copies a checkpoint's files to `snapshot_dir`; returns the copy, or None if it vanished."""
+    shutil.rmtree(snapshot_dir, ignore_errors=True)
+    os.makedirs(snapshot_dir)
+    try:
+        names = tf.io.gfile.glob(checkpoint + ".index") + tf.io.gfile.glob(checkpoint + ".data-*")
+        if not any(name.endswith(".index") for name in names) or len(names) < 2:
+            return None
+        for name in names:
+            shutil.copy(name, snapshot_dir)  # An unlinked file stays readable while open.
+    except OSError:
+        return None
+    copy = os.path.join(snapshot_dir, os.path.basename(checkpoint))
+    return copy if guard.checkpoint_problem(copy) is None else None
+
+
+def follow_checkpoints(model_dir, snapshot_dir, final_step, timeout_secs, who="evaluator", stream=None, poll=0.2):
+    """Yields `(checkpoint, snapshot, is_final)` for each new checkpoint of `model_dir`.
+
+    Each step at most once, the final one exactly once (then it stops); a
+    checkpoint deleted before it could be copied is skipped and logged. Looks at the
+    latest checkpoint only: when evaluation is slower than training it skips
+    intermediate ones (`--all_checkpoints` backfills them).
+
+    Raises:
+      TrainerGoneError: after `timeout_secs` without a new checkpoint.
+    """
+    stream = stream or sys.stdout
+    last_step, last_new = -1, time.time()
+    print(f"{who}: following {model_dir} until step {final_step}", file=stream, flush=True)
+    try:
+        while True:
+            latest = tf.train.latest_checkpoint(model_dir)
+            step = guard.step_of(latest)
+            if step > last_step:
+                last_step, last_new = step, time.time()  # Each step once, evaluated or skipped.
+                copy = snapshot(latest, snapshot_dir)
+                if copy is None:
+                    print(f"{who}: {latest} was deleted before it could be read; skipped", file=stream, flush=True)
+                    continue
+                is_final = final_step is not None and step >= final_step
+                yield latest, copy, is_final
+                if is_final:
+                    print(f"{who}: evaluated the final step {step}; done.", file=stream, flush=True)
+                    return
+            elif time.time() - last_new > timeout_secs:
+                raise TrainerGoneError(
+                    f"{who}: no new checkpoint in {model_dir} for {timeout_secs:g} s "
+                    f"(last step {last_step}, final step {final_step}): the trainer died or stalled"
+                )
+            time.sleep(poll)
+    finally:
+        shutil.rmtree(snapshot_dir, ignore_errors=True)
+
+
+def follow_trainer(estimator, input_fn, reporters, final_step, timeout_secs, stream=None):
+    """The separate TF_CONFIG evaluator: evaluates the trainer's checkpoints as they come.
+
+    Returns:
+      The final evaluation's result dict.
+    """
+    eval_dir = os.path.join(estimator.model_dir, "eval")
+    result = None
+    for checkpoint, copy, is_final in follow_checkpoints(
+        estimator.model_dir, os.path.join(eval_dir, ".snapshot"), final_step, timeout_secs, "evaluator", stream
+    ):
+        result = evaluate_checkpoint(estimator, input_fn, copy, eval_dir, reporters, None, checkpoint, is_final)
+    return result
+
+
 def evaluate(
     model_dir: str,
     model_fn_builder,
     input_fn_builder,
-    class_names,
+    final_step: int,
     checkpoint: str = None,
     all_checkpoints: bool = False,
     continuous: bool = False,
     timeout_secs: float = 600,
-    final_step: int = None,
     subset=None,
     eval_name: str = None,
     worst_k: int = 0,
     summary_indices=(),
+    reporters=(),
     stream=None,
 ):
-    """Evaluates checkpoints of `model_dir`; returns the list of results records.
+    """The root of evaluate.py: evaluates checkpoints of `model_dir`; returns the records.
 
     Args:
       model_dir: the training's model directory.
       model_fn_builder: `build_model_fn`, called with `summary_indices=...`.
       input_fn_builder: `make_input_fn` for the evaluation split, called with
         `subset=...`.
-      class_names: names for the per-class table.
+      final_step: the training's last step (`TRAIN_STEPS`), for `continuous`.
       checkpoint: evaluate this checkpoint (default: the latest).
       all_checkpoints: evaluate every checkpoint in step order, skipping those
         already in this eval directory's results.jsonl (a backfill that resumes).
       continuous: evaluate each new checkpoint as it appears, until `final_step`
         is evaluated or `timeout_secs` pass with no new checkpoint.
       timeout_secs: see `continuous`.
-      final_step: the training's last step (`TRAIN_STEPS`).
       subset: example indices (list, "3,17,42" or "@file") to evaluate alone,
         under an eval name of their own.
       eval_name: the eval directory is `eval_<name>`; default `eval`, or
         `subset_<n>_<hash>` for a subset, `worst_<k>` for `worst_k`.
-      worst_k: evaluate (and show in TensorBoard) the K examples with the lowest
-        mean IoU in the latest per-example CSV of the default eval directory, at
-        that evaluation's checkpoint.
+      worst_k: evaluate (and show in TensorBoard) the K worst examples of the
+        latest per-example CSV of the default eval directory (worst as the task
+        ranks them), at that evaluation's checkpoint.
       summary_indices: examples shown in TensorBoard in a full evaluation (a
         subset evaluation shows its own examples, up to 64).
+      reporters: extra reporter builders (gin's `REPORTERS`), run after every evaluation.
       stream: where tables and messages go (default stdout).
 
     Raises:
-      EvaluationError: no checkpoint, or continuous evaluation timed out before
-        `final_step`.
+      EvaluationError: no checkpoint, or conflicting modes.
+      TrainerGoneError: continuous evaluation timed out before `final_step`.
     """
-    from data.input import parse_subset
-
     stream = stream or sys.stdout
+    if not model_dir:
+        raise EvaluationError("no model directory: pass --model_dir or set MODEL_DIR in the gin file")
     if sum(bool(x) for x in (checkpoint, all_checkpoints, continuous, worst_k)) > 1:
         raise EvaluationError("choose one of --checkpoint, --all_checkpoints, --continuous, --worst_k")
     indices = parse_subset(subset)
@@ -97,28 +284,21 @@ def evaluate(
         eval_name = eval_name or subset_eval_name(indices)
         summary_indices = indices.tolist()[:64]
         print(f"evaluating {len(indices)} example(s) under eval name {eval_name!r}", file=stream)
-    estimator = tf.estimator.Estimator(
-        model_fn=model_fn_builder(summary_indices=list(summary_indices)), model_dir=model_dir
-    )
+    model_fn = model_fn_builder(summary_indices=list(summary_indices))
     input_fn = input_fn_builder(subset=None if indices is None else indices.tolist())
+    estimator = tf.estimator.Estimator(model_fn=model_fn, model_dir=model_dir)
     eval_dir = os.path.join(model_dir, eval_dir_name(eval_name))
+    reporters = build_reporters(model_dir, eval_dir, model_fn.task, reporters, input_fn.num_examples, stream=stream)
 
-    def run(path, checkpoint_name=None):
-        """Evaluates `path`; the record names `checkpoint_name` (the original of a snapshot)."""
-        # Evaluation is always strict: a bad record stops it, naming the file and record.
-        with reported(getattr(input_fn, "files", []), EvaluationError):
-            result = estimator.evaluate(
-                input_fn,
-                steps=None,
-                checkpoint_path=path,
-                name=eval_name,
-                hooks=[gin.tf.GinConfigSaverHook(eval_dir, include_step_in_filename=False)],
-            )
-        results.check_example_count(result, getattr(input_fn, "num_examples", None))
-        return results.report(eval_dir, result, checkpoint_name or path, class_names, stream)
+    def run(path, checkpoint_name=None, is_final=False):
+        evaluate_checkpoint(estimator, input_fn, path, eval_dir, reporters, eval_name, checkpoint_name, is_final)
+        return results.read_records(eval_dir)[-1]
 
     if continuous:
-        return _continuous(model_dir, run, timeout_secs, final_step, stream, os.path.join(eval_dir, ".snapshot"))
+        follower = follow_checkpoints(
+            model_dir, os.path.join(eval_dir, ".snapshot"), final_step, timeout_secs, "evaluate", stream
+        )
+        return [run(copy, path, is_final) for path, copy, is_final in follower]
     if all_checkpoints:
         done = {record["global_step"] for record in results.read_records(eval_dir)}
         paths = list_checkpoints(model_dir)
@@ -135,38 +315,8 @@ def evaluate(
     return [run(path)]
 
 
-def _continuous(model_dir, run, timeout_secs, final_step, stream, snapshot_dir):
-    """Evaluates each new checkpoint through a private snapshot (see core/evaluator.py).
-
-    A checkpoint the trainer deletes before it can be copied is skipped and logged.
-    """
-    from core.evaluator import snapshot
-
-    records = []
-    last_step = -1
-    for path in tf.train.checkpoints_iterator(model_dir, min_interval_secs=1, timeout=timeout_secs):
-        step = guard.step_of(path)
-        if step <= last_step:
-            continue
-        last_step = step
-        copy = snapshot(path, snapshot_dir)
-        if copy is None:
-            print(f"{path} was deleted before it could be read; skipped", file=stream, flush=True)
-            continue
-        records.append(run(copy, checkpoint_name=path))
-        if final_step is not None and step >= final_step:
-            print(f"evaluated the final step {step}; done.", file=stream)
-            return records
-    raise EvaluationError(
-        f"no new checkpoint in {model_dir} for {timeout_secs:g} s (last evaluated step {last_step}, "
-        f"final step {final_step}); stopping"
-    )
-
-
 def _worst_examples(model_dir: str, k: int):
     """`(checkpoint, indices)` of the k worst examples of the latest full evaluation."""
-    import numpy as np
-
     path = results.latest_per_example(os.path.join(model_dir, "eval"))
     if path is None:
         raise EvaluationError(f"no per-example CSV in {model_dir}/eval: run a full evaluation first")
@@ -176,15 +326,3 @@ def _worst_examples(model_dir: str, k: int):
     if not tf.io.gfile.exists(checkpoint + ".index"):
         raise EvaluationError(f"{path} was made from {checkpoint}, which no longer exists")
     return checkpoint, np.array(sorted(index for index, _ in rows[:k]), np.int64)
-
-
-def evaluate_main(**kwargs) -> int:
-    """`evaluate(**kwargs)` with errors turned into a one-line message and exit code 1."""
-    start = time.time()
-    try:
-        records = evaluate(**kwargs)
-    except (EvaluationError, ValueError, tf.errors.OpError, UnicodeDecodeError) as error:
-        print(f"error: {describe(error)}", file=sys.stderr)
-        return 1
-    print(f"{len(records)} evaluation(s) in {time.time() - start:.0f}s", file=kwargs.get("stream") or sys.stdout)
-    return 0

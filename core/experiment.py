@@ -4,7 +4,6 @@ Gin configures `train_and_evaluate` (registered in `core/configurables.py`);
 `train.py` parses flags and gin, then calls it.
 """
 
-import functools
 import os
 import sys
 import time
@@ -12,11 +11,9 @@ import time
 import gin.tf
 import tensorflow as tf
 
-from core import guard, results
-from core.best import BestCheckpointKeeper, is_better
-from core.errors import reported
+from core import evaluation, guard, results
+from core.errors import ConfigError, reported
 from hooks.progress import ProgressHook
-from models.serving import serving_input_receiver_fn
 
 
 def build_estimator(model_fn, model_dir: str, seed: int, save_checkpoints_steps: int, keep_checkpoint_max: int):
@@ -45,14 +42,14 @@ def train_and_evaluate(
     eval_input_fn,
     train_steps: int,
     eval_every_steps: int,
-    class_names,
     seed: int = 0,
     keep_checkpoint_max: int = 5,
-    best_metric: str = "mean_iou",
-    higher_is_better: bool = True,
+    best_metric: str = None,
+    higher_is_better: bool = None,
     early_stopping_evals: int = 0,
     export_image_size=None,
     evaluator_timeout_secs: float = 600,
+    reporters=(),
     progress_every_secs: float = 10.0,
     stream=None,
 ):
@@ -65,52 +62,74 @@ def train_and_evaluate(
 
     Args:
       model_dir: where checkpoints, events and results go.
-      model_fn: a plain model_fn (from `build_model_fn`).
-      train_input_fn, eval_input_fn: from `make_input_fn`.
+      model_fn: a plain model_fn (from `build_model_fn`; it carries its task).
+      train_input_fn, eval_input_fn: from `make_input_fn`, for the same task.
       train_steps: the step budget (`max_steps`).
       eval_every_steps: checkpoint and evaluate every this many steps.
-      class_names: names for the per-class results.
       seed: graph-level seed (RunConfig.tf_random_seed).
       keep_checkpoint_max: checkpoints kept (the best one is kept aside anyway).
-      best_metric, higher_is_better: what "best" means, for the best checkpoint
-        (copied to `model_dir/best/`, named in `best.json`), the best SavedModel
-        export and early stopping.
+      best_metric: what "best" means, for the best checkpoint (copied to
+        `model_dir/best/`, named in `best.json`), the best SavedModel export and
+        early stopping; None for the task's headline metric.
+      higher_is_better: the direction of `best_metric`; None to ask the task.
       early_stopping_evals: stop when `best_metric` has not improved for this many
         evaluations (0: never).
       export_image_size: `(height, width)` of the serving signature; when set, a
         `BestExporter` and a `LatestExporter` write SavedModels under `export/`.
       evaluator_timeout_secs: as a separate evaluator (TF_CONFIG task "evaluator"),
         give up with an error after this long without a new checkpoint.
+      reporters: extra reporter builders run after every evaluation (gin's
+        `REPORTERS`; see `core.evaluation.build_reporters`).
       progress_every_secs: seconds between progress lines.
       stream: where progress and results are printed (default stdout).
 
     With TF_CONFIG naming this process the "chief", it trains (and a separate
     "evaluator" process evaluates); as the "evaluator", it follows the chief's
-    checkpoints with `core.evaluator.follow_trainer`.
+    checkpoints with `core.evaluation.follow_trainer`.
 
     Returns:
       The last evaluation's results record (see `core/results.py`), or None.
     """
     stream = stream or sys.stdout
     if not model_dir:
-        raise ValueError("no model directory: pass --model_dir or set MODEL_DIR in the gin file")
-    if tf.estimator.RunConfig().task_type == "evaluator":  # TF_CONFIG: a separate evaluator process.
-        from core import evaluator
-
-        exporters = build_exporters(
-            model_dir, class_names, eval_input_fn, best_metric, higher_is_better, export_image_size, stream
-        )
-        with reported(getattr(eval_input_fn, "files", [])):
-            return evaluator.follow_trainer(
-                model_dir, model_fn, eval_input_fn, exporters, train_steps, evaluator_timeout_secs, stream
+        raise ConfigError("no model directory: pass --model_dir or set MODEL_DIR in the gin file")
+    task = model_fn.task
+    for name, input_fn in (("train", train_input_fn), ("eval", eval_input_fn)):
+        if type(input_fn.task) is not type(task):
+            raise ConfigError(
+                f"{name}/make_input_fn reads {input_fn.task.name} labels but build_model_fn has a {task.name} task: "
+                "bind both to %TASK"
             )
-    files = list(getattr(train_input_fn, "files", [])) + list(getattr(eval_input_fn, "files", []))
+    best_metric = best_metric or task.headline
+    higher_is_better = task.higher_is_better(best_metric) if higher_is_better is None else higher_is_better
+    eval_dir = os.path.join(model_dir, "eval")
+
+    def make_reporters():
+        return evaluation.build_reporters(
+            model_dir,
+            eval_dir,
+            task,
+            reporters,
+            eval_input_fn.num_examples,
+            training_run=True,
+            best_metric=best_metric,
+            higher_is_better=higher_is_better,
+            export_image_size=export_image_size,
+            stream=stream,
+        )
+
+    if tf.estimator.RunConfig().task_type == "evaluator":  # TF_CONFIG: a separate evaluator process.
+        estimator = tf.estimator.Estimator(model_fn=model_fn, model_dir=model_dir)
+        return evaluation.follow_trainer(
+            estimator, eval_input_fn, make_reporters(), train_steps, evaluator_timeout_secs, stream
+        )
+
+    def diagnose():  # Names the bad file and record, read again after a failure.
+        return train_input_fn.diagnose() or eval_input_fn.diagnose()
+
     # A failing step is never saved, so the checkpoints on disk stay as they were.
-    with guard.ModelDirLock(model_dir), reported(files):
-        guard.repair_latest_checkpoint(model_dir, log=lambda line: print(line, file=stream))
-        guard.check_config_matches(model_dir, gin.config_str())
-        eval_dir = os.path.join(model_dir, "eval")
-        latest = tf.train.latest_checkpoint(model_dir)
+    with guard.ModelDirLock(model_dir), reported(diagnose):
+        latest = guard.repair_latest_checkpoint(model_dir, log=lambda line: print(line, file=stream))
         step = checkpoint_step(latest) if latest else None
         if step is not None and step >= train_steps:
             records = results.read_records(eval_dir)
@@ -123,6 +142,9 @@ def train_and_evaluate(
             return records[-1] if records else None
 
         estimator = build_estimator(model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max)
+        if latest:
+            variables = guard.model_variables(model_fn, train_input_fn, estimator.config)
+            guard.check_model_matches(model_dir, latest, variables, gin.operative_config_str())
         progress = ProgressHook(train_steps, progress_every_secs, stream)
         train_hooks = [progress, gin.tf.GinConfigSaverHook(model_dir, summarize_config=True)]
         if early_stopping_evals:
@@ -143,13 +165,10 @@ def train_and_evaluate(
         train_spec = tf.estimator.TrainSpec(
             input_fn=train_input_fn, max_steps=train_steps, hooks=train_hooks, saving_listeners=[progress.listener]
         )
-        exporters = build_exporters(
-            model_dir, class_names, eval_input_fn, best_metric, higher_is_better, export_image_size, stream
-        )
         eval_spec = tf.estimator.EvalSpec(
             input_fn=eval_input_fn,
             steps=None,  # The whole eval set, partial last batch included.
-            exporters=exporters,
+            exporters=make_reporters(),
             hooks=[gin.tf.GinConfigSaverHook(eval_dir, summarize_config=True, include_step_in_filename=False)],
             start_delay_secs=0,
             throttle_secs=0,  # Cadence is set in steps, by save_checkpoints_steps.
@@ -166,30 +185,8 @@ def train_and_evaluate(
         if last:
             print(
                 f"done in {time.time() - start:.0f}s: step {last['global_step']}, "
-                f"mean_iou {last['metrics'].get('mean_iou', float('nan')):.4f}; results in {eval_dir}",
+                f"{best_metric} {last['metrics'].get(best_metric, float('nan')):.4f}; results in {eval_dir}",
                 file=stream,
                 flush=True,
             )
         return last
-
-
-def build_exporters(model_dir, class_names, eval_input_fn, best_metric, higher_is_better, export_image_size, stream):
-    """What runs after every evaluation: results, best checkpoint, SavedModel exports."""
-    eval_dir = os.path.join(model_dir, "eval")
-    exporters = [
-        results.ResultsReporter(eval_dir, class_names, stream, getattr(eval_input_fn, "num_examples", None)),
-        BestCheckpointKeeper(model_dir, best_metric, higher_is_better, stream),
-    ]
-    if export_image_size:
-        receiver = serving_input_receiver_fn(*export_image_size)
-        compare = functools.partial(_compare, metric=best_metric, higher_is_better=higher_is_better)
-        exporters.append(tf.estimator.BestExporter("best", receiver, compare_fn=compare, exports_to_keep=1))
-        exporters.append(tf.estimator.LatestExporter("latest", receiver, exports_to_keep=2))
-    return exporters
-
-
-def _compare(best_eval_result, current_eval_result, metric, higher_is_better):
-    """BestExporter's compare_fn on a configurable metric and direction."""
-    if best_eval_result is None or metric not in best_eval_result:
-        return True
-    return is_better(float(current_eval_result[metric]), float(best_eval_result[metric]), higher_is_better)

@@ -4,8 +4,11 @@
   process never leaves a lock behind that blocks the next one).
 - `repair_latest_checkpoint`: a truncated or half-deleted newest checkpoint is
   moved aside and training resumes from the previous good one, never from 0.
-- `check_config_matches`: resuming with a different model shape fails naming the
-  binding, not with a restore stack trace.
+- `check_model_matches`: resuming with a model whose variables differ from the
+  checkpoint's (another network, width, number of classes...) fails naming the gin
+  binding that changed, not with a restore stack trace. What differs is judged
+  from the variables themselves; the binding is found by parsing the saved
+  operative config and the current one with gin's own parser.
 """
 
 import fcntl
@@ -17,14 +20,16 @@ import time
 
 import tensorflow as tf
 
-from core.runtime import first_line
+from core.errors import ModelDirError, first_line
 
 LOCK_FILE = ".trainer.lock"
 TORN_DIR = "torn"
-MODEL_SHAPE_BINDINGS = ("build_model_fn.num_classes", "build_model_fn.base_filters", "build_model_fn.depth")
+SAVED_CONFIG = "operative_config-0.gin"
+# The configurable whose bindings (and everything they reference) shape the model.
+MODEL_ROOT = "build_model_fn"
 
 
-class GuardError(RuntimeError):
+class GuardError(ModelDirError):
     """A model directory that cannot be trained as asked, with a one-line reason."""
 
 
@@ -135,31 +140,103 @@ def repair_latest_checkpoint(model_dir: str, log=print):
     return paths[-1]
 
 
-def _bindings(config_text: str) -> dict:
-    """`{selector: value text}` of a gin config, macros resolved (`%X` -> X's value)."""
-    values = {}
-    for line in config_text.splitlines():
-        match = re.match(r"^([\w./]+)\s*=\s*(.+?)\s*$", line)
-        if match:
-            values[match.group(1)] = match.group(2)
-    return {key: values.get(value[1:], value) if value.startswith("%") else value for key, value in values.items()}
+def parse_bindings(config_text: str) -> dict:
+    """`{"[scope/]selector.param": value text}` of a gin config, parsed by gin itself.
 
-
-def check_config_matches(model_dir: str, current_config: str):
-    """Raises GuardError if the model shape differs from the one `model_dir` was trained with.
-
-    Compares `MODEL_SHAPE_BINDINGS` between the first saved operative config
-    (`operative_config-0.gin`) and `current_config` (gin's `config_str()`).
+    Macros are resolved (`%X` -> X's value); includes and imports are ignored.
     """
-    saved_path = os.path.join(model_dir, "operative_config-0.gin")
-    if not os.path.exists(saved_path) or not tf.train.latest_checkpoint(model_dir):
+    from gin import config, config_parser
+
+    statements = config_parser.ConfigParser(config_text, config.ParserDelegate(skip_unknown=True))
+    macros, bindings = {}, {}
+    for statement in statements:
+        if not isinstance(statement, config_parser.BindingStatement):
+            continue
+        if not statement.arg_name:
+            macros[statement.selector] = statement.value
+        else:
+            scope = f"{statement.scope}/" if statement.scope else ""
+            bindings[f"{scope}{statement.selector}.{statement.arg_name}"] = statement.value
+
+    def text(value, depth=0):
+        scoped = getattr(value, "scoped_selector", None) or getattr(value, "selector", None)
+        if scoped and scoped.endswith("/gin.macro"):  # %NAME
+            name = scoped[: -len("/gin.macro")]
+            return text(macros[name], depth + 1) if name in macros and depth < 10 else f"%{name}"
+        if scoped and scoped.endswith("/gin.constant"):  # %gin.REQUIRED and other constants.
+            return f"%{scoped[: -len('/gin.constant')]}"
+        if isinstance(value, (list, tuple)):
+            inner = ", ".join(text(item, depth) for item in value)
+            return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+        if scoped:  # A configurable reference, @name or @name().
+            return f"@{scoped}{'()' if getattr(value, 'evaluate', False) else ''}"
+        return repr(value)
+
+    return {key: text(value) for key, value in bindings.items()}
+
+
+def _model_bindings(bindings: dict) -> list:
+    """The keys of the bindings that shape the model: MODEL_ROOT's and those it references."""
+    selectors, frontier = set(), [MODEL_ROOT]
+    while frontier:
+        selector = frontier.pop()
+        if selector in selectors:
+            continue
+        selectors.add(selector)
+        for key, value in bindings.items():
+            if key.rpartition(".")[0].rpartition("/")[2] == selector:
+                frontier += [name.rstrip("()") for name in _references(value)]
+    return [key for key in bindings if key.rpartition(".")[0].rpartition("/")[2] in selectors]
+
+
+def _references(value_text: str) -> list:
+    return re.findall(r"@([\w.]+(?:\(\))?)", value_text)
+
+
+def model_variables(model_fn, input_fn, run_config) -> dict:
+    """`{variable name: shape}` the model_fn creates in TRAIN mode (built in a throwaway graph)."""
+    with tf.Graph().as_default():
+        spec = input_fn().element_spec
+        features, labels = tf.nest.map_structure(lambda s: tf.compat.v1.placeholder(s.dtype, s.shape), spec)
+        model_fn(features, labels, tf.estimator.ModeKeys.TRAIN, {}, run_config)
+        return {v.op.name: v.shape.as_list() for v in tf.compat.v1.global_variables()}
+
+
+def check_model_matches(model_dir: str, checkpoint: str, variables: dict, current_config: str):
+    """Raises GuardError if `checkpoint` cannot be restored into a model with `variables`.
+
+    Args:
+      model_dir: the model directory (its `operative_config-0.gin` explains a mismatch).
+      checkpoint: the checkpoint training would resume from.
+      variables: `{name: shape}` of the model to build (`model_variables`).
+      current_config: this run's operative gin config (`gin.operative_config_str()`).
+    """
+    saved = dict(tf.train.list_variables(checkpoint))
+    mismatch = next(
+        ((name, shape) for name, shape in sorted(variables.items()) if saved.get(name) != shape),
+        None,
+    )
+    if mismatch is None:
         return
-    with open(saved_path) as f:
-        saved = _bindings(f.read())
-    current = _bindings(current_config)
-    for key in MODEL_SHAPE_BINDINGS:
-        if key in saved and key in current and saved[key] != current[key]:
-            raise GuardError(
-                f"{model_dir} was trained with {key} = {saved[key]}, this config has {current[key]}: "
-                "the checkpoint cannot be restored; use another --model_dir or the original config"
-            )
+    changed = []
+    saved_path = os.path.join(model_dir, SAVED_CONFIG)
+    if os.path.exists(saved_path):
+        with open(saved_path) as f:
+            before = parse_bindings(f.read())
+        now = parse_bindings(current_config)
+        keys = _model_bindings(before) + [key for key in _model_bindings(now) if key not in before]
+        changed = [
+            f"{key} = {before.get(key, '(unset)')}, this config has {now.get(key, '(unset)')}"
+            for key in keys
+            if before.get(key) != now.get(key)
+        ]
+    name, shape = mismatch
+    what = (
+        "; ".join(changed[:3])
+        if changed
+        else (f"variable {name} is {saved.get(name, 'absent')} in the checkpoint, {shape} in this model")
+    )
+    raise GuardError(
+        f"{model_dir} was trained with {what}: the checkpoint cannot be restored; "
+        "use another --model_dir or the original config"
+    )

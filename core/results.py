@@ -1,8 +1,11 @@
 """Evaluation results: one JSON line per evaluation in `results.jsonl`, and a console table.
 
-Line format (see shared/design.md): `{"global_step", "checkpoint", "num_examples",
-"metrics": {flat scalars}, "per_class": {class: {"iou", "dice"}},
-"confusion_matrix": [[...]] (rows = ground truth, columns = prediction)}`.
+Line format: `{"global_step", "checkpoint", "num_examples", "metrics": {flat
+scalars}, "per_class": {class: {key: value}}, ...}` where the per-class keys are the
+task's (`iou`, `dice` for segmentation; `precision`, `recall`, ... for
+classification), plus any array the task's metrics return, e.g.
+`"confusion_matrix": [[...]]` (rows = ground truth, columns = prediction).
+Nothing here knows which task produced the result.
 """
 
 import json
@@ -13,9 +16,11 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from core.errors import RunError
+
 RESULTS_FILE = "results.jsonl"
 PER_EXAMPLE_PREFIX = "per_example-"
-PER_CLASS_KEYS = ("iou", "dice")
+PER_EXAMPLE_KEY = "per_example/"
 
 
 def _json_float(value):
@@ -23,25 +28,35 @@ def _json_float(value):
     return None if math.isnan(value) else value
 
 
-def to_record(eval_result: dict, checkpoint_path: str, class_names) -> dict:
-    """Turns Estimator's eval result dict into one results.jsonl record."""
+def to_record(eval_result: dict, checkpoint_path: str, class_names, per_class_keys) -> dict:
+    """Turns Estimator's eval result dict into one results.jsonl record.
+
+    `<key>/<class>` values with a key in `per_class_keys` go to `per_class`, other
+    scalars to `metrics`, arrays (the confusion matrix) under their own name;
+    serialized summaries (bytes) and the per-example arrays are left out.
+    """
     record = {
         "global_step": int(eval_result["global_step"]),
         "checkpoint": checkpoint_path,
         "num_examples": int(eval_result.get("num_examples", -1)),
         "metrics": {},
-        "per_class": {name: {} for name in class_names},
+        "per_class": {name: {} for name in class_names} if per_class_keys else {},
     }
     for key, value in sorted(eval_result.items()):
-        if key in ("global_step", "num_examples", "confusion_matrix"):
+        if key in ("global_step", "num_examples") or key.startswith(PER_EXAMPLE_KEY):
             continue
         prefix, _, suffix = key.partition("/")
-        if prefix in PER_CLASS_KEYS and suffix in record["per_class"]:
+        if isinstance(value, (bytes, str)):
+            continue
+        if prefix in per_class_keys and suffix in record["per_class"]:
             record["per_class"][suffix][prefix] = _json_float(value)
-        elif np.ndim(value) == 0 and not isinstance(value, (bytes, str)):
+        elif np.ndim(value) == 0:
             record["metrics"][key] = _json_float(value)
-    if "confusion_matrix" in eval_result:
-        record["confusion_matrix"] = np.asarray(eval_result["confusion_matrix"]).astype(int).tolist()
+        elif "/" not in key:
+            array = np.asarray(value)
+            record[key] = (array.astype(int) if np.issubdtype(array.dtype, np.integer) else array).tolist()
+    for name, values in record["per_class"].items():  # The task's column order.
+        record["per_class"][name] = {key: values[key] for key in per_class_keys if key in values}
     return record
 
 
@@ -54,30 +69,48 @@ def append_record(eval_dir: str, record: dict) -> str:
     return path
 
 
-def write_per_example(eval_dir: str, eval_result: dict, checkpoint_path: str):
-    """Writes `per_example-<step>.csv` (index, mean_iou; worst first); None if absent."""
-    if "per_example/index" not in eval_result:
+def _csv_value(value) -> str:
+    value = float(value)
+    if math.isnan(value):
+        return ""
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def write_per_example(eval_dir: str, eval_result: dict, checkpoint_path: str, score: str, worst_is_lowest=True):
+    """Writes `per_example-<step>.csv` (index, score, other values; worst first); None if absent.
+
+    Args:
+      score: the per-example value that ranks examples (the task's `per_example_score`).
+      worst_is_lowest: whether the lowest score is the worst (IoU) or the highest (an error).
+    """
+    if PER_EXAMPLE_KEY + "index" not in eval_result:
         return None
-    indices = np.asarray(eval_result["per_example/index"]).astype(np.int64)
-    scores = np.asarray(eval_result["per_example/mean_iou"], np.float64)
-    order = np.lexsort((indices, np.nan_to_num(scores, nan=np.inf)))  # Worst first; ties by index.
+    indices = np.asarray(eval_result[PER_EXAMPLE_KEY + "index"]).astype(np.int64)
+    names = [score] + sorted(
+        key[len(PER_EXAMPLE_KEY) :]
+        for key in eval_result
+        if key.startswith(PER_EXAMPLE_KEY) and key[len(PER_EXAMPLE_KEY) :] not in ("index", score)
+    )
+    columns = [np.asarray(eval_result[PER_EXAMPLE_KEY + name], np.float64) for name in names]
+    ranked = columns[0] if worst_is_lowest else -columns[0]
+    order = np.lexsort((indices, np.nan_to_num(ranked, nan=np.inf)))  # Worst first; undefined last; ties by index.
     tf.io.gfile.makedirs(eval_dir)
     path = os.path.join(eval_dir, f"{PER_EXAMPLE_PREFIX}{int(eval_result['global_step'])}.csv")
     with open(path, "w") as f:
-        f.write(f"# checkpoint: {checkpoint_path}\nindex,mean_iou\n")
+        f.write(f"# checkpoint: {checkpoint_path}\nindex,{','.join(names)}\n")
         for i in order:
-            f.write(f"{indices[i]},{'' if np.isnan(scores[i]) else repr(float(scores[i]))}\n")
+            f.write(",".join([str(indices[i])] + [_csv_value(column[i]) for column in columns]) + "\n")
     return path
 
 
 def read_per_example(path: str):
-    """`(checkpoint_path, [(index, mean_iou or None)])` from a per-example CSV, worst first."""
+    """`(checkpoint_path, [(index, score or None)])` from a per-example CSV, worst first."""
     with open(path) as f:
         checkpoint = f.readline().partition(": ")[2].strip()
         f.readline()
         rows = []
         for line in f:
-            index, _, score = line.strip().partition(",")
+            index, score = line.strip().split(",")[:2]
             rows.append((int(index), float(score) if score else None))
     return checkpoint, rows
 
@@ -94,14 +127,14 @@ def check_example_count(eval_result: dict, expected):
     """Evaluation is strict: it must have seen every example of its split (or subset)."""
     seen = int(eval_result.get("num_examples", -1))
     if expected is not None and seen != expected:
-        raise ValueError(f"evaluation saw {seen} examples, the split holds {expected}: examples were dropped")
+        raise RunError(f"evaluation saw {seen} examples, the split holds {expected}: examples were dropped")
 
 
-def report(eval_dir: str, eval_result: dict, checkpoint_path: str, class_names, stream=None) -> dict:
+def report(eval_dir: str, eval_result: dict, checkpoint_path: str, task, stream=None) -> dict:
     """Records one evaluation: results.jsonl line, per-example CSV, printed table."""
-    record = to_record(eval_result, checkpoint_path, class_names)
+    record = to_record(eval_result, checkpoint_path, task.class_names, task.per_class_keys)
     append_record(eval_dir, record)
-    write_per_example(eval_dir, eval_result, checkpoint_path)
+    write_per_example(eval_dir, eval_result, checkpoint_path, task.per_example_score, task.worst_is_lowest)
     print(format_table(record), file=stream or sys.stdout, flush=True)
     return record
 
@@ -120,16 +153,19 @@ def _cell(value):
 
 
 def format_table(record: dict) -> str:
-    """A compact text table: headline metrics, then one row per class."""
+    """A compact text table: headline metrics, then one row per class (if the task has any)."""
     metrics = record["metrics"]
     head = [f"eval @ step {record['global_step']}  ({record['num_examples']} examples)"]
     head.append("  ".join(f"{key} {_cell(metrics[key])}" for key in sorted(metrics) if key != "loss"))
     if "loss" in metrics:
         head[-1] = f"loss {_cell(metrics['loss'])}  " + head[-1]
+    keys = list(dict.fromkeys(key for values in record["per_class"].values() for key in values))
+    if not keys:
+        return "\n".join(head)
     width = max([len(name) for name in record["per_class"]] + [5])
-    rows = [f"  {'class':<{width}}  " + "  ".join(f"{key:>6}" for key in PER_CLASS_KEYS)]
+    rows = [f"  {'class':<{width}}  " + "  ".join(f"{key:>6}" for key in keys)]
     for name, values in record["per_class"].items():
-        rows.append(f"  {name:<{width}}  " + "  ".join(_cell(values.get(key)) for key in PER_CLASS_KEYS))
+        rows.append(f"  {name:<{width}}  " + "  ".join(_cell(values.get(key)) for key in keys))
     return "\n".join(head + rows)
 
 
@@ -137,12 +173,13 @@ class ResultsReporter(tf.estimator.Exporter):
     """An Exporter that exports nothing: it records and prints each evaluation.
 
     `train_and_evaluate` hands every evaluation's result to its exporters, so this
-    is the one place that sees every result with its checkpoint.
+    is the one place that sees every result with its checkpoint; the other
+    evaluation paths (`core/evaluation.py`) call the same reporters.
     """
 
-    def __init__(self, eval_dir: str, class_names, stream=None, expected_examples=None):
+    def __init__(self, eval_dir: str, task, stream=None, expected_examples=None):
         self._eval_dir = eval_dir
-        self._class_names = list(class_names)
+        self._task = task
         self._stream = stream or sys.stdout
         self._expected_examples = expected_examples
 
@@ -153,5 +190,5 @@ class ResultsReporter(tf.estimator.Exporter):
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
         del estimator, export_path, is_the_final_export
         check_example_count(eval_result, self._expected_examples)
-        report(self._eval_dir, eval_result, checkpoint_path, self._class_names, self._stream)
+        report(self._eval_dir, eval_result, checkpoint_path, self._task, self._stream)
         return None

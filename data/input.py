@@ -4,6 +4,10 @@
 The subset filter runs on the example's index *before* parsing and decoding, so
 evaluating k of N examples decodes k. Every stage is deterministic given the seed:
 the training stream is a function of `(seed, position in the stream)` only.
+
+The image is decoded here, the same way for every task; what the label is (a mask,
+a class id, a regression target), how it is parsed and checked, comes from the
+task object (`models/tasks.py`): `task.label_features()` and `task.decode_label()`.
 """
 
 import os
@@ -12,6 +16,8 @@ import struct
 import numpy as np
 import tensorflow as tf
 
+from core.errors import DataError
+from data import augment as augment_ops
 from data import schema
 
 
@@ -19,14 +25,14 @@ def list_files(file_pattern) -> list:
     """Expands a glob pattern (or a list of them) into a sorted list of files.
 
     Raises:
-      ValueError: naming the pattern when nothing matches.
+      DataError: naming the pattern when nothing matches.
     """
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
     files = []
     for pattern in patterns:
         matched = sorted(tf.io.gfile.glob(pattern))
         if not matched:
-            raise ValueError(f"no files match the pattern {pattern!r}")
+            raise DataError(f"no files match the pattern {pattern!r}")
         files.extend(matched)
     return files
 
@@ -35,21 +41,21 @@ def count_records(path: str) -> int:
     """Counts the records of a TFRecord file from their length headers (no payload read).
 
     Raises:
-      ValueError: naming the file (and record) when it is empty or truncated.
+      DataError: naming the file (and record) when it is empty or truncated.
     """
     size = os.path.getsize(path)
     if size == 0:
-        raise ValueError(f"{path}: empty shard (0 bytes)")
+        raise DataError(f"{path}: empty shard (0 bytes)")
     count, offset = 0, 0
     with open(path, "rb") as f:
         while offset < size:
             header = f.read(12)
             if len(header) < 12:
-                raise ValueError(f"{path}: record {count} is truncated (a {len(header)}-byte header)")
+                raise DataError(f"{path}: record {count} is truncated (a {len(header)}-byte header)")
             (length,) = struct.unpack("<Q", header[:8])
             offset += 12 + length + 4
             if offset > size:
-                raise ValueError(f"{path}: record {count} is truncated ({length} bytes announced, file ends first)")
+                raise DataError(f"{path}: record {count} is truncated ({length} bytes announced, file ends first)")
             f.seek(offset)
             count += 1
     return count
@@ -62,94 +68,62 @@ def parse_subset(subset) -> np.ndarray:
       Sorted unique int64 indices, or None for "everything".
 
     Raises:
-      ValueError: on a negative or non-integer index, naming it.
+      DataError: on a negative or non-integer index, or an unreadable @file, naming it.
     """
     if subset is None:
         return None
     if isinstance(subset, str):
         text = subset
         if text.startswith("@"):
-            with open(text[1:]) as f:
-                text = f.read()
+            try:
+                with open(text[1:]) as f:
+                    text = f.read()
+            except OSError as error:
+                raise DataError(f"subset: cannot read {text[1:]}: {error.strerror}") from None
         items = [item for item in text.replace("\n", ",").replace(" ", ",").split(",") if item]
         try:
             subset = [int(item) for item in items]
         except ValueError as error:
-            raise ValueError(f"subset: not an integer index: {error}") from None
+            raise DataError(f"subset: not an integer index: {error}") from None
     indices = np.unique(np.asarray(list(subset), dtype=np.int64))
     if indices.size and indices[0] < 0:
-        raise ValueError(f"subset: negative index {indices[0]}")
+        raise DataError(f"subset: negative index {indices[0]}")
     return indices
 
 
-def _decode(index, serialized, image_height, image_width, num_classes=None):
-    example = schema.parse_and_decode(serialized)
-    image, mask, filename = example["image"], example["mask"], example["filename"]
-    image_hw, mask_hw = tf.shape(image)[:2], tf.shape(mask)
+def _decode(index, serialized, image_height, image_width, task):
+    """Parses and decodes one record: `(index, example dict)`, checked.
+
+    The example has `image` (uint8 [H, W, 3]) and the task's label under `mask`
+    (a per-pixel label, which spatial augmentations move with the image) or `label`.
+    """
+    spec = {
+        schema.IMAGE_ENCODED: tf.io.FixedLenFeature((), tf.string),
+        schema.IMAGE_FILENAME: tf.io.FixedLenFeature((), tf.string, default_value=""),
+        **task.label_features(),
+    }
+    parsed = tf.io.parse_single_example(serialized, spec)
+    image = tf.io.decode_image(parsed[schema.IMAGE_ENCODED], channels=3, expand_animations=False)
+    filename = parsed[schema.IMAGE_FILENAME]
+    image_hw = tf.shape(image)[:2]
+    label, checks = task.decode_label(parsed, image_hw, index, filename)
     expected_hw = tf.constant([image_height, image_width])
-    checks = [
-        tf.debugging.Assert(
-            tf.reduce_all(tf.equal(image_hw, mask_hw)),
-            [
-                "mask size differs from its image size: index",
-                index,
-                "file",
-                filename,
-                "image",
-                image_hw,
-                "mask",
-                mask_hw,
-            ],
-        ),
+    checks.append(
         tf.debugging.Assert(
             tf.reduce_all(tf.equal(image_hw, expected_hw)),
-            [
-                "image size differs from IMAGE_HEIGHT, IMAGE_WIDTH",
-                expected_hw,
-                ": index",
-                index,
-                "file",
-                filename,
-                "is",
-                image_hw,
-            ],
-        ),
-    ]
-    if num_classes is not None:
-        # A label outside [0, C) gives a zero one-hot row (no loss) or NaN on some
-        # devices: stop at the first such mask instead, naming it.
-        bad = tf.logical_and(mask >= num_classes, tf.not_equal(mask, 255))
-        checks.append(
-            tf.debugging.Assert(
-                tf.logical_not(tf.reduce_any(bad)),
-                [
-                    f"label outside [0, {num_classes}) and not 255:",
-                    tf.boolean_mask(mask, bad)[:1],
-                    "index",
-                    index,
-                    "file",
-                    filename,
-                ],
-            )
+            ["image size differs from IMAGE_HEIGHT, IMAGE_WIDTH", expected_hw, ": index", index, "file", filename]
+            + ["is", image_hw],
         )
+    )
     with tf.control_dependencies(checks):
         image = tf.ensure_shape(tf.identity(image), [image_height, image_width, 3])
-        mask = tf.ensure_shape(tf.identity(mask), [image_height, image_width])
-    return index, image, mask
+        label = tf.ensure_shape(tf.identity(label), task.label_shape(image_height, image_width))
+    return index, {"image": image, ("mask" if task.dense_labels else "label"): label}
 
 
-def _augment(seed, position, image, mask):
-    """Random flips and a brightness shift, stateless: a function of (seed, position)."""
-    seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), position]), 3)
-    flip_lr = tf.random.stateless_uniform([], seeds[0]) < 0.5
-    flip_ud = tf.random.stateless_uniform([], seeds[1]) < 0.5
-    image = tf.where(flip_lr, tf.reverse(image, [1]), image)
-    mask = tf.where(flip_lr, tf.reverse(mask, [1]), mask)
-    image = tf.where(flip_ud, tf.reverse(image, [0]), image)
-    mask = tf.where(flip_ud, tf.reverse(mask, [0]), mask)
-    delta = tf.random.stateless_uniform([], seeds[2], -20.0, 20.0)
-    image = tf.cast(tf.clip_by_value(tf.cast(image, tf.float32) + delta, 0.0, 255.0), tf.uint8)
-    return image, mask
+def _batch_element(index, example, task):
+    label = example["mask" if task.dense_labels else "label"]
+    return {"image": example["image"], "index": index}, tf.cast(label, task.label_dtype)
 
 
 def _resume_position(batch_size: int):
@@ -189,14 +163,14 @@ def make_input_fn(
     batch_size: int,
     image_height: int,
     image_width: int,
+    task,
     training: bool = False,
     subset=None,
     seed: int = 0,
     shuffle_buffer: int = 1024,
-    augment: bool = True,
+    augmentations=(),
     num_parallel_calls: int = tf.data.AUTOTUNE,
     resume: bool = True,
-    num_classes: int = None,
     lenient: bool = False,
     max_bad_fraction: float = 0.01,
 ):
@@ -206,18 +180,18 @@ def make_input_fn(
       file_pattern: glob (or list of globs) of the split's TFRecord shards.
       batch_size: examples per batch. Evaluation keeps the partial last batch.
       image_height, image_width: every image must be this size.
+      task: the task object (`models/tasks.py`): parses and checks the label.
       training: shuffle (seeded), repeat forever, augment, drop the partial batch,
         and start at example `global_step * batch_size` of the stream, so a run
         resumed from a checkpoint sees exactly the batches an uninterrupted run would.
       subset: indices of the examples to keep (see `parse_subset`), or None.
       seed: seeds the shuffle and the augmentation.
       shuffle_buffer: shuffle buffer size, in examples.
-      augment: apply flips and brightness jitter in training.
+      augmentations: ops applied in order in training (see `data/augment.py`),
+        each drawing from its own stream of `(seed, position in the stream)`.
       num_parallel_calls: parallelism of the decode map (order is kept).
       resume: in training, skip what the restored global step has consumed (False
         is stock Estimator's behaviour: every restart begins the stream again).
-      num_classes: when set, a mask value outside [0, num_classes) other than 255
-        stops the pipeline, naming the file.
       lenient: training only, opt-in: skip examples that fail to parse, decode or
         validate (bad image bytes, not an Example, wrong mask size, bad label),
         counting them, and fail once they exceed `max_bad_fraction`. A record whose
@@ -232,18 +206,20 @@ def make_input_fn(
 
     Returns:
       `input_fn()` returning a dataset of `({"image": uint8 [B,H,W,3],
-      "index": int64 [B]}, mask int32 [B,H,W])`.
+      "index": int64 [B]}, labels)`, labels as the task defines them (for
+      segmentation the int32 mask [B,H,W]).
     """
     if lenient and not training:
-        raise ValueError("lenient mode is for training only: evaluation is always strict")
+        raise DataError("lenient mode is for training only: evaluation is always strict")
+    augmentations = list(augmentations or ())
     files = list_files(file_pattern)
     split_size = sum(count_records(path) for path in files)
     indices = parse_subset(subset)
     if indices is not None and indices.size == 0:
-        raise ValueError("subset: empty; give at least one index")
+        raise DataError("subset: empty; give at least one index")
     if indices is not None and indices[-1] >= split_size:
         beyond = indices[indices >= split_size]
-        raise ValueError(
+        raise DataError(
             f"subset index {beyond[0]} is beyond the split ({split_size} examples in {file_pattern}); "
             f"{len(beyond)} index(es) out of range"
         )
@@ -269,25 +245,48 @@ def make_input_fn(
             dataset = dataset.skip(start)
 
             def decode_train(position, pair):
-                index, image, mask = _decode(*pair, image_height, image_width, num_classes)
-                if augment:
-                    image, mask = _augment(seed, position, image, mask)
-                return position, index, image, mask
+                index, example = _decode(*pair, image_height, image_width, task)
+                return position, index, augment_ops.apply(augmentations, example, seed, position)
 
             dataset = dataset.map(decode_train, num_parallel_calls, deterministic=True)
             if lenient:
                 dataset = _skip_bad_records(dataset, start, split_size, max_bad_fraction)
-            dataset = dataset.map(lambda position, index, image, mask: (index, image, mask))
+            dataset = dataset.map(lambda position, index, example: (index, example))
         else:
             dataset = dataset.map(
-                lambda index, record: _decode(index, record, image_height, image_width, num_classes),
+                lambda index, record: _decode(index, record, image_height, image_width, task),
                 num_parallel_calls,
                 deterministic=True,
             )
-        dataset = dataset.map(lambda index, image, mask: ({"image": image, "index": index}, tf.cast(mask, tf.int32)))
+        dataset = dataset.map(lambda index, example: _batch_element(index, example, task))
         dataset = dataset.batch(batch_size, drop_remainder=training)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     input_fn.files = files
     input_fn.num_examples = split_size if indices is None else len(indices)
+    input_fn.task = task
+    input_fn.diagnose = lambda: diagnose_files(files, [schema.IMAGE_ENCODED, *task.required_keys()])
     return input_fn
+
+
+def diagnose_files(files, required_keys) -> str:
+    """Reads every record of `files` and names the first bad one; None if all are fine.
+
+    Run only after a failure (it reads everything): a corrupt or truncated record,
+    or a record that is not an Example with the required keys.
+    """
+    for path in files:
+        index = 0
+        try:
+            for record in tf.compat.v1.io.tf_record_iterator(path):
+                try:
+                    example = tf.train.Example.FromString(record)
+                except Exception:  # noqa: BLE001  Any decode failure means "not an Example".
+                    return f"{path}: record {index} is not a tf.train.Example"
+                missing = [key for key in required_keys if key not in example.features.feature]
+                if missing:
+                    return f"{path}: record {index} is not an Example of this task (no {' or '.join(missing)})"
+                index += 1
+        except tf.errors.DataLossError as error:
+            return f"{path}: record {index} is corrupt or truncated ({str(error).splitlines()[0]})"
+    return None

@@ -1,13 +1,18 @@
-"""The TFRecord schema: DeepLab's keys, PNG (or JPEG) image and PNG mask.
+"""The TFRecord schema: DeepLab's keys, PNG (or JPEG) image, and one label per example.
 
-Records written by DeepLab's own converters (`build_voc2012_data.py` and friends)
-read as-is, and records written here read in DeepLab.
+Segmentation stores a PNG mask under DeepLab's keys: records written by DeepLab's
+own converters (`build_voc2012_data.py` and friends) read as-is, and records
+written here read in DeepLab. Classification stores the class id under TF-slim's
+`image/class/label`; regression stores its target(s) as a float list under
+`image/regression/target`.
 """
 
 import io
 
 import numpy as np
 from PIL import Image
+
+from core.errors import DataError
 
 IGNORE_LABEL = 255
 
@@ -19,6 +24,10 @@ IMAGE_WIDTH = "image/width"
 IMAGE_CHANNELS = "image/channels"
 MASK_ENCODED = "image/segmentation/class/encoded"
 MASK_FORMAT = "image/segmentation/class/format"
+# Classification: the class id, an int64 scalar (TF-slim's and tensorflow/models' key).
+CLASS_LABEL = "image/class/label"
+# Regression: the target(s), a float list as long as the number of targets.
+REGRESSION_TARGET = "image/regression/target"
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -28,20 +37,41 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def make_example(image, mask, filename: str, image_format: str = "png"):
-    """Builds a `tf.train.Example` for one image and its mask.
+def make_example(image, filename: str, image_format: str = "png", *, mask=None, class_label=None, target=None):
+    """Builds a `tf.train.Example` for one image and exactly one label.
+
+    The label says the task: a `mask` (segmentation, DeepLab's keys), a
+    `class_label` (classification, `image/class/label` as TF-slim writes it) or a
+    `target` (regression, `image/regression/target`, one float per target).
 
     Args:
       image: uint8 array [H, W, 3], or already-encoded bytes in `image_format`.
-      mask: uint8 array [H, W] of class ids (255 = ignore), or PNG bytes.
       filename: the source file's name, kept so errors can name it.
       image_format: "png" or "jpeg"; used only when `image` is already encoded.
+      mask: uint8 array [H, W] of class ids (255 = ignore), or PNG bytes.
+      class_label: the class id, a non-negative int.
+      target: the regression target(s), a non-empty sequence of finite floats.
 
     Returns:
       A `tf.train.Example`.
+
+    Raises:
+      TypeError: `filename` is not a string (e.g. a mask passed positionally).
+      ValueError: not exactly one label, or a bad class label or target; names the file.
     """
     import tensorflow as tf  # Deferred: the writers are also used by light tools.
 
+    if not isinstance(filename, str):
+        raise TypeError(
+            f"make_example: filename must be a str, got {type(filename).__name__} "
+            "(labels are keyword arguments: mask=, class_label= or target=)"
+        )
+    labels = {"mask": mask, "class_label": class_label, "target": target}
+    given = [name for name, value in labels.items() if value is not None]
+    if len(given) != 1:
+        raise DataError(
+            f"{filename}: an example needs exactly one of mask, class_label, target; got {', '.join(given) or 'none'}"
+        )
     if isinstance(image, np.ndarray):
         height, width = image.shape[:2]
         image_bytes, image_format = encode_png(image), "png"
@@ -49,7 +79,6 @@ def make_example(image, mask, filename: str, image_format: str = "png"):
         image_bytes = image
         with Image.open(io.BytesIO(image)) as decoded:
             width, height = decoded.size
-    mask_bytes = encode_png(mask) if isinstance(mask, np.ndarray) else mask
 
     def _bytes(value):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
@@ -57,24 +86,50 @@ def make_example(image, mask, filename: str, image_format: str = "png"):
     def _int(value):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
 
-    return tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                IMAGE_ENCODED: _bytes(image_bytes),
-                IMAGE_FILENAME: _bytes(filename.encode("utf-8")),
-                IMAGE_FORMAT: _bytes(image_format.encode("utf-8")),
-                IMAGE_HEIGHT: _int(height),
-                IMAGE_WIDTH: _int(width),
-                IMAGE_CHANNELS: _int(3),
-                MASK_ENCODED: _bytes(mask_bytes),
-                MASK_FORMAT: _bytes(b"png"),
-            }
-        )
-    )
+    feature = {
+        IMAGE_ENCODED: _bytes(image_bytes),
+        IMAGE_FILENAME: _bytes(filename.encode("utf-8")),
+        IMAGE_FORMAT: _bytes(image_format.encode("utf-8")),
+        IMAGE_HEIGHT: _int(height),
+        IMAGE_WIDTH: _int(width),
+        IMAGE_CHANNELS: _int(3),
+    }
+    if mask is not None:
+        feature[MASK_ENCODED] = _bytes(encode_png(mask) if isinstance(mask, np.ndarray) else mask)
+        feature[MASK_FORMAT] = _bytes(b"png")
+    elif class_label is not None:
+        feature[CLASS_LABEL] = _int(check_class_label(class_label, filename))
+    else:
+        values = check_target(target, filename)
+        feature[REGRESSION_TARGET] = tf.train.Feature(float_list=tf.train.FloatList(value=values.tolist()))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def check_class_label(class_label, filename: str = "") -> int:
+    """The class label as an int; a bool, a float or a negative value is refused, naming the file."""
+    if isinstance(class_label, (bool, np.bool_)) or not isinstance(class_label, (int, np.integer)):
+        raise DataError(f"{filename}: class_label must be an int, got {class_label!r}")
+    if class_label < 0:
+        raise DataError(f"{filename}: class_label must be >= 0, got {class_label}")
+    return int(class_label)
+
+
+def check_target(target, filename: str = "") -> np.ndarray:
+    """The regression target as float32 [T]: a scalar, an empty or a non-finite target is refused."""
+    values = np.asarray(target, dtype=np.float32)
+    if values.ndim != 1 or values.size == 0:
+        raise DataError(f"{filename}: target must be a non-empty sequence of floats, got shape {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise DataError(f"{filename}: target is not finite: {values.tolist()}")
+    return values
 
 
 def feature_spec():
-    """The parsing spec; defaults let DeepLab records without optional keys parse."""
+    """The segmentation parsing spec; defaults let DeepLab records without optional keys parse.
+
+    Classification and regression records have `CLASS_LABEL` or `REGRESSION_TARGET`
+    instead of `MASK_ENCODED`; their tasks parse those keys themselves.
+    """
     import tensorflow as tf
 
     return {
@@ -88,7 +143,7 @@ def feature_spec():
 
 
 def parse_and_decode(serialized):
-    """Parses one serialized Example into decoded tensors (graph-friendly).
+    """Parses one serialized segmentation Example into decoded tensors (graph-friendly).
 
     Returns:
       A dict with `image` uint8 [H, W, 3], `mask` uint8 [H, W] and `filename`.

@@ -1,9 +1,27 @@
-"""Logs per-class IoU during an evaluation, every N evaluation steps."""
+"""Logs the running per-class IoU during an evaluation, every N evaluation batches."""
 
 import sys
 
 import numpy as np
 import tensorflow as tf
+
+from core.errors import ConfigError
+
+
+def per_class_logging(every_n_steps: int = 100, stream=None):
+    """A hook builder: `(tensors) -> PerClassIoULoggingHook` on the task's confusion matrix.
+
+    In gin: `EVAL_HOOKS = [@per_class_logging()]` and `per_class_logging.every_n_steps = 20`.
+    """
+
+    def build(tensors):
+        metric_ops = tensors["eval_metric_ops"]
+        if "confusion_matrix" not in metric_ops:
+            raise ConfigError(f"per_class_logging: the {tensors['task'].name} task has no confusion_matrix metric")
+        _, update = metric_ops["confusion_matrix"]
+        return PerClassIoULoggingHook(update, tensors["task"].class_names, every_n_steps, stream)
+
+    return build
 
 
 class PerClassIoULoggingHook(tf.compat.v1.train.SessionRunHook):

@@ -87,8 +87,9 @@ def classification_metrics(
     Returns:
       `{name: (value, update_op)}`: `accuracy`, macro `precision`, `recall`,
       `f<beta>`, `roc_auc`, `average_confidence` (mean top probability),
-      `precision_at_<k>`, and per class `precision/<c>`, `recall/<c>`,
-      `f<beta>/<c>`, `roc_auc/<c>`.
+      `precision_at_<k>`, per class `precision/<c>`, `recall/<c>`,
+      `f<beta>/<c>`, `roc_auc/<c>`, and `confusion_matrix` (int64 [K, K], rows =
+      ground truth).
     """
     class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
     f_name = fbeta_name(beta)
@@ -99,6 +100,7 @@ def classification_metrics(
     rates = per_class_rates(confusion, beta)
     confusion64 = tf.cast(confusion, tf.float64)
     ops = {
+        "confusion_matrix": (confusion, confusion_update),
         "accuracy": (safe_divide(tf.linalg.trace(confusion64), tf.reduce_sum(confusion64)), confusion_update),
         "precision": (nanmean(rates["precision"]), confusion_update),
         "recall": (nanmean(rates["recall"]), confusion_update),

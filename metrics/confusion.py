@@ -19,7 +19,7 @@ def streaming_confusion_matrix(labels, predictions, num_classes: int, ignore_lab
     count in a row in [C, rows) names an out-of-range label value, and a total
     below the number of entries means a label outside [0, rows). No extra pass
     over the pixels for validation, so the update is about 20x faster on CPU than
-    the scatter behind `tf.compat.v1.metrics.mean_iou` (`bench/metrics.py`).
+    the scatter behind `tf.compat.v1.metrics.mean_iou` (`bench/metric_update.py`).
 
     Args:
       labels: int tensor of class ids, any shape.

@@ -1,15 +1,10 @@
 """Shared fixtures: a tiny synthetic dataset written once per test session."""
 
-import os
-import sys
-
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
+from core import runtime
 
-from core import runtime  # noqa: E402  Quiets TensorFlow before it loads.
-
+REPO_ROOT = runtime.REPO_ROOT
 runtime.quiet()
 
 TINY_SIZE = 32
@@ -25,7 +20,8 @@ def tiny_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     for split, count, shards in (("train", TINY_TRAIN, 3), ("val", TINY_VAL, 2)):
         examples = (
-            (*synthetic.make_example(1, split, i, TINY_SIZE, TINY_SIZE), f"{split}_{i}.png") for i in range(count)
+            {**synthetic.example("segmentation", 1, split, i, TINY_SIZE, TINY_SIZE), "filename": f"{split}_{i}.png"}
+            for i in range(count)
         )
         writer.write_shards(examples, count, str(root / split), shards, progress=False)
     return root
@@ -42,8 +38,8 @@ def tiny_gin_params(dataset_root, **overrides):
         "EVAL_EVERY_STEPS": "3",
         "TRAIN_BATCH_SIZE": "4",
         "EVAL_BATCH_SIZE": "3",
-        "build_model_fn.base_filters": "4",
-        "build_model_fn.depth": "2",
+        "unet.base_filters": "4",
+        "unet.depth": "2",
     }
     params.update({key: str(value) for key, value in overrides.items()})
     return [f"{key} = {value}" for key, value in params.items()]

@@ -34,7 +34,7 @@ def test_train_writes_checkpoint_events_config_and_results(trained):
     model_dir, result = trained
     assert tf.train.latest_checkpoint(str(model_dir)).endswith("model.ckpt-6")
     assert os.path.exists(model_dir / "operative_config-0.gin")
-    assert "build_model_fn.base_filters = 4" in (model_dir / "operative_config-0.gin").read_text()
+    assert "unet.base_filters = 4" in (model_dir / "operative_config-0.gin").read_text()
     assert os.path.exists(model_dir / "eval" / "operative_config.gin")
 
     records = _results(model_dir)

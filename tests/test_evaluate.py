@@ -105,7 +105,12 @@ def test_backfill_skips_evaluated_checkpoints_and_resumes(trained, tiny_dataset)
 
 @pytest.mark.slow
 def test_per_class_logging_hook_reports_every_n_batches(trained, tiny_dataset):
-    result = _evaluate(trained, tiny_dataset, "--eval_name=logged", **{"build_model_fn.log_every_n_eval_steps": 1})
+    result = _evaluate(
+        trained,
+        tiny_dataset,
+        "--eval_name=logged",
+        **{"EVAL_HOOKS": "[@per_class_logging()]", "per_class_logging.every_n_steps": 1},
+    )
     lines = [line for line in result.stdout.splitlines() if line.strip().startswith("eval batch")]
     assert len(lines) == 3 and "IoU background" in lines[0]  # 7 examples, batches of 3.
 
@@ -177,6 +182,7 @@ def test_early_stopping_on_a_metric_that_does_not_improve(tiny_dataset, tmp_path
     # The loss falls, so "higher is better" on the loss never improves after the first evaluation.
     overrides = {
         "BEST_METRIC": "'loss'",
+        "HIGHER_IS_BETTER": True,
         "train_and_evaluate.early_stopping_evals": 1,
         "TRAIN_STEPS": 40,
         "train_and_evaluate.export_image_size": None,
@@ -187,7 +193,7 @@ def test_early_stopping_on_a_metric_that_does_not_improve(tiny_dataset, tmp_path
 
 
 def test_panels_are_image_truth_prediction_errors():
-    from hooks.eval_summaries import make_panels
+    from metrics.summaries import mask_panels as make_panels
 
     images = np.full((1, 2, 2, 3), 7, np.uint8)
     labels = np.array([[[0, 1], [255, 1]]])

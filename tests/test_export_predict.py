@@ -78,17 +78,16 @@ def test_export_writes_a_savedmodel_with_the_documented_signature(exported, serv
 def test_savedmodel_classes_equal_estimator_predict_from_the_same_checkpoint(exported, serving, tiny_dataset):
     import gin
 
-    from core import configurables, runtime
-    from data.input import make_input_fn
+    from core import configurables
 
     model_dir, _, _ = exported
     gin.clear_config()
     try:
-        runtime.parse_gin([GIN_FILE], tiny_gin_params(tiny_dataset))
+        configurables.parse_gin([GIN_FILE], tiny_gin_params(tiny_dataset))
         model_fn = configurables.build_model_fn()
+        input_fn = configurables.make_input_fn(configurables.macro("VAL_FILES"), 3)
     finally:
         gin.clear_config()
-    input_fn = make_input_fn(str(tiny_dataset / "val-*.tfrecord"), 3, TINY_SIZE, TINY_SIZE)
     images = np.concatenate([features["image"].numpy() for features, _ in input_fn()])
     assert images.shape == (TINY_VAL, TINY_SIZE, TINY_SIZE, 3)
 

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from core.errors import DataError
 from data import input as data_input
 from data import schema, synthetic
+from models.tasks import Segmentation
 from tests.conftest import TINY_SIZE, TINY_VAL
 
 
@@ -19,10 +21,13 @@ def _collect(input_fn):
     return indices, np.array(images), np.array(masks), batch_sizes
 
 
+SEGMENTATION = Segmentation(4)
+
+
 def _val_fn(root, **kwargs):
     kwargs.setdefault("batch_size", 3)
     return data_input.make_input_fn(
-        str(root / "val-*.tfrecord"), image_height=TINY_SIZE, image_width=TINY_SIZE, **kwargs
+        str(root / "val-*.tfrecord"), image_height=TINY_SIZE, image_width=TINY_SIZE, task=SEGMENTATION, **kwargs
     )
 
 
@@ -50,9 +55,9 @@ def test_subset_from_string_and_file(tmp_path):
     ids.write_text("17\n3, 42\n")
     assert data_input.parse_subset("3,17,42").tolist() == [3, 17, 42]
     assert data_input.parse_subset(f"@{ids}").tolist() == [3, 17, 42]
-    with pytest.raises(ValueError, match="not an integer"):
+    with pytest.raises(DataError, match="not an integer"):
         data_input.parse_subset("3,x")
-    with pytest.raises(ValueError, match="negative index -2"):
+    with pytest.raises(DataError, match="negative index -2"):
         data_input.parse_subset([-2, 1])
 
 
@@ -60,7 +65,8 @@ def test_subset_decodes_nothing_else(tmp_path):
     """Example 2 cannot be decoded: a subset without it must still read fine."""
     examples = []
     for i in range(5):
-        example = schema.make_example(*synthetic.make_example(2, "val", i, 16, 16), f"{i}.png")
+        image, mask = synthetic.make_example(2, "val", i, 16, 16)
+        example = schema.make_example(image, f"{i}.png", mask=mask)
         if i == 2:
             example.features.feature[schema.IMAGE_ENCODED].bytes_list.value[0] = b"not an image at all"
         examples.append(example.SerializeToString())
@@ -69,17 +75,17 @@ def test_subset_decodes_nothing_else(tmp_path):
             f.write(record)
     pattern = str(tmp_path / "val-*.tfrecord")
 
-    subset_fn = data_input.make_input_fn(pattern, 2, 16, 16, subset=[0, 3, 4])
+    subset_fn = data_input.make_input_fn(pattern, 2, 16, 16, SEGMENTATION, subset=[0, 3, 4])
     indices, _, _, _ = _collect(subset_fn)
     assert indices == [0, 3, 4]
     with pytest.raises(tf.errors.InvalidArgumentError):
-        _collect(data_input.make_input_fn(pattern, 2, 16, 16))
+        _collect(data_input.make_input_fn(pattern, 2, 16, 16, SEGMENTATION))
 
 
 def test_training_stream_is_a_function_of_the_seed(tiny_dataset):
     def first_batches(seed):
         fn = data_input.make_input_fn(
-            str(tiny_dataset / "train-*.tfrecord"), 4, TINY_SIZE, TINY_SIZE, training=True, seed=seed
+            str(tiny_dataset / "train-*.tfrecord"), 4, TINY_SIZE, TINY_SIZE, SEGMENTATION, training=True, seed=seed
         )
         return [(f["index"].numpy(), f["image"].numpy()) for f, _ in fn().take(5)]
 
@@ -93,21 +99,67 @@ def test_training_stream_is_a_function_of_the_seed(tiny_dataset):
 
 
 def test_no_files_names_the_pattern(tmp_path):
-    with pytest.raises(ValueError, match="no files match the pattern .*nothing-"):
-        data_input.make_input_fn(str(tmp_path / "nothing-*.tfrecord"), 2, 8, 8)
+    with pytest.raises(DataError, match="no files match the pattern .*nothing-"):
+        data_input.make_input_fn(str(tmp_path / "nothing-*.tfrecord"), 2, 8, 8, SEGMENTATION)
 
 
 def test_wrong_image_size_names_the_file(tiny_dataset):
-    fn = data_input.make_input_fn(str(tiny_dataset / "val-*.tfrecord"), 2, TINY_SIZE + 1, TINY_SIZE)
+    fn = data_input.make_input_fn(str(tiny_dataset / "val-*.tfrecord"), 2, TINY_SIZE + 1, TINY_SIZE, SEGMENTATION)
     with pytest.raises(tf.errors.InvalidArgumentError, match="val_0.png"):
         _collect(fn)
 
 
 def test_mask_size_differs_from_image(tmp_path):
     image, mask = synthetic.make_example(0, "val", 0, 16, 16)
-    record = schema.make_example(image, mask[:8], "odd.png").SerializeToString()
+    record = schema.make_example(image, "odd.png", mask=mask[:8]).SerializeToString()
     with tf.io.TFRecordWriter(str(tmp_path / "odd-0.tfrecord")) as f:
         f.write(record)
-    fn = data_input.make_input_fn(str(tmp_path / "odd-*.tfrecord"), 1, 16, 16)
+    fn = data_input.make_input_fn(str(tmp_path / "odd-*.tfrecord"), 1, 16, 16, SEGMENTATION)
     with pytest.raises(tf.errors.InvalidArgumentError, match="mask size differs.*odd.png"):
         _collect(fn)
+
+
+class _DrawOnly:
+    """An augmentation that draws from its stream but changes nothing."""
+
+    def __call__(self, example, seed):
+        return dict(example, image=example["image"] + tf.cast(tf.random.stateless_uniform([], seed) > 2.0, tf.uint8))
+
+
+def _train_batches(dataset, augmentations, count=4):
+    fn = data_input.make_input_fn(
+        str(dataset / "train-*.tfrecord"),
+        4,
+        TINY_SIZE,
+        TINY_SIZE,
+        SEGMENTATION,
+        training=True,
+        seed=3,
+        augmentations=augmentations,
+    )
+    return [(f["image"].numpy(), labels.numpy()) for f, labels in fn().take(count)]
+
+
+def test_appending_an_augmentation_leaves_the_others_draws_unchanged(tiny_dataset):
+    from data.augment import FlipLeftRight, FlipUpDown
+
+    base = _train_batches(tiny_dataset, [FlipLeftRight(), FlipUpDown()])
+    appended = _train_batches(tiny_dataset, [FlipLeftRight(), FlipUpDown(), _DrawOnly()])
+    swapped = _train_batches(tiny_dataset, [FlipUpDown(), FlipLeftRight()])  # Streams follow positions.
+    plain = _train_batches(tiny_dataset, [])
+    for (image, mask), (image2, mask2) in zip(base, appended):
+        np.testing.assert_array_equal(image, image2)
+        np.testing.assert_array_equal(mask, mask2)
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(base, swapped))
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(base, plain))
+
+
+def test_flips_move_the_mask_with_the_image_and_leave_a_class_label_alone():
+    from data.augment import FlipLeftRight
+
+    image = tf.constant(np.arange(2 * 3).reshape(2, 3, 1).repeat(3, -1).astype(np.uint8))
+    mask = tf.constant(np.arange(6).reshape(2, 3).astype(np.uint8))
+    out = FlipLeftRight(probability=1.0)({"image": image, "mask": mask, "label": tf.constant(7)}, tf.constant([1, 2]))
+    np.testing.assert_array_equal(out["image"].numpy(), image.numpy()[:, ::-1])
+    np.testing.assert_array_equal(out["mask"].numpy(), mask.numpy()[:, ::-1])
+    assert int(out["label"]) == 7

@@ -20,7 +20,8 @@ def test_wrong_python_is_refused_with_one_line(tmp_path):
     )
     fake.chmod(0o755)
     shutil.copy(os.path.join(REPO_ROOT, "Makefile"), tmp_path / "Makefile")
-    shutil.copy(os.path.join(REPO_ROOT, "requirements.txt"), tmp_path / "requirements.txt")
+    for name in ("requirements.txt", "pyproject.toml"):
+        shutil.copy(os.path.join(REPO_ROOT, name), tmp_path / name)
     result = subprocess.run(
         ["make", "-s", "venv", f"PYTHON={fake}"], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )

@@ -1,9 +1,12 @@
-"""The model_fn in TRAIN, EVAL and PREDICT; its loss ignores label 255."""
+"""The model_fn in TRAIN, EVAL and PREDICT for each task; its segmentation loss ignores
+label 255; it runs a network's state updates without the network's help."""
 
 import numpy as np
 import tensorflow as tf
 
 from models import build_model_fn
+from models.tasks import Classification, Regression, Segmentation
+from models.unet import UNet
 
 NUM_CLASSES = 3
 
@@ -17,7 +20,7 @@ def _features_labels(batch=2, height=8, width=12, seed=0):
 
 
 def _spec(mode, labels=None, **kwargs):
-    model_fn = build_model_fn(NUM_CLASSES, ["a", "b", "c"], base_filters=4, depth=2, **kwargs)
+    model_fn = build_model_fn(UNet(4, 2), Segmentation(NUM_CLASSES, ["a", "b", "c"]), **kwargs)
     features, default_labels = _features_labels()
     labels = default_labels if labels is None else labels
     label_tensor = None if mode == tf.estimator.ModeKeys.PREDICT else tf.constant(labels)
@@ -65,3 +68,94 @@ def test_train_mode_steps_and_ignored_pixels_have_no_gradient():
                 assert session.run(tf.compat.v1.train.get_global_step()) == 1
     # Labelling the ignored rows changes the loss: they really are what the mask removes.
     assert not np.isclose(losses[0], losses[1])
+
+
+class _BatchNormNet:
+    """A network that knows nothing of UPDATE_OPS: one conv, one Keras batch norm."""
+
+    def __call__(self, images, num_outputs, training=False, seed=0):
+        layers = tf.keras.layers
+        x = layers.Conv2D(4, 3, padding="same", kernel_initializer=tf.keras.initializers.GlorotUniform(seed))(images)
+        x = layers.BatchNormalization(name="norm")(x, training=training)
+        return layers.Conv2D(num_outputs, 1, kernel_initializer=tf.keras.initializers.GlorotUniform(seed + 1))(x)
+
+
+def test_train_op_runs_the_networks_batch_norm_updates():
+    with tf.Graph().as_default():
+        features, labels = _features_labels()
+        spec = build_model_fn(_BatchNormNet(), Segmentation(NUM_CLASSES))(
+            features, tf.constant(labels), tf.estimator.ModeKeys.TRAIN, {}, None
+        )
+        assert not tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+        moving_mean = [v for v in tf.compat.v1.global_variables() if "moving_mean" in v.name][0]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            before = session.run(moving_mean)
+            session.run(spec.train_op)
+            after = session.run(moving_mean)
+    np.testing.assert_array_equal(before, np.zeros(4))
+    assert np.all(after != 0), after  # Updated from the batch statistics.
+
+
+def test_state_updates_finds_both_batch_norm_moving_averages_and_no_initializer():
+    from models.model_fn import state_updates
+
+    with tf.Graph().as_default() as graph:
+        images = tf.zeros([2, 8, 8, 3])
+        first = len(graph.get_operations())
+        _BatchNormNet()(images, 3, training=True)
+        updates = state_updates(graph, first)
+        initializers = {v.initializer.name for v in tf.compat.v1.global_variables()}
+    assert len(updates) == 2 and not {op.name for op in updates} & initializers, [op.name for op in updates]
+    targets = {op.inputs[0].name for op in updates}  # The variable each op assigns.
+    assert targets == {"norm/moving_mean:0", "norm/moving_variance:0"}, targets
+
+
+def _run_mode(task, labels, mode):
+    with tf.Graph().as_default():
+        features, _ = _features_labels()
+        spec = build_model_fn(UNet(4, 2), task)(
+            features, None if labels is None else tf.constant(labels), mode, {}, None
+        )
+        with tf.compat.v1.Session() as session:
+            session.run([tf.compat.v1.global_variables_initializer(), tf.compat.v1.local_variables_initializer()])
+            session.run(tf.compat.v1.tables_initializer())
+            if mode == tf.estimator.ModeKeys.PREDICT:
+                return spec, session.run(spec.export_outputs["serving_default"].outputs)
+            if mode == tf.estimator.ModeKeys.EVAL:
+                session.run([update for _, update in spec.eval_metric_ops.values()])
+                values = {k: v for k, (v, _) in spec.eval_metric_ops.items() if not k.startswith("images/")}
+                return spec, session.run(values)
+            session.run(spec.train_op)
+            return spec, None
+
+
+def test_classification_head_in_every_mode():
+    task = Classification(3, ["x", "y", "z"], top_k=(2,))
+    labels = np.array([0, 2], np.int32)
+    _, outputs = _run_mode(task, None, tf.estimator.ModeKeys.PREDICT)
+    assert outputs["classes"].shape == (2,) and outputs["probabilities"].shape == (2, 3)
+    np.testing.assert_allclose(outputs["probabilities"].sum(-1), 1.0, rtol=1e-5)
+    _, values = _run_mode(task, labels, tf.estimator.ModeKeys.EVAL)
+    for key in ("accuracy", "roc_auc", "precision_at_2", "cross_entropy", "recall/z", "per_example/index"):
+        assert key in values, key
+    assert values["num_examples"] == 2 and values["confusion_matrix"].sum() == 2
+    # The per-example probability of the true class is the softmax entry of that class.
+    probabilities = outputs["probabilities"]
+    np.testing.assert_allclose(values["per_example/true_class_probability"], probabilities[[0, 1], labels], rtol=1e-5)
+    _run_mode(task, labels, tf.estimator.ModeKeys.TRAIN)
+
+
+def test_regression_head_in_every_mode():
+    task = Regression(2, ["area", "count"])
+    labels = np.array([[0.5, 2.0], [0.1, 1.0]], np.float32)
+    _, outputs = _run_mode(task, None, tf.estimator.ModeKeys.PREDICT)
+    predictions = outputs["predictions"]
+    assert predictions.shape == (2, 2)
+    _, values = _run_mode(task, labels, tf.estimator.ModeKeys.EVAL)
+    np.testing.assert_allclose(values["rmse"], np.sqrt(np.mean((predictions - labels) ** 2)), rtol=1e-5)
+    np.testing.assert_allclose(
+        values["rmse/count"], np.sqrt(np.mean((predictions[:, 1] - labels[:, 1]) ** 2)), rtol=1e-5
+    )
+    np.testing.assert_allclose(values["per_example/absolute_error"], np.abs(predictions - labels).mean(-1), rtol=1e-5)
+    _run_mode(task, labels, tf.estimator.ModeKeys.TRAIN)

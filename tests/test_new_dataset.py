@@ -58,7 +58,7 @@ def test_new_dataset_from_one_gin_file(tmp_path):
         f"IMAGE_WIDTH = {WIDTH}\n"
         f"MODEL_DIR = '{tmp_path}/model'\n"
         "TRAIN_STEPS = 4\nEVAL_EVERY_STEPS = 4\nTRAIN_BATCH_SIZE = 2\nEVAL_BATCH_SIZE = 2\n"
-        "build_model_fn.base_filters = 4\nbuild_model_fn.depth = 2\n"
+        "unet.base_filters = 4\nunet.depth = 2\n"
     )
     # JPEG images keep their bytes and are tagged as JPEG, as DeepLab's readers expect.
     import tensorflow as tf

@@ -182,18 +182,32 @@ def test_second_trainer_is_refused_and_a_stale_lock_does_not_block(tiny_dataset,
 
 
 @pytest.mark.slow
-def test_resuming_with_another_model_shape_names_the_binding(uninterrupted, tiny_dataset, tmp_path):
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"unet.base_filters": 8}, ["unet.base_filters = 4", "this config has 8"]),
+        ({"NETWORK": "@deeplab()"}, ["build_model_fn.network = @unet()", "this config has @deeplab()"]),
+        ({"NUM_CLASSES": 5, "CLASS_NAMES": "['a', 'b', 'c', 'd', 'e']"}, ["segmentation.num_classes = 4"]),
+    ],
+    ids=["width", "network", "classes"],
+)
+def test_resuming_with_another_model_names_the_binding(uninterrupted, tiny_dataset, tmp_path, change, expected):
     model_dir = tmp_path / "model"
     shutil.copytree(uninterrupted, model_dir)
-    result = run_script(
-        "train.py",
-        *_args(model_dir, tiny_dataset, **{"build_model_fn.base_filters": 8, "TRAIN_STEPS": 20}),
-        check=False,
-    )
+    result = run_script("train.py", *_args(model_dir, tiny_dataset, **change, TRAIN_STEPS=20), check=False)
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
-    assert "build_model_fn.base_filters = 4" in line and "this config has 8" in line, line
+    assert all(text in line for text in expected), line
     assert tf.train.latest_checkpoint(str(model_dir)).endswith(f"model.ckpt-{STEPS}")
+
+
+@pytest.mark.slow
+def test_resuming_with_another_learning_rate_is_allowed(uninterrupted, tiny_dataset, tmp_path):
+    # Not a fixed list of "shape" bindings: what cannot be restored is judged from the variables.
+    model_dir = tmp_path / "model"
+    shutil.copytree(uninterrupted, model_dir)
+    run_script("train.py", *_args(model_dir, tiny_dataset, **{"build_model_fn.learning_rate": 1e-4}, TRAIN_STEPS=15))
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith("model.ckpt-15")
 
 
 # Strict input: each bad input ends in one line naming the file and record or value.
@@ -229,12 +243,12 @@ def _bad_split(tiny_dataset, tmp_path, kind, split="train", shard_index=1):
         _write(shard, records[:1] + [b"\x0bthis is not a protocol buffer\xff\xff"] + records[2:])
     elif kind == "mask_size":
         image, mask = synthetic.make_example(3, "train", 0, TINY_SIZE, TINY_SIZE)
-        odd = schema.make_example(image, mask[:, :16], "odd_mask.png").SerializeToString()
+        odd = schema.make_example(image, "odd_mask.png", mask=mask[:, :16]).SerializeToString()
         _write(shard, records[:1] + [odd] + records[2:])
     elif kind == "label":
         image, mask = synthetic.make_example(3, "train", 0, TINY_SIZE, TINY_SIZE)
         mask[5, 5] = 9
-        bad = schema.make_example(image, mask, "label_nine.png").SerializeToString()
+        bad = schema.make_example(image, "label_nine.png", mask=mask).SerializeToString()
         _write(shard, records[:1] + [bad] + records[2:])
     return shard
 
@@ -306,10 +320,12 @@ def test_lenient_training_skips_and_counts_bad_records_up_to_a_fraction(tiny_dat
 
 
 def test_lenient_mode_is_refused_for_evaluation(tiny_dataset):
+    from core.errors import DataError
     from data.input import make_input_fn
+    from models.tasks import Segmentation
 
-    with pytest.raises(ValueError, match="evaluation is always strict"):
-        make_input_fn(str(tiny_dataset / "val-*.tfrecord"), 2, TINY_SIZE, TINY_SIZE, lenient=True)
+    with pytest.raises(DataError, match="evaluation is always strict"):
+        make_input_fn(str(tiny_dataset / "val-*.tfrecord"), 2, TINY_SIZE, TINY_SIZE, Segmentation(4), lenient=True)
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
 """A trainer and a separate evaluator (TF_CONFIG chief + evaluator on localhost) that
-cannot break each other: keep_checkpoint_max=1 with a checkpoint every step, 20 times."""
+cannot break each other: keep_checkpoint_max=1 with a checkpoint every step, run
+PAIR_RUNS times (5 in `make test`; `PAIR_RUNS=20 make test PYTEST_ARGS='-k twenty'` for
+the stress run, which passed 20 of 20)."""
 
 import json
 import os
@@ -14,6 +16,7 @@ from core import results
 from tests.conftest import REPO_ROOT, tiny_gin_params
 
 FINAL_STEP = 6
+PAIR_RUNS = int(os.environ.get("PAIR_RUNS", "5"))
 
 
 def _free_port() -> int:
@@ -28,6 +31,8 @@ def _start(role, model_dir, dataset, port, **overrides):
         "EVAL_EVERY_STEPS": 1,
         "train_and_evaluate.keep_checkpoint_max": 1,
         "train_and_evaluate.evaluator_timeout_secs": 60,
+        "EVAL_HOOKS": "[@per_class_logging()]",  # The evaluator runs the gin list of hooks too.
+        "per_class_logging.every_n_steps": 1,
         **overrides,
     }
     args = ["--gin_file=configs/synthetic.gin", f"--model_dir={model_dir}"]
@@ -47,7 +52,7 @@ def _start(role, model_dir, dataset, port, **overrides):
 @pytest.mark.slow
 def test_twenty_trainer_evaluator_runs_with_keep_checkpoint_max_1_end_cleanly(tiny_dataset, tmp_path):
     skipped = 0
-    for run in range(20):
+    for run in range(PAIR_RUNS):
         model_dir = tmp_path / f"run{run}"
         port = _free_port()
         evaluator = _start("evaluator", model_dir, tiny_dataset, port)
@@ -57,6 +62,7 @@ def test_twenty_trainer_evaluator_runs_with_keep_checkpoint_max_1_end_cleanly(ti
         assert chief.returncode == 0, f"run {run} chief: {chief_err[-2000:]}"
         assert evaluator.returncode == 0, f"run {run} evaluator: {eval_err[-2000:]}"
         assert "evaluated the final step 6; done." in eval_out
+        assert "eval batch 1: IoU background" in eval_out
         steps = [record["global_step"] for record in results.read_records(str(model_dir / "eval"))]
         assert steps.count(FINAL_STEP) == 1 and steps == sorted(set(steps)), steps
         leftovers = [p for p in (model_dir / "export").rglob("temp-*")] if (model_dir / "export").exists() else []
@@ -81,7 +87,7 @@ def test_evaluator_gives_up_when_the_trainer_is_gone(tiny_dataset, tmp_path):
 def test_snapshot_of_a_checkpoint_deleted_under_it_is_skipped(tmp_path):
     import tensorflow as tf
 
-    from core.evaluator import snapshot
+    from core.evaluation import snapshot
 
     with tf.Graph().as_default():
         tf.compat.v1.Variable([1.0, 2.0], name="w")

@@ -10,13 +10,11 @@ example's index in the split is its position in that order.
 
 import io
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from core import runtime  # noqa: E402  First: quiets TensorFlow before it loads.
+from core import cli, runtime
+from core.errors import DataError
 
 flags.DEFINE_string("image_dir", None, "Folder of images (.png, .jpg, .jpeg, .bmp, .tif).")
 flags.DEFINE_string("mask_dir", None, "Folder of PNG masks named like the images (stem.png).")
@@ -28,7 +26,7 @@ FLAGS = flags.FLAGS
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError):
     """Bad input, with a message naming the file at fault."""
 
 
@@ -93,7 +91,12 @@ def load_pair(image_path: str, mask_path: str):
 
 def _example(image_path, mask_path):
     image, mask, image_format = load_pair(image_path, mask_path)
-    return image, mask, os.path.basename(image_path), image_format or "png"
+    return {
+        "image": image,
+        "mask": mask,
+        "filename": os.path.basename(image_path),
+        "image_format": image_format or "png",
+    }
 
 
 def build(image_dir, mask_dir, output_prefix, num_shards, class_names=None):
@@ -111,14 +114,9 @@ def build(image_dir, mask_dir, output_prefix, num_shards, class_names=None):
 def main(argv):
     del argv
     runtime.quiet()
-    try:
-        build(FLAGS.image_dir, FLAGS.mask_dir, FLAGS.output_prefix, FLAGS.num_shards, FLAGS.class_names)
-    except (DatasetError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    build(FLAGS.image_dir, FLAGS.mask_dir, FLAGS.output_prefix, FLAGS.num_shards, FLAGS.class_names)
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["image_dir", "mask_dir", "output_prefix"])
-    app.run(main)
+    cli.run(main)

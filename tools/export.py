@@ -6,18 +6,15 @@
 The SavedModel lands in a timestamped folder under `--export_dir` (Estimator's
 layout, the one `LatestExporter` and TensorFlow Serving use); its path is printed.
 Its `serving_default` signature takes `image` (uint8 [N, H, W, 3], H and W the
-config's IMAGE_HEIGHT and IMAGE_WIDTH) and returns `classes` (int32 [N, H, W]) and
-`probabilities` (float32 [N, H, W, C]).
+config's IMAGE_HEIGHT and IMAGE_WIDTH) and returns the task's serving outputs:
+segmentation `classes` (int32 [N, H, W]) and `probabilities` (float32 [N, H, W, C]);
+classification `classes` [N] and `probabilities` [N, K]; regression `predictions` [N, T].
 """
 
-import os
-import sys
+from absl import flags
 
-from absl import app, flags
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from core import runtime  # noqa: E402  First: quiets TensorFlow before it loads.
+from core import cli, configurables, runtime
+from core.errors import UserError
 
 runtime.define_flags()  # --gin_file (the training's), --gin_param, --model_dir, --verbose.
 flags.DEFINE_string("checkpoint", None, "Checkpoint to export, e.g. D/model.ckpt-500 (default: the latest in D).")
@@ -25,7 +22,7 @@ flags.DEFINE_string("export_dir", None, "Folder under which the timestamped Save
 FLAGS = flags.FLAGS
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """Nothing to export, with a message naming the directory or checkpoint at fault."""
 
 
@@ -74,8 +71,6 @@ def export(model_dir: str, export_dir: str, checkpoint=None, model_fn=None, imag
 
     checkpoint = resolve_checkpoint(model_dir, checkpoint)
     if model_fn is None or image_size is None:
-        from core import configurables
-
         model_fn = model_fn or configurables.build_model_fn()
         image_size = image_size or (configurables.macro("IMAGE_HEIGHT"), configurables.macro("IMAGE_WIDTH"))
     estimator = tf.estimator.Estimator(model_fn, model_dir=model_dir)
@@ -87,22 +82,12 @@ def export(model_dir: str, export_dir: str, checkpoint=None, model_fn=None, imag
 
 def main(argv):
     del argv
-    model_dir = runtime.init_from_flags(FLAGS).get("model_dir")
-    from core import configurables
-
-    model_dir = model_dir or configurables.macro("MODEL_DIR")
+    model_dir = cli.init(FLAGS).get("model_dir") or configurables.macro("MODEL_DIR")
     if not model_dir:
-        print("error: no model directory: pass --model_dir or set MODEL_DIR in the gin file", file=sys.stderr)
-        return 1
-    try:
-        path = export(model_dir, FLAGS.export_dir, FLAGS.checkpoint)
-    except ExportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(path)
-    return 0
+        raise ExportError("no model directory: pass --model_dir or set MODEL_DIR in the gin file")
+    print(export(model_dir, FLAGS.export_dir, FLAGS.checkpoint))
 
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("export_dir")
-    app.run(main)
+    cli.run(main)

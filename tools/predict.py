@@ -1,33 +1,32 @@
-"""Segments images with an exported SavedModel; writes a colour mask, an overlay and the class ids.
+"""Runs an exported SavedModel on image files, for any of the template's tasks.
 
     python tools/predict.py --saved_model=exports/synthetic/1700000000 --output_dir=predictions \
         [--class_names=background,circle,square,triangle] photo1.png photo2.jpg ...
 
 Images are positional arguments (let the shell expand globs: `images/*.png`) and must
-have the size the model was exported with. For each input `<stem>.<ext>` it writes:
+have the size the model was exported with. The task is read from the signature's
+outputs. For segmentation (`classes` [N, H, W]), each input `<stem>.<ext>` gives:
 
 - `<stem>_mask.png`: the class mask in colour (PASCAL VOC's colour map, `colour_map`);
 - `<stem>_overlay.png`: the image blended with that colour mask (alpha 0.5);
 - `<stem>_classes.png`: the raw class ids, single channel, for exact re-reading.
 
-It prints one line per image: the files written and the share of pixels per class.
+For classification (`classes` [N]) and regression (`predictions` [N, T]) it writes
+one `predictions.csv` with a row per image. It prints one line per image.
 """
 
+import csv
 import os
-import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from core import runtime  # noqa: E402  First: quiets TensorFlow before it loads.
-from hooks.palette import (
-    voc_colour_map as colour_map,  # noqa: E402  The masks' palette, shared with TensorBoard panels.
-)
+from core import cli, runtime
+from core.errors import UserError
+from metrics.palette import voc_colour_map as colour_map  # The masks' palette, shared with TensorBoard panels.
 
 flags.DEFINE_string("saved_model", None, "SavedModel folder written by tools/export.py.")
-flags.DEFINE_string("output_dir", None, "Folder for the <stem>_mask/_overlay/_classes.png files.")
+flags.DEFINE_string("output_dir", None, "Folder for the masks (segmentation) or predictions.csv.")
 flags.DEFINE_list("class_names", None, "Class names for the per-image summary (default: class ids).")
 flags.DEFINE_string("signature", "serving_default", "Signature to run.")
 flags.DEFINE_bool("verbose", False, "Show TensorFlow's INFO logs and deprecation warnings.")
@@ -36,7 +35,7 @@ FLAGS = flags.FLAGS
 OVERLAY_ALPHA = 0.5
 
 
-class PredictError(ValueError):
+class PredictError(UserError):
     """Bad input, with a message naming the file at fault."""
 
 
@@ -98,13 +97,24 @@ class Predictor:
         self._function = self._model.signatures[signature]
         image_spec = self._function.structured_input_signature[1]["image"]
         self.height, self.width = int(image_spec.shape[1]), int(image_spec.shape[2])
-        self.num_classes = int(self._function.structured_outputs["probabilities"].shape[-1])
+        outputs = self._function.structured_outputs
+        if "predictions" in outputs:
+            self.task, self.num_classes = "regression", int(outputs["predictions"].shape[-1])
+        elif "classes" in outputs and "probabilities" in outputs:
+            self.num_classes = int(outputs["probabilities"].shape[-1])
+            self.task = "segmentation" if outputs["classes"].shape.rank == 3 else "classification"
+        else:
+            raise PredictError(f"{saved_model_dir}: outputs {sorted(outputs)} are not those of a template task")
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def run(self, images: np.ndarray) -> dict:
+        """All the signature's outputs for uint8 images [N, H, W, 3], as numpy arrays."""
         import tensorflow as tf
 
-        outputs = self._function(image=tf.constant(images, tf.uint8))
-        return outputs["classes"].numpy()
+        return {key: value.numpy() for key, value in self._function(image=tf.constant(images, tf.uint8)).items()}
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Segmentation and classification: the predicted classes."""
+        return self.run(images)["classes"]
 
 
 def _stem(path: str) -> str:
@@ -112,20 +122,23 @@ def _stem(path: str) -> str:
 
 
 def predict(saved_model_dir: str, image_paths, output_dir: str, class_names=None, signature="serving_default"):
-    """Segments `image_paths`, writing `<stem>_mask.png`, `_overlay.png` and `_classes.png`.
+    """Runs the model on `image_paths` and writes its outputs under `output_dir`.
 
-    Every image is checked (readable, right size, unique stem) before any is run,
-    so a bad one fails fast and leaves no partial output.
+    Segmentation writes `<stem>_mask.png`, `_overlay.png` and `_classes.png` per
+    image; classification and regression write `predictions.csv`. Every image is
+    checked (readable, right size, unique stem) before any is run, so a bad one
+    fails fast and leaves no partial output.
 
     Args:
       saved_model_dir: a SavedModel from tools/export.py.
       image_paths: image files, all at the model's input size.
       output_dir: created if missing.
-      class_names: names for the printed summary; None for class ids.
+      class_names: class (or target) names for the printed summary; None for ids.
       signature: the signature to run.
 
     Returns:
-      `{image_path: classes}`, each classes an int array [H, W].
+      `{image_path: output}`: the classes [H, W] (segmentation), the class id
+      (classification) or the values [T] (regression).
 
     Raises:
       PredictError: naming the file (or the class names) at fault.
@@ -142,8 +155,13 @@ def predict(saved_model_dir: str, image_paths, output_dir: str, class_names=None
         raise PredictError(f"--class_names has {len(class_names)} names but the model has {predictor.num_classes}")
     names = list(class_names) if class_names is not None else [str(i) for i in range(predictor.num_classes)]
     images = [load_image(path, predictor.height, predictor.width) for path in image_paths]
-
     os.makedirs(output_dir, exist_ok=True)
+    if predictor.task == "segmentation":
+        return _write_masks(predictor, image_paths, images, output_dir, names)
+    return _write_table(predictor, image_paths, images, output_dir, names)
+
+
+def _write_masks(predictor, image_paths, images, output_dir, names):
     palette = colour_map(max(predictor.num_classes, 256))
     id_dtype = np.uint8 if predictor.num_classes <= 256 else np.uint16
     results = {}
@@ -162,16 +180,37 @@ def predict(saved_model_dir: str, image_paths, output_dir: str, class_names=None
     return results
 
 
+def _write_table(predictor, image_paths, images, output_dir, names):
+    """Classification (class, its name, probability) or regression (one column per target)."""
+    results, rows = {}, []
+    for path, image in zip(image_paths, images):
+        outputs = predictor.run(image[None])
+        if predictor.task == "classification":
+            class_id = int(outputs["classes"][0])
+            probability = float(outputs["probabilities"][0][class_id])
+            results[path] = class_id
+            rows.append([path, class_id, names[class_id], f"{probability:.6f}"])
+            print(f"{path}: {names[class_id]} ({probability:.1%})", flush=True)
+        else:
+            values = outputs["predictions"][0]
+            results[path] = values
+            rows.append([path, *[f"{value:.6g}" for value in values]])
+            print(f"{path}: " + ", ".join(f"{n} {v:.4g}" for n, v in zip(names, values)), flush=True)
+    header = (
+        ["image", "class", "class_name", "probability"] if predictor.task == "classification" else ["image", *names]
+    )
+    table = os.path.join(output_dir, "predictions.csv")
+    with open(table, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    print(f"{len(rows)} prediction(s) -> {table}")
+    return results
+
+
 def main(argv):
     runtime.quiet(FLAGS.verbose)
-    try:
-        predict(FLAGS.saved_model, argv[1:], FLAGS.output_dir, FLAGS.class_names, FLAGS.signature)
-    except PredictError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    predict(FLAGS.saved_model, argv[1:], FLAGS.output_dir, FLAGS.class_names, FLAGS.signature)
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["saved_model", "output_dir"])
-    app.run(main)
+    cli.run(main)

@@ -11,19 +11,15 @@ blocks of repeated `session.run` calls, the ops taking turns; the figure is the
 median (see `time_interleaved`). The last line is one JSON
 object with `speedup_vs_tf_v1_mean_iou` and `ratio_to_read_floor`.
 
-    .venv/bin/python bench/metrics.py [--rounds=10]
+    .venv/bin/python bench/metric_update.py [--rounds=10]
 """
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from core import runtime  # noqa: E402  First: quiets TensorFlow before it loads.
+from core import runtime
 
 NUM_CLASSES = 21
 SHAPE = (8, 256, 256)

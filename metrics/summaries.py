@@ -3,36 +3,38 @@
 Estimator's `evaluate()` writes an `eval_metric_ops` value that is a serialized
 `Summary` proto (bytes) into the eval event file at the checkpoint's global step
 (renaming each tag to `<metric name>/<i>`). That is the clean way to put images and
-text into TensorBoard from an evaluation, so these builders return
-`{name: (serialized_summary, update_op)}` entries to merge into `eval_metric_ops`:
+text into TensorBoard from an evaluation (a `tf.summary` op in the EVAL graph is
+never run by Estimator's evaluation loop), so these builders return
+`{name: (value, update_op)}` entries to merge into `eval_metric_ops`, like any metric:
 
-- `subset_image_summaries`: one panel (image | ground truth | prediction | errors)
-  per chosen example index, tag `images/index_<i>`. The chosen frames are picked
-  in the graph (a hash-table lookup on the `index` feature), so no other frame is
-  copied out, and each index appears exactly once per evaluation whatever the
-  batch size.
-- `per_example_scores`: every evaluated example's index and mean IoU (for the
-  per-example CSV and `evaluate.py --worst_k`).
-- `confusion_summaries`: the row-normalised confusion matrix as an image and the
+- `subset_image_summaries`: one panel per chosen example index, tag
+  `images/index_<i>`; the task draws the panel. The chosen frames are picked in the
+  graph (a hash-table lookup on the `index` feature), so no other frame is copied
+  out, and each index appears exactly once per evaluation whatever the batch size.
+- `per_example_values`: every evaluated example's index and the task's per-example
+  values (for the per-example CSV and `evaluate.py --worst_k`).
+- `confusion_summaries`: the row-normalised confusion matrix as an image and a
   per-class table as text.
 """
 
-import numpy as np
 import tensorflow as tf
 
-from hooks.palette import mask_palette
+from metrics.palette import mask_palette
 from metrics.streaming import metric_variable, streaming_concat
 
 IGNORE_LABEL = 255
 ERROR_COLOUR = (255, 40, 40)
 CORRECT_COLOUR = (30, 30, 30)
+RIGHT_COLOUR = (40, 200, 60)
+NEUTRAL_COLOUR = (128, 128, 128)
 
 
-def _colourise(mask):
+def colourise(mask):
+    """Class ids [..., H, W] -> VOC colours uint8 [..., H, W, 3] (255 = ignore, white)."""
     return tf.gather(tf.constant(mask_palette()), tf.clip_by_value(tf.cast(mask, tf.int32), 0, 255))
 
 
-def make_panels(images, labels, predictions):
+def mask_panels(images, labels, predictions, ignore_label: int = IGNORE_LABEL):
     """Panels uint8 [N, H, 4W, 3]: image | ground truth | prediction | error map.
 
     Error map: red where the prediction is wrong, dark where right, white where
@@ -40,11 +42,21 @@ def make_panels(images, labels, predictions):
     """
     labels = tf.cast(labels, tf.int32)
     predictions = tf.cast(predictions, tf.int32)
-    ignored = tf.equal(labels, IGNORE_LABEL)[..., None]
+    ignored = tf.equal(labels, ignore_label)[..., None]
     wrong = tf.not_equal(labels, predictions)[..., None]
     errors = tf.where(wrong, tf.constant(ERROR_COLOUR, tf.uint8), tf.constant(CORRECT_COLOUR, tf.uint8))
     errors = tf.where(ignored, tf.constant((255, 255, 255), tf.uint8), errors)
-    return tf.concat([tf.cast(images, tf.uint8), _colourise(labels), _colourise(predictions), errors], axis=2)
+    return tf.concat([tf.cast(images, tf.uint8), colourise(labels), colourise(predictions), errors], axis=2)
+
+
+def framed(images, colours, width: int = 2):
+    """Images uint8 [N, H, W, 3] with a border of `width` pixels in `colours` uint8 [N, 3]."""
+    images = tf.cast(images, tf.uint8)
+    shape = tf.shape(images)
+    rows = tf.range(shape[1])[:, None]
+    cols = tf.range(shape[2])[None, :]
+    border = (rows < width) | (rows >= shape[1] - width) | (cols < width) | (cols >= shape[2] - width)
+    return tf.where(border[None, :, :, None], tf.cast(colours, tf.uint8)[:, None, None, :], images)
 
 
 def index_tag(index: int) -> str:
@@ -52,13 +64,15 @@ def index_tag(index: int) -> str:
     return f"images/index_{int(index):05d}"
 
 
-def subset_image_summaries(indices, images, labels, predictions, chosen):
+def subset_image_summaries(indices, chosen, tensors: dict, make_panels):
     """Image summaries for the examples whose index is in `chosen`.
 
     Args:
       indices: int64 [B] example indices (the `index` feature).
-      images: uint8 [B, H, W, 3]; labels, predictions: int [B, H, W].
       chosen: the example indices to show (static, a few dozen at most).
+      tensors: batch-major tensors `make_panels` needs (images, labels, ...).
+      make_panels: `(dict of the chosen frames' tensors) -> uint8 [n, h, w, 3]`,
+        with a static panel size.
 
     Returns:
       `{images/index_<i>: (serialized Summary or b"" if not seen, update_op)}`.
@@ -66,7 +80,6 @@ def subset_image_summaries(indices, images, labels, predictions, chosen):
     chosen = sorted({int(i) for i in chosen})
     if not chosen:
         return {}
-    height, width = images.shape[1], images.shape[2]
     with tf.compat.v1.variable_scope(None, "subset_images"):
         table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
@@ -74,12 +87,14 @@ def subset_image_summaries(indices, images, labels, predictions, chosen):
             ),
             default_value=-1,
         )
-        store = metric_variable([len(chosen), height, 4 * width, 3], tf.uint8, "panels")
-        seen = metric_variable([len(chosen)], tf.int32, "seen")
         slots = table.lookup(tf.cast(indices, tf.int64))
         picked = tf.where(slots >= 0)[:, 0]  # Positions in the batch of the chosen frames only.
         slots = tf.gather(slots, picked)
-        panels = make_panels(tf.gather(images, picked), tf.gather(labels, picked), tf.gather(predictions, picked))
+        panels = make_panels({key: tf.gather(value, picked) for key, value in tensors.items()})
+        if not panels.shape[1:].is_fully_defined():
+            raise ValueError(f"subset_image_summaries: panels need a static size, got {panels.shape}")
+        store = metric_variable([len(chosen), *panels.shape[1:]], tf.uint8, "panels")
+        seen = metric_variable([len(chosen)], tf.int32, "seen")
         update_op = tf.group(
             store.scatter_update(tf.IndexedSlices(panels, slots)),
             seen.scatter_update(tf.IndexedSlices(tf.ones_like(slots, tf.int32), slots)),
@@ -93,52 +108,33 @@ def subset_image_summaries(indices, images, labels, predictions, chosen):
         return ops
 
 
-def per_example_mean_iou(labels, predictions, num_classes: int, ignore_label: int = IGNORE_LABEL):
-    """Mean IoU of each example, over the classes present in its labels or predictions.
-
-    One bincount over `example * C * C + label * C + prediction` per batch.
-
-    Returns:
-      float64 [B]; NaN for an example whose pixels are all ignored.
-    """
-    labels = tf.cast(labels, tf.int32)
-    predictions = tf.cast(predictions, tf.int32)
-    batch = tf.shape(labels)[0]
-    cells = num_classes * num_classes
-    example = tf.reshape(tf.range(batch), [-1, 1, 1])
-    valid = tf.not_equal(labels, ignore_label)
-    ids = tf.where(valid, example * cells + labels * num_classes + predictions, batch * cells)
-    counts = tf.math.bincount(tf.reshape(ids, [-1]), minlength=batch * cells + 1, maxlength=batch * cells + 1)
-    confusion = tf.cast(tf.reshape(counts[:-1], [batch, num_classes, num_classes]), tf.float64)
-    true_positive = tf.linalg.diag_part(confusion)
-    union = tf.reduce_sum(confusion, 2) + tf.reduce_sum(confusion, 1) - true_positive
-    present = union > 0
-    iou = true_positive / tf.where(present, union, 1.0)
-    count = tf.reduce_sum(tf.cast(present, tf.float64), 1)
-    total = tf.reduce_sum(tf.where(present, iou, 0.0), 1)
-    return tf.where(count > 0, total / tf.maximum(count, 1.0), np.nan)
+PER_EXAMPLE_PREFIX = "per_example/"
 
 
-def per_example_scores(indices, labels, predictions, num_classes: int, ignore_label: int = IGNORE_LABEL):
-    """Every evaluated example's index and mean IoU, collected over the evaluation.
+def per_example_values(indices, values: dict):
+    """Every evaluated example's index and values, collected over the evaluation.
+
+    Args:
+      indices: int64 [B] example indices.
+      values: `{name: float [B]}`; the first is the score that ranks examples.
 
     Returns:
-      `{"per_example/index": (float64 [N], update), "per_example/mean_iou": (...)}`.
+      `{"per_example/index": (float64 [N], update), "per_example/<name>": (...)}`.
     """
-    scores = per_example_mean_iou(labels, predictions, num_classes, ignore_label)
-    all_indices, index_update = streaming_concat(indices, "per_example_index")
-    all_scores, score_update = streaming_concat(scores, "per_example_mean_iou")
-    update_op = tf.group(index_update, score_update)
-    return {"per_example/index": (all_indices, update_op), "per_example/mean_iou": (all_scores, update_op)}
+    collected = {"index": streaming_concat(indices, "per_example_index")}
+    for name, value in values.items():
+        collected[name] = streaming_concat(value, f"per_example_{name}")
+    update_op = tf.group(*[update for _, update in collected.values()])
+    return {PER_EXAMPLE_PREFIX + name: (value, update_op) for name, (value, _) in collected.items()}
 
 
-def confusion_summaries(confusion, class_names, iou, dice, update_op, cell_pixels: int = 16):
-    """The confusion matrix as an image and the per-class table as text.
+def confusion_summaries(confusion, class_names, columns: dict, update_op, cell_pixels: int = 16):
+    """The confusion matrix as an image and a per-class table as text.
 
     Args:
       confusion: int [C, C] running confusion matrix (rows = ground truth).
       class_names: C names.
-      iou, dice: float [C] per-class values derived from `confusion`.
+      columns: `{header: float [C]}` per-class values for the table (e.g. IoU, Dice).
       update_op: the confusion matrix's update op.
       cell_pixels: side of one matrix cell in the image.
 
@@ -153,16 +149,12 @@ def confusion_summaries(confusion, class_names, iou, dice, update_op, cell_pixel
     image = tf.cast(tf.round(255.0 * ramp), tf.uint8)
     image = tf.repeat(tf.repeat(image, cell_pixels, axis=0), cell_pixels, axis=1)[None]
     matrix_summary = tf.compat.v1.summary.image("confusion_matrix", image, max_outputs=1, collections=[])
-    header = "| class | IoU | Dice | pixels (truth) |\n|---|---|---|---|\n"
-    cells = [
-        tf.constant([f"| {name} |" for name in class_names]),
-        tf.strings.as_string(iou, precision=4),
-        tf.constant("|"),
-        tf.strings.as_string(dice, precision=4),
-        tf.constant("|"),
-        tf.strings.as_string(tf.cast(rows[:, 0], tf.int64)),
-        tf.constant("|"),
-    ]
+    headers = ["class", *columns, "count (truth)"]
+    header = "| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n"
+    cells = [tf.constant([f"| {name} |" for name in class_names])]
+    for values in columns.values():
+        cells += [tf.strings.as_string(values, precision=4), tf.constant("|")]
+    cells += [tf.strings.as_string(tf.cast(rows[:, 0], tf.int64)), tf.constant("|")]
     lines = tf.strings.join([tf.broadcast_to(c, [len(class_names)]) for c in cells], separator=" ")
     table = tf.strings.join([header, tf.strings.reduce_join(lines, separator="\n")])
     text_summary = tf.compat.v1.summary.text("per_class", table, collections=[])

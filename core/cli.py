@@ -1,0 +1,46 @@
+"""The shared main wrapper: one error model for every command-line program.
+
+    from core import cli
+    ...
+    if __name__ == "__main__":
+        cli.run(main)
+
+A `core.errors.UserError` (bad config, bad data, bad model directory) prints one
+line, `error: ...`, on stderr and exits 1; any other exception is a bug and keeps
+its traceback.
+"""
+
+import sys
+
+from absl import app
+
+from core import configurables, runtime
+from core.errors import UserError, first_line
+
+
+def call(main, argv) -> int:
+    """Runs `main(argv)`; a UserError becomes one line on stderr and exit code 1."""
+    try:
+        code = main(argv)
+    except UserError as error:
+        print(f"error: {first_line(error)}", file=sys.stderr, flush=True)
+        return 1
+    return code or 0
+
+
+def run(main):
+    """`absl.app.run(main)` with the one error model (see `call`)."""
+    app.run(lambda argv: sys.exit(call(main, argv)))
+
+
+def init(flag_values) -> dict:
+    """Quiet logs, op determinism and strict gin from the shared flags.
+
+    Returns:
+      `{"model_dir": ...}` when --model_dir was given, else `{}`: keyword arguments
+      for a root, so the flag overrides the config's MODEL_DIR.
+    """
+    runtime.quiet(flag_values.verbose)
+    runtime.make_deterministic()
+    configurables.parse_gin(flag_values.gin_file, flag_values.gin_param or [])
+    return {"model_dir": flag_values.model_dir} if flag_values.model_dir else {}

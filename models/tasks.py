@@ -1,0 +1,401 @@
+"""Tasks: what the model predicts and how it is judged, one object per head.
+
+`build_model_fn(network, task)` is task-agnostic: the network maps images to
+`num_outputs` channels at its output stride, and the task does everything else.
+A task supplies:
+
+- data: `label_features()` (its TFRecord keys), `decode_label()` (parse and check
+  one label, naming the file on a bad one), `label_shape()`, `label_dtype`, and
+  `dense_labels` (a per-pixel label moves with the image under flips and crops);
+- model: `head()` (network outputs -> logits), `predictions()`, `loss()`,
+  `serving_outputs()` (the SavedModel's outputs);
+- evaluation: `eval_metrics()` (streaming `(value, update_op)` pairs from
+  `metrics/`), `per_example()` (the values of each example, the first one ranks
+  them for `--worst_k`), `panels()` (the image shown in TensorBoard for a chosen
+  example);
+- results: `class_names` and `per_class_keys` (the `per_class` table of a results
+  record), `per_example_score` and `worst_is_lowest` (which per-example value ranks
+  the examples, and which end is the worst), `headline` (the metric printed at the end and, unless BEST_METRIC says
+  otherwise, the one that picks the best checkpoint) and `higher_is_better()`.
+
+Three ship: `Segmentation`, `Classification` and `Regression`. A fork's own head is
+one more class like these, bound with `TASK = @my_task()` (see docs/fork.md).
+"""
+
+import tensorflow as tf
+
+from core.errors import ConfigError
+from data import schema
+from metrics import (
+    classification_metrics,
+    example_count,
+    regression_metrics,
+    segmentation_metrics,
+    streaming_mean,
+    summaries,
+)
+from metrics.confusion import fbeta_name
+
+IGNORE_LABEL = 255
+
+
+def _names(names, count, what):
+    names = list(names) if names else [str(i) for i in range(count)]
+    if len(names) != count:
+        raise ConfigError(f"{len(names)} {what} names {names} for {count} {what}s: CLASS_NAMES and NUM_CLASSES differ")
+    return names
+
+
+def spatial_mean(outputs):
+    """[B, h, w, K] -> [B, K]: a per-image value from a per-position one.
+
+    Linear, so averaging logits over positions equals a linear head on averaged
+    features: any network that makes a feature map serves every task.
+    """
+    return tf.reduce_mean(outputs, axis=[1, 2])
+
+
+class Task:
+    """The parts every task shares; subclasses fill in the rest (see module doc)."""
+
+    name = "task"
+    dense_labels = False
+    label_dtype = tf.int32
+    headline = None
+    lower_is_better = frozenset({"loss"})
+    per_class_keys = ()
+    class_names = ()
+    extra_metrics = ()
+
+    def higher_is_better(self, metric: str) -> bool:
+        """Whether a larger value of `metric` is better (for the best checkpoint and early stopping)."""
+        return metric not in self.lower_is_better
+
+    def required_keys(self):
+        """TFRecord keys every example of this task must have (named when one is missing)."""
+        return [key for key, spec in self.label_features().items() if spec.default_value is None]
+
+    def evaluation_metrics(self, labels, predictions, logits):
+        """`eval_metric_ops`: the task's metrics, its `extra_metrics`, and the exact example count.
+
+        An extra metric is a function `(labels, predictions) -> {name: (value,
+        update_op)}`, `predictions` being the task's dict (`classes`,
+        `probabilities` or `predictions`); gin lists them, e.g.
+        `segmentation.extra_metrics = [@my_metric]`.
+        """
+        ops = self.eval_metrics(labels, predictions, logits)
+        for metric in self.extra_metrics:
+            ops.update(metric(labels, predictions))
+        ops["num_examples"] = example_count(labels)
+        return ops
+
+
+class _Categorical(Task):
+    """Tasks whose logits end in one score per class: argmax classes and softmax probabilities."""
+
+    def predictions(self, logits):
+        return {
+            "classes": tf.argmax(logits, axis=-1, output_type=tf.int32, name="classes"),
+            "probabilities": tf.nn.softmax(logits, name="probabilities"),
+        }
+
+    def serving_outputs(self, predictions):
+        return {"classes": predictions["classes"], "probabilities": predictions["probabilities"]}
+
+
+class Segmentation(_Categorical):
+    """Per-pixel classes. Labels: DeepLab's PNG mask, `ignore_label` (255) pixels skipped.
+
+    Args:
+      num_classes: C (labels 0..C-1).
+      class_names: C names for the per-class results (default: ids).
+      ignore_label: label value left out of the loss and every metric.
+      background_class: class id of the background, for the foreground-vs-background
+        F-beta (`foreground_f1`); None to leave it out.
+      fbeta: the beta of that F-beta.
+      confusion_summary: write the confusion matrix image and per-class table.
+      extra_metrics: more metric functions (see `Task.evaluation_metrics`).
+    """
+
+    name = "segmentation"
+    dense_labels = True
+    headline = "mean_iou"
+    lower_is_better = frozenset({"loss", "pixel_loss"})
+    per_class_keys = ("iou", "dice")
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names=None,
+        ignore_label: int = IGNORE_LABEL,
+        background_class=0,
+        fbeta: float = 1.0,
+        confusion_summary: bool = True,
+        extra_metrics=(),
+    ):
+        self.num_classes = self.num_outputs = num_classes
+        self.extra_metrics = list(extra_metrics)
+        self.class_names = _names(class_names, num_classes, "class")
+        self.ignore_label = ignore_label
+        self.background_class = background_class
+        self.fbeta = fbeta
+        self.confusion_summary = confusion_summary
+
+    def label_features(self):
+        return {schema.MASK_ENCODED: tf.io.FixedLenFeature((), tf.string)}
+
+    def label_shape(self, height, width):
+        return [height, width]
+
+    def decode_label(self, parsed, image_hw, index, filename):
+        mask = tf.io.decode_png(parsed[schema.MASK_ENCODED], channels=1)[:, :, 0]
+        mask_hw = tf.shape(mask)
+        same_size = tf.debugging.Assert(
+            tf.reduce_all(tf.equal(image_hw, mask_hw)),
+            ["mask size differs from its image size: index", index, "file", filename, "image", image_hw]
+            + ["mask", mask_hw],
+        )
+        # A label outside [0, C) gives a zero one-hot row (no loss) or NaN on some
+        # devices: stop at the first such mask instead, naming it.
+        bad = tf.logical_and(mask >= self.num_classes, tf.not_equal(mask, self.ignore_label))
+        in_range = tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(bad)),
+            [f"label outside [0, {self.num_classes}) and not {self.ignore_label}:", tf.boolean_mask(mask, bad)[:1]]
+            + ["index", index, "file", filename],
+        )
+        return mask, [same_size, in_range]
+
+    def head(self, outputs, images):
+        """Logits [B, H, W, C]: the network's, upsampled to the image when its stride is > 1."""
+        if outputs.shape[1:3] == images.shape[1:3] and outputs.shape[1:3].is_fully_defined():
+            return outputs
+        return tf.image.resize(outputs, tf.shape(images)[1:3], method="bilinear")
+
+    def _valid(self, labels):
+        valid = tf.not_equal(labels, self.ignore_label)
+        return valid, tf.where(valid, labels, tf.zeros_like(labels))
+
+    def loss(self, logits, labels):
+        """Mean cross-entropy over the non-ignored pixels (ignored ones: dummy label 0, weight 0)."""
+        valid, safe_labels = self._valid(labels)
+        return tf.compat.v1.losses.sparse_softmax_cross_entropy(
+            labels=safe_labels, logits=logits, weights=tf.cast(valid, tf.float32)
+        )
+
+    def eval_metrics(self, labels, predictions, logits):
+        ops = segmentation_metrics(
+            labels,
+            predictions["classes"],
+            self.num_classes,
+            self.class_names,
+            self.ignore_label,
+            self.background_class,
+            self.fbeta,
+        )
+        valid, safe_labels = self._valid(labels)
+        # Estimator's own `loss` is the mean of per-batch means (it depends on the batch
+        # size); this one is exact: the mean cross-entropy over every valid pixel.
+        pixel_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
+        ops["pixel_loss"] = streaming_mean(pixel_loss, mask=valid, name="pixel_loss")
+        ops["average_confidence"] = streaming_mean(
+            tf.reduce_max(predictions["probabilities"], axis=-1), mask=valid, name="average_confidence"
+        )
+        if self.confusion_summary:
+            confusion, update = ops["confusion_matrix"]
+            # The per-class values segmentation_metrics already derived, not a second derivation.
+            columns = {
+                key.capitalize() if key == "dice" else key.upper(): tf.stack(
+                    [ops[f"{key}/{name}"][0] for name in self.class_names]
+                )
+                for key in self.per_class_keys
+            }
+            ops.update(summaries.confusion_summaries(confusion, self.class_names, columns, update))
+        return ops
+
+    def per_example(self, labels, predictions, logits):
+        """Each example's mean IoU over the classes in its labels or predictions (lower is worse)."""
+        return {"mean_iou": per_example_mean_iou(labels, predictions["classes"], self.num_classes, self.ignore_label)}
+
+    per_example_score, worst_is_lowest = "mean_iou", True
+
+    def panels(self, tensors):
+        return summaries.mask_panels(tensors["image"], tensors["labels"], tensors["classes"], self.ignore_label)
+
+
+def per_example_mean_iou(labels, predictions, num_classes: int, ignore_label: int = IGNORE_LABEL):
+    """Mean IoU of each example, over the classes present in its labels or predictions.
+
+    One bincount over `example * C * C + label * C + prediction` per batch.
+
+    Returns:
+      float64 [B]; NaN for an example whose pixels are all ignored.
+    """
+    labels = tf.cast(labels, tf.int32)
+    predictions = tf.cast(predictions, tf.int32)
+    batch = tf.shape(labels)[0]
+    cells = num_classes * num_classes
+    example = tf.reshape(tf.range(batch), [-1, 1, 1])
+    valid = tf.not_equal(labels, ignore_label)
+    ids = tf.where(valid, example * cells + labels * num_classes + predictions, batch * cells)
+    counts = tf.math.bincount(tf.reshape(ids, [-1]), minlength=batch * cells + 1, maxlength=batch * cells + 1)
+    confusion = tf.cast(tf.reshape(counts[:-1], [batch, num_classes, num_classes]), tf.float64)
+    true_positive = tf.linalg.diag_part(confusion)
+    union = tf.reduce_sum(confusion, 2) + tf.reduce_sum(confusion, 1) - true_positive
+    present = union > 0
+    iou = true_positive / tf.where(present, union, 1.0)
+    count = tf.reduce_sum(tf.cast(present, tf.float64), 1)
+    total = tf.reduce_sum(tf.where(present, iou, 0.0), 1)
+    return tf.where(count > 0, total / tf.maximum(count, 1.0), float("nan"))
+
+
+class Classification(_Categorical):
+    """One class per image. Labels: `image/class/label` (int64), TF-slim's key.
+
+    Args:
+      num_classes: K (labels 0..K-1).
+      class_names: K names for the per-class results (default: ids).
+      beta: the beta of the F-beta metrics (1: F1).
+      top_k: the k of each `precision_at_<k>` to report (each <= K).
+      extra_metrics: more metric functions (see `Task.evaluation_metrics`).
+    """
+
+    name = "classification"
+    headline = "accuracy"
+    lower_is_better = frozenset({"loss", "cross_entropy"})
+
+    def __init__(self, num_classes: int, class_names=None, beta: float = 1.0, top_k=(2,), extra_metrics=()):
+        self.num_classes = self.num_outputs = num_classes
+        self.extra_metrics = list(extra_metrics)
+        self.class_names = _names(class_names, num_classes, "class")
+        self.beta = beta
+        self.top_k = tuple(top_k)
+        bad = [k for k in self.top_k if not 1 <= k <= num_classes]
+        if bad:
+            raise ConfigError(f"classification.top_k: {bad[0]} is not in [1, {num_classes}]")
+        self.per_class_keys = ("precision", "recall", fbeta_name(beta), "roc_auc")
+
+    def label_features(self):
+        return {schema.CLASS_LABEL: tf.io.FixedLenFeature((), tf.int64)}
+
+    def label_shape(self, height, width):
+        return []
+
+    def decode_label(self, parsed, image_hw, index, filename):
+        label = parsed[schema.CLASS_LABEL]
+        in_range = tf.debugging.Assert(
+            tf.logical_and(label >= 0, label < self.num_classes),
+            [f"class label outside [0, {self.num_classes}):", label, "index", index, "file", filename],
+        )
+        return label, [in_range]
+
+    def head(self, outputs, images):
+        return spatial_mean(outputs)
+
+    def loss(self, logits, labels):
+        return tf.compat.v1.losses.sparse_softmax_cross_entropy(labels=labels, logits=logits)
+
+    def eval_metrics(self, labels, predictions, logits):
+        ops = classification_metrics(
+            labels, predictions["probabilities"], self.num_classes, self.class_names, self.beta, self.top_k
+        )
+        cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        ops["cross_entropy"] = streaming_mean(cross_entropy, name="cross_entropy")
+        confusion, update = ops["confusion_matrix"]
+        columns = {key: tf.stack([ops[f"{key}/{name}"][0] for name in self.class_names]) for key in self.per_class_keys}
+        ops.update(summaries.confusion_summaries(confusion, self.class_names, columns, update))
+        return ops
+
+    def per_example(self, labels, predictions, logits):
+        """The probability given to the true class (lower is worse), the label and the prediction."""
+        probabilities = predictions["probabilities"]
+        true_probability = tf.gather(probabilities, tf.cast(labels, tf.int32), batch_dims=1)
+        return {"true_class_probability": true_probability, "label": labels, "predicted": predictions["classes"]}
+
+    per_example_score, worst_is_lowest = "true_class_probability", True
+
+    def panels(self, tensors):
+        """The image framed green when classified right, red when wrong."""
+        right = tf.equal(tf.cast(tensors["labels"], tf.int32), tensors["classes"])
+        colours = tf.where(right[:, None], tf.constant([RIGHT], tf.uint8), tf.constant([WRONG], tf.uint8))
+        return summaries.framed(tensors["image"], colours)
+
+
+RIGHT = summaries.RIGHT_COLOUR
+WRONG = summaries.ERROR_COLOUR
+
+
+class Regression(Task):
+    """One or more real values per image. Labels: `image/regression/target` (float list).
+
+    Args:
+      num_targets: T, the number of values per image.
+      target_names: T names (the rows of the results with several targets).
+      extra_metrics: more metric functions (see `Task.evaluation_metrics`).
+    """
+
+    name = "regression"
+    label_dtype = tf.float32
+    headline = "rmse"
+    lower_is_better = frozenset({"loss", "rmse", "mae", "mape", "mape_zero_labels"})
+
+    def __init__(self, num_targets: int = 1, target_names=None, extra_metrics=()):
+        self.extra_metrics = list(extra_metrics)
+        if num_targets < 1:
+            raise ConfigError(f"regression.num_targets must be >= 1, got {num_targets}")
+        self.class_names = _names(target_names, num_targets, "target")
+        self.num_outputs = num_targets
+        # One target: the headline metrics say it all; several: a row per target.
+        self.per_class_keys = ("rmse", "mae", "r2") if self.num_outputs > 1 else ()
+
+    def label_features(self):
+        return {schema.REGRESSION_TARGET: tf.io.FixedLenFeature((self.num_outputs,), tf.float32)}
+
+    def label_shape(self, height, width):
+        return [self.num_outputs]
+
+    def decode_label(self, parsed, image_hw, index, filename):
+        target = parsed[schema.REGRESSION_TARGET]
+        finite = tf.debugging.Assert(
+            tf.reduce_all(tf.math.is_finite(target)),
+            ["regression target is not finite:", target, "index", index, "file", filename],
+        )
+        return target, [finite]
+
+    def head(self, outputs, images):
+        return spatial_mean(outputs)
+
+    def predictions(self, logits):
+        return {"predictions": tf.identity(logits, name="predictions")}
+
+    def serving_outputs(self, predictions):
+        return {"predictions": predictions["predictions"]}
+
+    def loss(self, logits, labels):
+        return tf.compat.v1.losses.mean_squared_error(labels=labels, predictions=logits)
+
+    def eval_metrics(self, labels, predictions, logits):
+        values = predictions["predictions"]
+        ops = regression_metrics(labels, values)
+        if self.num_outputs > 1:
+            for i, name in enumerate(self.class_names):
+                for key, op in regression_metrics(labels[:, i], values[:, i]).items():
+                    ops[f"{key}/{name}"] = op
+        return ops
+
+    def per_example(self, labels, predictions, logits):
+        """The mean absolute error over the targets (higher is worse), then target and prediction."""
+        values = predictions["predictions"]
+        fields = {"absolute_error": tf.reduce_mean(tf.abs(values - labels), axis=-1)}
+        for i, name in enumerate(self.class_names):
+            fields[f"{name}_target"] = labels[:, i]
+            fields[f"{name}_predicted"] = values[:, i]
+        return fields
+
+    per_example_score, worst_is_lowest = "absolute_error", False
+
+    def panels(self, tensors):
+        """The image, framed grey (the values are in the per-example CSV)."""
+        count = tf.shape(tensors["image"])[0]
+        return summaries.framed(
+            tensors["image"], tf.tile(tf.constant([summaries.NEUTRAL_COLOUR], tf.uint8), [count, 1])
+        )

@@ -1,0 +1,504 @@
+"""Docs cannot rot: every shell command in README.md and docs/*.md is run here.
+
+What counts as a command: the text of a fenced block whose info string is exactly
+`bash`. Any other block (plain ``` with no language, ```python, ```gin ...) is text
+and is never run; `sh`, `shell`, `console` and `zsh` blocks are refused (they would
+be skipped silently), so write `bash`. Commands in running prose are not run either.
+
+Inside a bash block, as bash reads it: a backslash-newline joins two lines (also inside
+double quotes), a newline inside quotes or `$(...)` continues the command, `#` at the
+start of a word begins a comment. A line that only assigns a variable (`E="..."`) is
+kept and given to each later command of the same block, so `$E` works; a trailing `&`
+starts a command in the background, waited for (exit code 0) at the end of its block.
+`cmd || true` followed by the comment line `# error: <message>` is an expected failure:
+its stderr must contain that line exactly, so the documented message is checked too.
+Every other command must exit 0.
+
+How they run: in a scratch copy of the repository (the files `git ls-files` lists,
+tracked or not ignored; `.venv` a symlink to the real one; the complete synthetic
+datasets copied, since docs/fork.md rewrites one in place), with the scratch copy as
+the working directory and on PYTHONPATH (the editable install would otherwise import
+the real checkout's code from tools/), one document after another in the order of
+DOCUMENTS and in page order within each, as a reader following the pages would. The
+documents share that copy: docs/*.md start "after `make train`", which the README ran.
+
+Tiny settings: every train.py, evaluate.py and tools/export.py command gets
+`--gin_file=tests/tiny.gin` appended (a later gin file overrides an earlier one, a
+documented --gin_param still wins) and `make train` gets `ARGS=--gin_file=tests/tiny.gin`.
+SUBSTITUTIONS and SKIP below are the only other departures from the pages.
+"""
+
+import dataclasses
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+DOCUMENTS = ["README.md", *sorted(os.path.relpath(p, REPO_ROOT) for p in glob.glob(f"{REPO_ROOT}/docs/*.md"))]
+
+# The fewest commands each document must yield, so a harness that stops finding them
+# (or a page that loses its examples) is noticed. A new document needs a line here.
+MIN_COMMANDS = {
+    "README.md": 22,
+    "docs/evaluation.md": 0,  # Prose only: its commands are the README's.
+    "docs/fork.md": 9,
+}
+
+TINY_GIN = "tests/tiny.gin"
+TINY_FLAG = f"--gin_file={TINY_GIN}"
+TINY_MAKE_ARGS = f"ARGS={TINY_FLAG}"
+
+# Text replaced in a command before it runs, and why.
+SUBSTITUTIONS = [
+    # The documented run checkpoints every 500 of 2,000 steps; tests/tiny.gin every 10 of 20.
+    ("runs/synthetic/model.ckpt-1000", "runs/synthetic/model.ckpt-10", "tiny runs checkpoint at steps 0, 10 and 20"),
+]
+
+# Commands not run: a substring of the command as written -> why.
+SKIP = {
+    "make test": "the test suite itself (this test is part of it)",
+    "make tensorboard": "a server that runs until stopped",
+    "tools/tensorboard_screenshot.py": "needs headless Chromium (Debian's chromium), not a test dependency",
+}
+
+COMMAND_TIMEOUT = 300  # Seconds per command; the slowest tiny one takes about 15 s.
+SCRIPTS = re.compile(r"(?<![\w./-])(?:\./)?(?:train|evaluate|tools/export)\.py(?![\w.])")
+MAKE_TRAIN = re.compile(r"(?<![\w./-])make\s+train(?![\w.-])")
+ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")
+FENCE = re.compile(r"^(\s*)```(.*)$")
+UNRUN_SHELL_LANGUAGES = {"sh", "shell", "console", "zsh"}
+
+
+@dataclasses.dataclass
+class Command:
+    doc: str
+    line: int  # Of the command's first character in the document.
+    block: int  # Index of its bash block in the document.
+    text: str  # As written: continuations joined, comments removed.
+    comments: list = dataclasses.field(default_factory=list)  # Whole-line comments right after it.
+
+    @property
+    def expected_error(self):
+        """`error: ...` when the page shows this command failing (`|| true` then `# error: ...`)."""
+        if not self.text.endswith("|| true"):
+            return None
+        for comment in self.comments:
+            if comment.startswith("# error:"):
+                return comment[2:].strip()
+        return None
+
+    def where(self) -> str:
+        return f"{self.doc}:{self.line}"
+
+
+# --- The extractor -------------------------------------------------------------------
+
+
+def fenced_blocks(text: str):
+    """`[(info string, line of the first body line, body)]` of every ``` block."""
+    blocks, info, start, body = [], None, 0, []
+    for number, line in enumerate(text.splitlines(), 1):
+        fence = FENCE.match(line)
+        if info is None and fence:
+            info, start, body = fence.group(2).strip(), number + 1, []
+        elif info is not None and fence and not fence.group(2).strip():
+            blocks.append((info, start, "\n".join(body) + "\n"))
+            info = None
+        elif info is not None:
+            body.append(line)
+    return blocks
+
+
+def _contexts(text: str):
+    """The shell context before each character of `text` (and one after the last).
+
+    Each is `(stack, escaped)`: `stack` the open quotes and parentheses (`'`, `"`,
+    `$(`, `(`), innermost last; `escaped` True right after an unquoted backslash.
+    Enough shell for documentation: no here-documents, no backticks, no `$'...'`.
+    """
+    contexts, stack, escaped = [], [], False
+    for i, char in enumerate(text):
+        contexts.append((tuple(stack), escaped))
+        top = stack[-1] if stack else None
+        if escaped:
+            escaped = False
+        elif top == "'":
+            if char == "'":
+                stack.pop()
+        elif char == "\\":
+            escaped = True
+        elif top == '"':
+            if char == '"':
+                stack.pop()
+            elif char == "(" and text[i - 1] == "$":
+                stack.append("$(")
+        elif char in "'\"":
+            stack.append(char)
+        elif char == "(":
+            stack.append("$(" if i and text[i - 1] == "$" else "(")
+        elif char == ")" and top in ("$(", "("):
+            stack.pop()
+    contexts.append((tuple(stack), escaped))
+    return contexts
+
+
+def split_commands(body: str, doc: str = "", first_line: int = 1, block: int = 0):
+    """The commands of one bash block's body, in order (see the module docstring)."""
+    contexts = _contexts(body)
+    commands, current, start, line, i = [], [], None, first_line, 0
+
+    def flush():
+        text = "".join(current).strip()
+        if text:
+            commands.append(Command(doc, start, block, text))
+
+    while i < len(body):
+        char, (stack, escaped) = body[i], contexts[i]
+        if char == "\\" and not escaped and stack[-1:] != ("'",) and body[i + 1 : i + 2] == "\n":
+            i, line = i + 2, line + 1  # A continuation: bash drops the backslash and the newline.
+            continue
+        at_word_start = not current or current[-1] in " \t;&|("
+        if char == "#" and not stack and not escaped and at_word_start:
+            end = body.find("\n", i)
+            end = len(body) if end < 0 else end
+            if not "".join(current).strip() and commands:
+                commands[-1].comments.append(body[i:end].strip())
+            i = end
+            continue
+        if char == "\n" and not stack and not escaped:
+            flush()
+            current, start, line, i = [], None, line + 1, i + 1
+            continue
+        if start is None and not char.isspace():
+            start = line
+        if char == "\n":
+            line += 1
+        current.append(char)
+        i += 1
+    flush()
+    return commands
+
+
+def document_commands(doc: str):
+    """Every command of `doc`'s bash blocks, in page order."""
+    with open(os.path.join(REPO_ROOT, doc)) as f:
+        blocks = fenced_blocks(f.read())
+    commands = []
+    for index, (info, first_line, body) in enumerate(blocks):
+        if info == "bash":
+            commands += split_commands(body, doc, first_line, index)
+    return commands
+
+
+def is_assignment(text: str) -> bool:
+    """True for a line that only assigns a shell variable: `E="--gin_file=... --model_dir=..."`."""
+    if not ASSIGNMENT.match(text):
+        return False
+    contexts = _contexts(text)
+    return not any(char.isspace() and not contexts[i][0] for i, char in enumerate(text))
+
+
+def is_background(text: str) -> bool:
+    """True for `command &` (not `a && b`)."""
+    contexts = _contexts(text)
+    return text.endswith("&") and not text.endswith("&&") and not contexts[len(text) - 1][0]
+
+
+def _end_of_simple_command(text: str, start: int) -> int:
+    """Where the simple command around `text[start]` ends: at its closing quote when it
+    stands in quotes (`T='python train.py ...'`), else before the first `|`, `&`, `;`
+    or `)` of its own level."""
+    contexts = _contexts(text)
+    level = contexts[start][0]
+    quoted = level[-1:] in (("'",), ('"',))
+    for j in range(start, len(text)):
+        stack, escaped = contexts[j]
+        if quoted and len(contexts[j + 1][0]) < len(level):
+            return j
+        if not quoted and stack == level and not escaped and text[j] in "|&;)":
+            if text[j] == "&" and (text[j - 1 : j] in ("<", ">") or text[j + 1 : j + 2] == ">"):
+                continue  # A redirection: 2>&1, &>file.
+            return j
+    return len(text)
+
+
+def _insert(text: str, at: int, words: str) -> str:
+    left = text[:at].rstrip()
+    return f"{left} {words}{text[len(left) : at]}{text[at:]}"
+
+
+def with_tiny_settings(text: str) -> str:
+    """`text` with the tiny gin file given to each train, evaluate and export command in it."""
+    inserts = [(m.end(), TINY_FLAG) for m in SCRIPTS.finditer(text)]
+    for m in MAKE_TRAIN.finditer(text):
+        if "ARGS=" in text[m.end() : _end_of_simple_command(text, m.end())]:
+            raise ValueError(f"the harness sets ARGS for `make train`, which this command sets itself: {text}")
+        inserts.append((m.end(), TINY_MAKE_ARGS))
+    for position, words in sorted(inserts, reverse=True):
+        text = _insert(text, _end_of_simple_command(text, position), words)
+    return text
+
+
+def as_run(command: Command) -> str:
+    text = command.text
+    for old, new, _ in SUBSTITUTIONS:
+        text = text.replace(old, new)
+    return with_tiny_settings(text)
+
+
+def skip_reason(command: Command):
+    return next((reason for key, reason in SKIP.items() if key in command.text), None)
+
+
+# --- Running them --------------------------------------------------------------------
+
+
+def _tail(output: str, lines: int) -> str:
+    return "\n".join((output or "").rstrip().splitlines()[-lines:])
+
+
+def _report(command, script, what, stdout="", stderr=""):
+    ran = "\n".join("    " + line for line in script.splitlines())
+    return (
+        f"{command.where()}: {what}\n"
+        f"  as written:\n    {command.text}\n"
+        f"  as run (after the block's variables, in bash -c, in the scratch copy):\n{ran}\n"
+        f"--- stderr (last 40 lines) ---\n{_tail(stderr, 40)}\n"
+        f"--- stdout (last 15 lines) ---\n{_tail(stdout, 15)}"
+    )
+
+
+def _environment(scratch):
+    # As a reader's shell would have it: no make or TF_CONFIG state from whoever runs
+    # pytest, and the scratch copy importable first (the reader's editable install).
+    dropped = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "TF_CONFIG", "PYTHONPATH"}
+    env = {key: value for key, value in os.environ.items() if key not in dropped}
+    env["PYTHONPATH"] = str(scratch)
+    return env
+
+
+def _start(script, scratch, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
+    # A session of its own: a timeout kills the command and everything it started.
+    return subprocess.Popen(
+        ["bash", "-c", script],
+        cwd=scratch,
+        env=_environment(scratch),
+        stdout=stdout,
+        stderr=stderr,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _kill(process):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _run(command, script, scratch):
+    process = _start(script, scratch)
+    try:
+        stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        stdout, stderr = process.communicate()
+        pytest.fail(_report(command, script, f"still running after {COMMAND_TIMEOUT} s", stdout, stderr))
+    return process.returncode, stdout, stderr
+
+
+def _check(command, script, code, stdout, stderr):
+    if code != 0:
+        pytest.fail(_report(command, script, f"exit code {code}", stdout, stderr))
+    expected = command.expected_error
+    if expected and expected not in [line.strip() for line in stderr.splitlines()]:
+        pytest.fail(_report(command, script, f"the page shows the error {expected!r}, not on stderr", stdout, stderr))
+
+
+def _wait(background, scratch):
+    for command, script, process, out_path, err_path in background:
+        try:
+            process.wait(timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _kill(process)
+            process.wait()
+        with open(out_path) as out, open(err_path) as err:
+            stdout, stderr = out.read(), err.read()
+        code = process.returncode if process.returncode is not None else "none (killed)"
+        _check(command, script, code, stdout, stderr)
+
+
+def run_commands(commands, scratch, logs):
+    """Runs `commands` in order in `scratch`; returns `[(command, seconds or skip reason)]`."""
+    timings, variables, background, block = [], [], [], None
+    try:
+        for command in commands:
+            if command.block != block:
+                _wait(background, scratch)
+                variables, background, block = [], [], command.block
+            reason = skip_reason(command)
+            if reason:
+                timings.append((command, f"skipped: {reason}"))
+                continue
+            script = "\n".join([*variables, as_run(command)])
+            start = time.time()
+            if is_background(command.text):
+                out_path, err_path = logs / f"{command.line}.out", logs / f"{command.line}.err"
+                with open(out_path, "w") as out, open(err_path, "w") as err:
+                    process = _start(script[:-1], scratch, stdout=out, stderr=err)
+                background.append((command, script, process, out_path, err_path))
+            else:
+                _check(command, script, *_run(command, script, scratch))
+                if is_assignment(command.text):
+                    variables.append(as_run(command))
+            timings.append((command, time.time() - start))
+        _wait(background, scratch)
+        background = []
+    finally:
+        for _, _, process, _, _ in background:
+            _kill(process)
+    return timings
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    """A scratch copy of the repository to run the pages in; the checkout stays untouched."""
+    venv = os.path.join(REPO_ROOT, ".venv")
+    if not os.path.exists(os.path.join(venv, ".installed-requirements")):
+        pytest.skip("needs the project's .venv: run through `make test`")
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if listing.returncode != 0:
+        pytest.skip(f"not a git checkout: {listing.stderr.strip()}")
+    root = tmp_path_factory.mktemp("docs") / "repo"
+    for path in listing.stdout.split("\0"):
+        source = os.path.join(REPO_ROOT, path)
+        if path and os.path.isfile(source):  # Not a file deleted from the work tree.
+            os.makedirs(root / os.path.dirname(path), exist_ok=True)
+            # copy2 keeps modification times: the Makefile compares requirements.txt
+            # and pyproject.toml with the venv's stamp.
+            shutil.copy2(source, root / path)
+    os.symlink(venv, root / ".venv")
+    # Copies, not links: `python -m data.synthetic --output_dir=...` rewrites a dataset in place.
+    for marker in glob.glob(os.path.join(REPO_ROOT, "datasets", "synthetic*", "dataset.json")):
+        folder = os.path.dirname(marker)
+        shutil.copytree(folder, root / "datasets" / os.path.basename(folder))
+    stale = subprocess.run(["make", "-q", ".venv/.installed-requirements"], cwd=root, env=_environment(root))
+    if stale.returncode != 0:
+        pytest.fail(
+            "the venv is older than requirements.txt or pyproject.toml: run `make venv` first "
+            "(`make train` in the scratch copy would reinstall the project from it into the shared venv)"
+        )
+    (root.parent / "logs").mkdir()
+    # What the pages create in the scratch copy must not appear in the checkout too
+    # (compared as names only, so someone working in the checkout meanwhile is no failure).
+    places = ("", "datasets", "runs")
+    before = {place: _names(REPO_ROOT, place) for place in places}
+    copied = {place: _names(root, place) for place in places}
+    yield root
+    leaked = {
+        place: sorted((_names(root, place) - copied[place]) & (_names(REPO_ROOT, place) - before[place]))
+        for place in places
+    }
+    assert not any(leaked.values()), f"documented commands wrote into the checkout: {leaked}"
+
+
+def _names(base, place):
+    path = os.path.join(base, place)
+    return set(os.listdir(path)) if os.path.isdir(path) else set()
+
+
+# --- The tests -----------------------------------------------------------------------
+
+
+def test_extractor_reads_bash_as_bash():
+    body = (
+        'E="--gin_file=a.gin --model_dir=runs/x"   # a comment\n'
+        "python train.py $E \\\n"
+        "    --gin_param='X = 1' || true\n"
+        "# error: gin: something\n"
+        "\n"
+        'python -c "import os\n'
+        "print('#', os.sep)\" | tail -1\n"
+        "T='python evaluate.py $E'\n"
+        "make train CONFIG=c.gin &\n"
+    )
+    commands = split_commands(body, "doc.md", 10)
+    assert [(c.line, c.text) for c in commands] == [
+        (10, 'E="--gin_file=a.gin --model_dir=runs/x"'),
+        (11, "python train.py $E     --gin_param='X = 1' || true"),
+        (15, "python -c \"import os\nprint('#', os.sep)\" | tail -1"),
+        (17, "T='python evaluate.py $E'"),
+        (18, "make train CONFIG=c.gin &"),
+    ]
+    assert commands[1].expected_error == "error: gin: something"
+    assert [is_assignment(c.text) for c in commands] == [True, False, False, True, False]
+    assert [is_background(c.text) for c in commands] == [False, False, False, False, True]
+    assert [with_tiny_settings(c.text) for c in commands[1:]] == [
+        f"python train.py $E     --gin_param='X = 1' {TINY_FLAG} || true",
+        "python -c \"import os\nprint('#', os.sep)\" | tail -1",
+        f"T='python evaluate.py $E {TINY_FLAG}'",
+        f"make train CONFIG=c.gin {TINY_MAKE_ARGS} &",
+    ]
+    assert with_tiny_settings("python train.py $E 2>&1 | tail -3") == f"python train.py $E 2>&1 {TINY_FLAG} | tail -3"
+    assert (
+        with_tiny_settings("M=$(python tools/export.py $E) && echo $M")
+        == f"M=$(python tools/export.py $E {TINY_FLAG}) && echo $M"
+    )
+
+
+def test_runner_reports_the_page_the_command_and_its_stderr(tmp_path):
+    good = 'X=oops\necho "error: $X" >&2 || true\n# error: oops\nsleep 0.1 &\ntrue 2>&1 | cat\n'
+    assert len(run_commands(split_commands(good, "page.md", 5), tmp_path, tmp_path)) == 4
+    for body, message, output in [
+        ("echo oops >&2; exit 3\n", "exit code 3", "oops"),
+        ("echo other >&2 || true\n# error: expected\n", "the page shows the error 'error: expected'", "other"),
+        ("echo gone >&2; false &\n", "exit code 1", "gone"),
+    ]:
+        with pytest.raises(pytest.fail.Exception) as failure:
+            run_commands(split_commands(body, "page.md", 5), tmp_path, tmp_path)
+        report = str(failure.value)
+        assert f"page.md:5: {message}" in report and output in report, report
+
+
+def test_every_document_yields_its_commands():
+    assert sorted(MIN_COMMANDS) == sorted(DOCUMENTS), "every document under docs/ needs a line in MIN_COMMANDS"
+    counts = {doc: len(document_commands(doc)) for doc in DOCUMENTS}
+    short = {doc: (count, MIN_COMMANDS[doc]) for doc, count in counts.items() if count < MIN_COMMANDS[doc]}
+    assert not short, f"commands found vs expected at least: {short}"
+
+
+def test_harness_tables_match_the_pages():
+    commands = [command for doc in DOCUMENTS for command in document_commands(doc)]
+    for key in SKIP:
+        assert any(key in command.text for command in commands), f"SKIP entry {key!r} matches no command"
+    for old, _, _ in SUBSTITUTIONS:
+        assert any(old in command.text for command in commands), f"SUBSTITUTIONS entry {old!r} matches no command"
+    for command in commands:
+        if command.text.endswith("|| true"):
+            assert command.expected_error, f"{command.where()}: `|| true` needs a `# error: ...` line after it"
+    for doc in DOCUMENTS:
+        with open(os.path.join(REPO_ROOT, doc)) as f:
+            languages = {info for info, _, _ in fenced_blocks(f.read())}
+        assert not languages & UNRUN_SHELL_LANGUAGES, f"{doc}: write ```bash, the only blocks run"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc", DOCUMENTS)
+def test_documented_commands_run(doc, scratch):
+    started = time.time()
+    timings = run_commands(document_commands(doc), scratch, scratch.parent / "logs")
+    print(f"{doc}: {len(timings)} commands in {time.time() - started:.0f} s")
+    for command, outcome in timings:
+        shown = outcome if isinstance(outcome, str) else f"{outcome:5.1f} s"
+        print(f"  {command.where():>22}  {shown}  {command.text[:90]}")
