@@ -291,7 +291,9 @@ def evaluate(
     reporters = build_reporters(model_dir, eval_dir, model_fn.task, reporters, input_fn.num_examples, stream=stream)
 
     def run(path, checkpoint_name=None, is_final=False):
-        evaluate_checkpoint(estimator, input_fn, path, eval_dir, reporters, eval_name, checkpoint_name, is_final)
+        # A failed evaluation leaves no eval directory behind if it made it.
+        with guard.leaves_no_trace(eval_dir, keep_if=lambda: bool(results.read_records(eval_dir))):
+            evaluate_checkpoint(estimator, input_fn, path, eval_dir, reporters, eval_name, checkpoint_name, is_final)
         return results.read_records(eval_dir)[-1]
 
     if continuous:

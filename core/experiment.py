@@ -127,8 +127,14 @@ def train_and_evaluate(
     def diagnose():  # Names the bad file and record, read again after a failure.
         return train_input_fn.diagnose() or eval_input_fn.diagnose()
 
-    # A failing step is never saved, so the checkpoints on disk stay as they were.
-    with guard.ModelDirLock(model_dir), reported(diagnose):
+    def trained():
+        return guard.trained_past_step_0(model_dir)
+
+    # A failing step is never saved, so the checkpoints on disk stay as they were; a run
+    # that fails before training anything leaves the directory as it found it (the
+    # snapshot of what was there is taken once the lock is ours, so a second trainer
+    # refused by the lock never touches the first one's files).
+    with guard.ModelDirLock(model_dir), guard.leaves_no_trace(model_dir, trained), reported(diagnose):
         latest = guard.repair_latest_checkpoint(model_dir, log=lambda line: print(line, file=stream))
         step = checkpoint_step(latest) if latest else None
         if step is not None and step >= train_steps:

@@ -11,6 +11,7 @@
   operative config and the current one with gin's own parser.
 """
 
+import contextlib
 import fcntl
 import os
 import re
@@ -39,8 +40,10 @@ class ModelDirLock:
     def __init__(self, model_dir: str):
         self._path = os.path.join(model_dir, LOCK_FILE)
         self._file = None
+        self._created_dir = False
 
     def acquire(self):
+        self._created_dir = not os.path.isdir(os.path.dirname(self._path))
         os.makedirs(os.path.dirname(self._path), exist_ok=True)
         handle = open(self._path, "a+")
         try:
@@ -65,12 +68,49 @@ class ModelDirLock:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+            directory = os.path.dirname(self._path)
+            if self._created_dir and os.listdir(directory) == [LOCK_FILE]:
+                shutil.rmtree(directory, ignore_errors=True)  # We made it and nothing else is in it.
 
     def __enter__(self):
         return self.acquire()
 
     def __exit__(self, *exc):
         self.release()
+
+
+@contextlib.contextmanager
+def leaves_no_trace(directory: str, keep_if=lambda: False):
+    """On a failure inside the block, removes what the block added to `directory`.
+
+    A first run that stops on bad data or a bad config must leave the directory as it
+    found it, or the corrected rerun is refused ("was trained with num_classes = 4")
+    although nothing was trained. A directory that did not exist is removed whole;
+    otherwise only the entries the block created go. `keep_if()` is asked first: when
+    it says the run made progress worth keeping (a checkpoint past step 0), nothing is
+    removed.
+    """
+    existed = os.path.isdir(directory)
+    before = set(os.listdir(directory)) if existed else set()
+    try:
+        yield
+    except BaseException:
+        if os.path.isdir(directory) and not keep_if():
+            if not existed:
+                shutil.rmtree(directory, ignore_errors=True)
+            else:
+                for name in set(os.listdir(directory)) - before:
+                    path = os.path.join(directory, name)
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.remove(path)
+        raise
+
+
+def trained_past_step_0(model_dir: str) -> bool:
+    """Whether `model_dir` holds a checkpoint of a step above 0 (real training progress)."""
+    return step_of(tf.train.latest_checkpoint(model_dir) if os.path.isdir(model_dir) else None) > 0
 
 
 def step_of(path: str) -> int:

@@ -144,7 +144,15 @@ def test_no_readable_checkpoint_stops_naming_the_file(uninterrupted, tiny_datase
 def test_nan_loss_stops_naming_the_step_and_never_saves_it(tiny_dataset, tmp_path):
     model_dir = tmp_path / "model"
     # An absurd learning rate: the weights blow up within a few steps.
-    overrides = {"build_model_fn.learning_rate": 1e30, "build_model_fn.decay_steps": 0, "TRAIN_STEPS": 40}
+    # A checkpoint every step: the run has trained past step 0 when the NaN comes, so its
+    # progress is kept (a run that fails before any, leaves nothing: see below).
+    overrides = {
+        "build_model_fn.learning_rate": 1e30,
+        "build_model_fn.decay_steps": 0,
+        "TRAIN_STEPS": 40,
+        "EVAL_EVERY_STEPS": 1,
+        "train_and_evaluate.keep_checkpoint_max": 2,
+    }
     result = run_script("train.py", *_args(model_dir, tiny_dataset, **overrides), check=False)
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
@@ -338,3 +346,23 @@ def test_evaluation_of_a_corrupt_split_names_the_file(uninterrupted, tiny_datase
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: {shard}: record") and "is corrupt or truncated" in line, line
+    assert not (uninterrupted / "eval_corrupt").exists()  # A failed evaluation leaves no eval directory.
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("existing", [False, True], ids=["new_dir", "empty_dir"])
+def test_a_failed_first_run_leaves_the_model_dir_as_it_found_it(tiny_dataset, tmp_path, existing):
+    model_dir = tmp_path / "model"
+    if existing:
+        model_dir.mkdir()
+        (model_dir / "notes.txt").write_text("mine")
+    wrong = {"NUM_CLASSES": 3, "CLASS_NAMES": "['background', 'circle', 'square']"}  # The data has 4.
+    result = run_script("train.py", *_args(model_dir, tiny_dataset, **wrong), check=False)
+    assert result.returncode == 1 and "label outside [0, 3)" in result.stderr, result.stderr[-1000:]
+    if existing:
+        assert sorted(p.name for p in model_dir.iterdir()) == [".trainer.lock", "notes.txt"]  # An empty lock file.
+    else:
+        assert not model_dir.exists()
+    # The corrected command is accepted: nothing was trained, nothing refuses it.
+    run_script("train.py", *_args(model_dir, tiny_dataset, TRAIN_STEPS=3))
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith("model.ckpt-3")
