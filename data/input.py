@@ -103,7 +103,7 @@ def _decode(index, serialized, image_height, image_width, task):
         **task.label_features(),
     }
     parsed = tf.io.parse_single_example(serialized, spec)
-    image = tf.io.decode_image(parsed[schema.IMAGE_ENCODED], channels=3, expand_animations=False)
+    image = schema.decode_image(parsed[schema.IMAGE_ENCODED])
     filename = parsed[schema.IMAGE_FILENAME]
     image_hw = tf.shape(image)[:2]
     label, checks = task.decode_label(parsed, image_hw, index, filename)

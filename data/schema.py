@@ -142,6 +142,18 @@ def feature_spec():
     }
 
 
+def decode_image(encoded):
+    """The one image decoder: encoded bytes (JPEG, PNG, BMP, GIF) -> RGB uint8 [H, W, 3].
+
+    Training, evaluation (`data/input.py`) and `tools/predict.py` all decode through
+    this, so a JPEG gives the same pixels everywhere (PIL's and TensorFlow's JPEG
+    decoders differ by a few levels on most pixels).
+    """
+    import tensorflow as tf
+
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
 def parse_and_decode(serialized):
     """Parses one serialized segmentation Example into decoded tensors (graph-friendly).
 
@@ -151,6 +163,6 @@ def parse_and_decode(serialized):
     import tensorflow as tf
 
     parsed = tf.io.parse_single_example(serialized, feature_spec())
-    image = tf.io.decode_image(parsed[IMAGE_ENCODED], channels=3, expand_animations=False)
+    image = decode_image(parsed[IMAGE_ENCODED])
     mask = tf.io.decode_png(parsed[MASK_ENCODED], channels=1)[:, :, 0]
     return {"image": image, "mask": mask, "filename": parsed[IMAGE_FILENAME]}

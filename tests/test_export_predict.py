@@ -191,3 +191,32 @@ def test_export_without_a_checkpoint_fails_in_one_line(tmp_path, with_checkpoint
     assert len(message.splitlines()) == 1, message
     assert str(missing if with_checkpoint_flag else model_dir) in message
     assert not (tmp_path / "e").exists()
+
+
+def test_predict_decodes_a_jpeg_to_the_same_pixels_as_training(tmp_path):
+    """One decoder everywhere: PIL's JPEG decoder differs from TensorFlow's on most pixels."""
+    from PIL import Image
+
+    from data import schema, synthetic, writer
+    from data.input import make_input_fn
+    from models.tasks import Segmentation
+    from tools.predict import load_image
+
+    image, mask = synthetic.make_example(5, "val", 0, TINY_SIZE, TINY_SIZE)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(image).save(path, quality=85)
+    jpeg = path.read_bytes()
+    writer.write_shards(
+        [{"image": jpeg, "image_format": "jpeg", "filename": "photo.jpg", "mask": mask}],
+        1,
+        str(tmp_path / "v"),
+        1,
+        progress=False,
+    )
+    input_fn = make_input_fn(str(tmp_path / "v-*.tfrecord"), 1, TINY_SIZE, TINY_SIZE, Segmentation(4))
+    ((features, _),) = list(input_fn())
+    pipeline = features["image"].numpy()[0]
+    np.testing.assert_array_equal(load_image(str(path), TINY_SIZE, TINY_SIZE), pipeline)
+    np.testing.assert_array_equal(schema.decode_image(jpeg).numpy(), pipeline)
+    with Image.open(path) as decoded:
+        assert not np.array_equal(np.asarray(decoded.convert("RGB")), pipeline)  # PIL would not do.

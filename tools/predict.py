@@ -51,23 +51,28 @@ def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = OVERLAY_A
 
 
 def load_image(path: str, height: int, width: int) -> np.ndarray:
-    """Reads an image as RGB uint8 [height, width, 3].
+    """Reads an image as RGB uint8 [height, width, 3], with the decoder training uses.
 
     Raises:
       PredictError: unreadable file, or a size other than `height` x `width` (naming both).
     """
-    from PIL import Image
+    import tensorflow as tf
+
+    from data import schema
 
     try:
-        with Image.open(path) as image:
-            if image.size != (width, height):
-                raise PredictError(
-                    f"{path}: image is {image.size[0]}x{image.size[1]} but the model takes {width}x{height} "
-                    "(width x height); resize it first"
-                )
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        with open(path, "rb") as f:
+            image = schema.decode_image(f.read()).numpy()
     except OSError as error:
-        raise PredictError(f"{path}: cannot read image: {error}") from None
+        raise PredictError(f"{path}: cannot read image: {error.strerror}") from None
+    except tf.errors.OpError as error:
+        raise PredictError(f"{path}: cannot decode image: {error.message.splitlines()[0]}") from None
+    if image.shape[:2] != (height, width):
+        raise PredictError(
+            f"{path}: image is {image.shape[1]}x{image.shape[0]} but the model takes {width}x{height} "
+            "(width x height); resize it first"
+        )
+    return image
 
 
 def write_png(array: np.ndarray, path: str):
