@@ -121,3 +121,45 @@ def test_build_tfrecords_rejects_rgb_and_mismatched_masks(tmp_path):
         check=False,
     )
     assert result.returncode == 1 and "mask is 41x24 but its image" in result.stderr
+
+
+def _voc_tree(root, ids, listed):
+    """A PASCAL VOC-style tree: JPEGImages, SegmentationClass (palette PNGs), a split list."""
+    from data import synthetic
+
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / folder).mkdir(parents=True)
+    for i, name in enumerate(ids):
+        image, mask = synthetic.make_example(4, "train", i, HEIGHT, WIDTH)
+        Image.fromarray(image).save(root / "JPEGImages" / f"{name}.jpg", quality=90)
+        palette = Image.fromarray(np.where(mask == 255, 255, mask % 3).astype(np.uint8), mode="L").convert("P")
+        palette.save(root / "SegmentationClass" / f"{name}.png")
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(listed) + "\n")
+
+
+def test_build_tfrecords_reads_a_voc_tree_in_split_order(tmp_path):
+    import tensorflow as tf
+
+    from tools.build_tfrecords import build
+
+    root = tmp_path / "VOC2012"
+    _voc_tree(root, ["2007_000032", "2007_000039", "2007_000063"], ["2007_000063", "2007_000032"])
+    stats = build(None, None, str(tmp_path / "out" / "train"), 1, voc_root=str(root), split="train")
+    assert stats["num_examples"] == 2  # Only the listed ids, not every image in JPEGImages.
+    names = [
+        tf.train.Example.FromString(record).features.feature["image/filename"].bytes_list.value[0].decode()
+        for record in tf.compat.v1.io.tf_record_iterator(stats["paths"][0])
+    ]
+    assert names == ["2007_000063.jpg", "2007_000032.jpg"]
+
+
+def test_build_tfrecords_names_the_voc_id_without_a_mask(tmp_path):
+    from tools.build_tfrecords import DatasetError, build
+
+    root = tmp_path / "VOC2012"
+    _voc_tree(root, ["a", "b"], ["a", "b"])
+    (root / "SegmentationClass" / "b.png").unlink()
+    with pytest.raises(DatasetError, match=r"train.txt: line 2, id b: no mask .*SegmentationClass/b.png"):
+        build(None, None, str(tmp_path / "out"), 1, voc_root=str(root))
+    with pytest.raises(DatasetError, match="either --voc_root"):
+        build(str(root), str(root), str(tmp_path / "out"), 1, voc_root=str(root))

@@ -1,11 +1,12 @@
 """Turns a folder of images and same-named PNG masks into TFRecord shards.
 
     python tools/build_tfrecords.py --image_dir=I --mask_dir=M --output_prefix=P --num_shards=K
+    python tools/build_tfrecords.py --voc_root=VOCdevkit/VOC2012 --split=train --output_prefix=P
 
 Masks are single-channel PNGs (grey or palette, as PASCAL VOC's) whose pixel value
 is the class id; 255 marks pixels to ignore. Images keep their PNG or JPEG bytes;
-other formats are re-encoded as PNG. Examples are written in file-name order, so an
-example's index in the split is its position in that order.
+other formats are re-encoded as PNG. Examples are written in file-name order (a VOC split:
+in the split list's order), so an example's index in the split is its position in that order.
 """
 
 import io
@@ -18,6 +19,11 @@ from core.errors import DataError
 
 flags.DEFINE_string("image_dir", None, "Folder of images (.png, .jpg, .jpeg, .bmp, .tif).")
 flags.DEFINE_string("mask_dir", None, "Folder of PNG masks named like the images (stem.png).")
+flags.DEFINE_string("voc_root", None, "Instead of --image_dir/--mask_dir: a PASCAL VOC-style tree (e.g. VOC2012/).")
+flags.DEFINE_string("split", "train", "With --voc_root: the split list ImageSets/Segmentation/<split>.txt.")
+flags.DEFINE_string(
+    "voc_mask_folder", "SegmentationClass", "With --voc_root: the mask folder (or SegmentationClassRaw)."
+)
 flags.DEFINE_string("output_prefix", None, "Shard path prefix, e.g. datasets/mine/train.")
 flags.DEFINE_integer("num_shards", 1, "Number of shards.")
 flags.DEFINE_list("class_names", None, "Optional class names, for the pixel-count summary.")
@@ -49,6 +55,36 @@ def find_pairs(image_dir: str, mask_dir: str) -> list:
         if not os.path.exists(mask_path):
             raise DatasetError(f"{os.path.join(image_dir, name)}: no mask {mask_path}")
         pairs.append((os.path.join(image_dir, name), mask_path))
+    return pairs
+
+
+def find_voc_pairs(voc_root: str, split: str, mask_folder: str = "SegmentationClass") -> list:
+    """`[(image_path, mask_path)]` of a VOC-style split, in the split list's order.
+
+    The tree is PASCAL VOC's: `JPEGImages/<id>.jpg`, `<mask_folder>/<id>.png` (VOC's
+    palette PNGs, whose indices are the class ids, or DeepLab's SegmentationClassRaw)
+    and `ImageSets/Segmentation/<split>.txt`, one id per line.
+
+    Raises:
+      DatasetError: no split list, an empty one, or an id without its image or mask.
+    """
+    listing = os.path.join(voc_root, "ImageSets", "Segmentation", f"{split}.txt")
+    if not os.path.isfile(listing):
+        raise DatasetError(f"no split list {listing} (is --voc_root a VOC tree such as VOCdevkit/VOC2012?)")
+    with open(listing) as f:
+        ids = [line.split()[0] for line in f if line.strip()]
+    if not ids:
+        raise DatasetError(f"{listing}: no ids")
+    pairs = []
+    for number, name in enumerate(ids, 1):
+        images = [os.path.join(voc_root, "JPEGImages", name + ext) for ext in (".jpg", ".jpeg", ".png")]
+        image_path = next((path for path in images if os.path.exists(path)), None)
+        mask_path = os.path.join(voc_root, mask_folder, name + ".png")
+        if image_path is None:
+            raise DatasetError(f"{listing}: line {number}, id {name}: no image {images[0]}")
+        if not os.path.exists(mask_path):
+            raise DatasetError(f"{listing}: line {number}, id {name}: no mask {mask_path}")
+        pairs.append((image_path, mask_path))
     return pairs
 
 
@@ -99,11 +135,27 @@ def _example(image_path, mask_path):
     }
 
 
-def build(image_dir, mask_dir, output_prefix, num_shards, class_names=None):
-    """Writes the shards; returns the writer's stats (paths, count, pixel counts)."""
+def build(
+    image_dir,
+    mask_dir,
+    output_prefix,
+    num_shards,
+    class_names=None,
+    voc_root=None,
+    split="train",
+    voc_mask_folder="SegmentationClass",
+):
+    """Writes the shards from two folders or a VOC tree; returns the writer's stats."""
     from data import writer
 
-    pairs = find_pairs(image_dir, mask_dir)
+    if bool(voc_root) == bool(image_dir or mask_dir):
+        raise DatasetError("give either --voc_root (with --split) or both --image_dir and --mask_dir")
+    if voc_root:
+        pairs = find_voc_pairs(voc_root, split, voc_mask_folder)
+    else:
+        if not (image_dir and mask_dir):
+            raise DatasetError("--image_dir and --mask_dir go together")
+        pairs = find_pairs(image_dir, mask_dir)
     examples = (_example(image_path, mask_path) for image_path, mask_path in pairs)
     stats = writer.write_shards(examples, len(pairs), output_prefix, num_shards)
     print(f"{len(pairs)} examples -> {num_shards} shard(s) {output_prefix}-*.tfrecord; pixels per class:")
@@ -114,9 +166,18 @@ def build(image_dir, mask_dir, output_prefix, num_shards, class_names=None):
 def main(argv):
     del argv
     runtime.quiet()
-    build(FLAGS.image_dir, FLAGS.mask_dir, FLAGS.output_prefix, FLAGS.num_shards, FLAGS.class_names)
+    build(
+        FLAGS.image_dir,
+        FLAGS.mask_dir,
+        FLAGS.output_prefix,
+        FLAGS.num_shards,
+        FLAGS.class_names,
+        FLAGS.voc_root,
+        FLAGS.split,
+        FLAGS.voc_mask_folder,
+    )
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["image_dir", "mask_dir", "output_prefix"])
+    flags.mark_flags_as_required(["output_prefix"])
     cli.run(main)
