@@ -17,16 +17,6 @@ from absl import flags
 from core import cli, runtime
 from core.errors import DataError
 
-flags.DEFINE_string("image_dir", None, "Folder of images (.png, .jpg, .jpeg, .bmp, .tif).")
-flags.DEFINE_string("mask_dir", None, "Folder of PNG masks named like the images (stem.png).")
-flags.DEFINE_string("voc_root", None, "Instead of --image_dir/--mask_dir: a PASCAL VOC-style tree (e.g. VOC2012/).")
-flags.DEFINE_string("split", "train", "With --voc_root: the split list ImageSets/Segmentation/<split>.txt.")
-flags.DEFINE_string(
-    "voc_mask_folder", "SegmentationClass", "With --voc_root: the mask folder (or SegmentationClassRaw)."
-)
-flags.DEFINE_string("output_prefix", None, "Shard path prefix, e.g. datasets/mine/train.")
-flags.DEFINE_integer("num_shards", 1, "Number of shards.")
-flags.DEFINE_list("class_names", None, "Optional class names, for the pixel-count summary.")
 FLAGS = flags.FLAGS
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -178,6 +168,21 @@ def main(argv):
     )
 
 
-if __name__ == "__main__":
+def define_flags():
+    """The command line (defined here, not at import, so the functions import anywhere)."""
+    flags.DEFINE_string("image_dir", None, "Folder of images (.png, .jpg, .jpeg, .bmp, .tif).")
+    flags.DEFINE_string("mask_dir", None, "Folder of PNG masks named like the images (stem.png).")
+    flags.DEFINE_string("voc_root", None, "Instead of --image_dir/--mask_dir: a PASCAL VOC-style tree (e.g. VOC2012/).")
+    flags.DEFINE_string("split", "train", "With --voc_root: the split list ImageSets/Segmentation/<split>.txt.")
+    flags.DEFINE_string(
+        "voc_mask_folder", "SegmentationClass", "With --voc_root: the mask folder (or SegmentationClassRaw)."
+    )
+    flags.DEFINE_string("output_prefix", None, "Shard path prefix, e.g. datasets/mine/train.")
+    flags.DEFINE_integer("num_shards", 1, "Number of shards.")
+    flags.DEFINE_list("class_names", None, "Optional class names, for the pixel-count summary.")
     flags.mark_flags_as_required(["output_prefix"])
+
+
+if __name__ == "__main__":
+    define_flags()
     cli.run(main)
