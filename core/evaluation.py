@@ -294,7 +294,7 @@ def evaluate(
         # A failed evaluation leaves no eval directory behind if it made it.
         with guard.leaves_no_trace(eval_dir, keep_if=lambda: bool(results.read_records(eval_dir))):
             evaluate_checkpoint(estimator, input_fn, path, eval_dir, reporters, eval_name, checkpoint_name, is_final)
-        return results.read_records(eval_dir)[-1]
+        return reporters[0].last_record  # build_reporters puts the results reporter first.
 
     if continuous:
         follower = follow_checkpoints(

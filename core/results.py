@@ -17,10 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 from core.errors import RunError
+from metrics.summaries import PER_EXAMPLE_PREFIX as PER_EXAMPLE_KEY  # "per_example/<name>" result keys.
 
 RESULTS_FILE = "results.jsonl"
-PER_EXAMPLE_PREFIX = "per_example-"
-PER_EXAMPLE_KEY = "per_example/"
+PER_EXAMPLE_PREFIX = "per_example-"  # The CSV files: per_example-<step>.csv.
 
 
 def _json_float(value):
@@ -182,6 +182,7 @@ class ResultsReporter(tf.estimator.Exporter):
         self._task = task
         self._stream = stream or sys.stdout
         self._expected_examples = expected_examples
+        self.last_record = None  # The record of the latest evaluation it reported.
 
     @property
     def name(self):
@@ -190,5 +191,5 @@ class ResultsReporter(tf.estimator.Exporter):
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
         del estimator, export_path, is_the_final_export
         check_example_count(eval_result, self._expected_examples)
-        report(self._eval_dir, eval_result, checkpoint_path, self._task, self._stream)
+        self.last_record = report(self._eval_dir, eval_result, checkpoint_path, self._task, self._stream)
         return None

@@ -97,11 +97,7 @@ def _decode(index, serialized, image_height, image_width, task):
     The example has `image` (uint8 [H, W, 3]) and the task's label under `mask`
     (a per-pixel label, which spatial augmentations move with the image) or `label`.
     """
-    spec = {
-        schema.IMAGE_ENCODED: tf.io.FixedLenFeature((), tf.string),
-        schema.IMAGE_FILENAME: tf.io.FixedLenFeature((), tf.string, default_value=""),
-        **task.label_features(),
-    }
+    spec = {**schema.image_features(), **task.label_features()}
     parsed = tf.io.parse_single_example(serialized, spec)
     image = schema.decode_image(parsed[schema.IMAGE_ENCODED])
     filename = parsed[schema.IMAGE_FILENAME]

@@ -124,6 +124,16 @@ def check_target(target, filename: str = "") -> np.ndarray:
     return values
 
 
+def image_features():
+    """The parsing spec of the image keys every task reads (the label's come from the task)."""
+    import tensorflow as tf
+
+    return {
+        IMAGE_ENCODED: tf.io.FixedLenFeature((), tf.string),
+        IMAGE_FILENAME: tf.io.FixedLenFeature((), tf.string, default_value=""),
+    }
+
+
 def feature_spec():
     """The segmentation parsing spec; defaults let DeepLab records without optional keys parse.
 
@@ -133,8 +143,7 @@ def feature_spec():
     import tensorflow as tf
 
     return {
-        IMAGE_ENCODED: tf.io.FixedLenFeature((), tf.string),
-        IMAGE_FILENAME: tf.io.FixedLenFeature((), tf.string, default_value=""),
+        **image_features(),
         IMAGE_FORMAT: tf.io.FixedLenFeature((), tf.string, default_value="png"),
         IMAGE_HEIGHT: tf.io.FixedLenFeature((), tf.int64, default_value=0),
         IMAGE_WIDTH: tf.io.FixedLenFeature((), tf.int64, default_value=0),

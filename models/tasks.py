@@ -316,12 +316,12 @@ class Classification(_Categorical):
     def panels(self, tensors):
         """The image framed green when classified right, red when wrong."""
         right = tf.equal(tf.cast(tensors["labels"], tf.int32), tensors["classes"])
-        colours = tf.where(right[:, None], tf.constant([RIGHT], tf.uint8), tf.constant([WRONG], tf.uint8))
+        colours = tf.where(
+            right[:, None],
+            tf.constant([summaries.RIGHT_COLOUR], tf.uint8),
+            tf.constant([summaries.ERROR_COLOUR], tf.uint8),
+        )
         return summaries.framed(tensors["image"], colours)
-
-
-RIGHT = summaries.RIGHT_COLOUR
-WRONG = summaries.ERROR_COLOUR
 
 
 class Regression(Task):
