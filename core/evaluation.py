@@ -179,13 +179,20 @@ def snapshot(checkpoint: str, snapshot_dir: str):
     return copy if guard.checkpoint_problem(copy) is None else None
 
 
-def follow_checkpoints(model_dir, snapshot_dir, final_step, timeout_secs, who="evaluator", stream=None, poll=0.2):
+def follow_checkpoints(
+    model_dir, snapshot_dir, final_step, timeout_secs, who="evaluator", stream=None, poll=0.2, final_marker=None
+):
     """Yields `(checkpoint, snapshot, is_final)` for each new checkpoint of `model_dir`.
 
     Each step at most once, the final one exactly once (then it stops); a
     checkpoint deleted before it could be copied is skipped and logged. Looks at the
     latest checkpoint only: when evaluation is slower than training it skips
     intermediate ones (`--all_checkpoints` backfills them).
+
+    `final_marker`, if given, returns the step of the trainer's true final
+    checkpoint once training is over (None before): asynchronous workers overshoot
+    `final_step` (checkpoints 200 then 202), so a checkpoint at or past
+    `final_step` is only final once the marker names it; until then it waits.
 
     Raises:
       TrainerGoneError: after `timeout_secs` without a new checkpoint.
@@ -197,13 +204,26 @@ def follow_checkpoints(model_dir, snapshot_dir, final_step, timeout_secs, who="e
         while True:
             latest = tf.train.latest_checkpoint(model_dir)
             step = guard.step_of(latest)
+            marked = None
+            if final_marker is not None and final_step is not None and step > last_step and step >= final_step:
+                marked = final_marker()
+                if marked is None:  # Past the budget, but the trainer may save again: wait.
+                    if time.time() - last_new > timeout_secs:
+                        raise TrainerGoneError(
+                            f"{who}: checkpoint at step {step} but no end-of-training marker in {model_dir} "
+                            f"for {timeout_secs:g} s: the trainer died or stalled"
+                        )
+                    time.sleep(poll)
+                    continue
+                latest = tf.train.latest_checkpoint(model_dir)  # Saved before the marker was written.
+                step = guard.step_of(latest)
             if step > last_step:
                 last_step, last_new = step, time.time()  # Each step once, evaluated or skipped.
                 copy = snapshot(latest, snapshot_dir)
                 if copy is None:
                     print(f"{who}: {latest} was deleted before it could be read; skipped", file=stream, flush=True)
                     continue
-                is_final = final_step is not None and step >= final_step
+                is_final = final_step is not None and step >= (final_step if marked is None else max(marked, final_step))
                 yield latest, copy, is_final
                 if is_final:
                     print(f"{who}: evaluated the final step {step}; done.", file=stream, flush=True)
@@ -218,7 +238,7 @@ def follow_checkpoints(model_dir, snapshot_dir, final_step, timeout_secs, who="e
         shutil.rmtree(snapshot_dir, ignore_errors=True)
 
 
-def follow_trainer(estimator, input_fn, reporters, final_step, timeout_secs, stream=None):
+def follow_trainer(estimator, input_fn, reporters, final_step, timeout_secs, stream=None, final_marker=None):
     """The separate TF_CONFIG evaluator: evaluates the trainer's checkpoints as they come.
 
     Returns:
@@ -227,7 +247,13 @@ def follow_trainer(estimator, input_fn, reporters, final_step, timeout_secs, str
     eval_dir = os.path.join(estimator.model_dir, "eval")
     result = None
     for checkpoint, copy, is_final in follow_checkpoints(
-        estimator.model_dir, os.path.join(eval_dir, ".snapshot"), final_step, timeout_secs, "evaluator", stream
+        estimator.model_dir,
+        os.path.join(eval_dir, ".snapshot"),
+        final_step,
+        timeout_secs,
+        "evaluator",
+        stream,
+        final_marker=final_marker,
     ):
         result = evaluate_checkpoint(estimator, input_fn, copy, eval_dir, reporters, None, checkpoint, is_final)
     return result

@@ -11,7 +11,7 @@ import time
 import gin.tf
 import tensorflow as tf
 
-from core import evaluation, guard, results, warm_start
+from core import cluster, evaluation, guard, results, warm_start
 from core.errors import ConfigError, reported
 from hooks.progress import ProgressHook
 
@@ -129,11 +129,31 @@ def train_and_evaluate(
             filenames=evaluation.filenames(eval_input_fn),
         )
 
-    if tf.estimator.RunConfig().task_type == "evaluator":  # TF_CONFIG: a separate evaluator process.
+    task_type, task_index = cluster.task()
+    if task_type == "evaluator":  # TF_CONFIG: a separate evaluator process.
         estimator = tf.estimator.Estimator(model_fn=model_fn, model_dir=model_dir)
+
+        def final_marker():  # The chief's last checkpoint (async workers overshoot train_steps).
+            done = cluster.read_done(model_dir, "chief")
+            return done["final_step"] if done else None
+
         return evaluation.follow_trainer(
-            estimator, eval_input_fn, make_reporters(), train_steps, evaluator_timeout_secs, stream
+            estimator, eval_input_fn, make_reporters(), train_steps, evaluator_timeout_secs, stream, final_marker
         )
+    if task_type == "ps":  # Holds variables; Estimator's own ps would never exit.
+        cluster.run_ps(model_dir, stream)
+        return None
+    if task_type == "worker":  # Trains; the chief owns the model directory.
+        estimator = build_estimator(model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max)
+        train_spec = tf.estimator.TrainSpec(
+            input_fn=train_input_fn, max_steps=train_steps, hooks=[ProgressHook(train_steps, progress_every_secs, stream)]
+        )
+        eval_spec = tf.estimator.EvalSpec(input_fn=eval_input_fn, steps=None, start_delay_secs=0, throttle_secs=0)
+        print(f"worker {task_index}: training {model_dir} to step {train_steps}", file=stream, flush=True)
+        tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+        cluster.mark_done(model_dir, "worker", task_index)
+        print(f"worker {task_index}: done", file=stream, flush=True)
+        return None
 
     def diagnose():  # Names the bad file and record, read again after a failure.
         return train_input_fn.diagnose() or eval_input_fn.diagnose()
@@ -148,7 +168,9 @@ def train_and_evaluate(
     with guard.ModelDirLock(model_dir), guard.leaves_no_trace(model_dir, trained), reported(diagnose):
         latest = guard.repair_latest_checkpoint(model_dir, log=lambda line: print(line, file=stream))
         step = checkpoint_step(latest) if latest else None
+        cluster.clear_done(model_dir)
         if step is not None and step >= train_steps:
+            cluster.mark_done(model_dir, "chief", final_step=step, checkpoint=latest)
             records = results.read_records(eval_dir)
             print(
                 f"{model_dir}: already trained to step {step} (train_steps={train_steps}); nothing to do.",
@@ -204,6 +226,10 @@ def train_and_evaluate(
             flush=True,
         )
         tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+        final = tf.train.latest_checkpoint(model_dir)
+        # What the evaluator and the parameter servers wait for; with asynchronous
+        # workers the final step may be past train_steps.
+        cluster.mark_done(model_dir, "chief", final_step=checkpoint_step(final), checkpoint=final)
         records = results.read_records(eval_dir)
         last = records[-1] if records else None
         if last:

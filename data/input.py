@@ -158,7 +158,26 @@ def _resume_position(batch_size: int):
     return tf.cast(global_step, tf.int64) * batch_size
 
 
-def _skip_bad_records(dataset, start, split_size: int, max_bad_fraction: float):
+def _training_shard(config):
+    """`(index, count)` of this task's share of the training stream, from Estimator's RunConfig.
+
+    The chief is shard 0 and worker i shard i + 1 (when there is a chief), out of
+    chief + workers; parameter servers and an evaluator listed in the cluster
+    (Kubeflow's TF_CONFIG does) train nothing and are not counted.
+    """
+    jobs = config.cluster_spec.as_dict() if config is not None and config.cluster_spec else {}
+    chiefs = len(jobs.get("chief", [])) + len(jobs.get("master", []))
+    count = chiefs + len(jobs.get("worker", []))
+    if config is None or count <= 1:
+        return 0, 1
+    if config.task_type in ("chief", "master"):
+        return 0, count
+    if config.task_type == "worker":
+        return chiefs + int(config.task_id), count
+    return 0, 1
+
+
+def _skip_bad_records(dataset, start, split_size: int, max_bad_fraction: float, stride: int = 1):
     """Drops examples that fail to decode or validate, counting them; fails above the fraction.
 
     The count is the gap between stream positions and examples kept; the allowance
@@ -169,7 +188,7 @@ def _skip_bad_records(dataset, start, split_size: int, max_bad_fraction: float):
 
     def count(kept, element):
         position = element[0]
-        seen = position - start + 1
+        seen = (position - start) // stride + 1  # This task reads one position in `stride`.
         skipped = seen - kept - 1
         allowed = tf.cast(max_bad_fraction * tf.cast(tf.maximum(seen, split_size), tf.float64), tf.int64)
         check = tf.debugging.Assert(
@@ -284,7 +303,7 @@ def make_input_fn(
             resized = np.array([preprocess_ops.resized_size(h, w, *eval_resize) for h, w in sizes], np.int64)
             image_eval_size = tuple(int(v) for v in resized.max(axis=0))
 
-    def input_fn():
+    def input_fn(config=None):  # Estimator passes its RunConfig (TF_CONFIG's task).
         dataset = tf.data.TFRecordDataset(files).enumerate()
         if indices is not None:
             table = tf.lookup.StaticHashTable(
@@ -303,6 +322,14 @@ def make_input_fn(
             # restoring the checkpoint, so this reads the restored step.
             start = _resume_position(batch_size) if resume else tf.constant(0, tf.int64)
             dataset = dataset.skip(start)
+            # Between-graph replication: every trainer reads the same seeded stream and
+            # keeps the positions of its shard, so within a pass no two trainers read
+            # the same example. The global step counts every trainer's batches, so
+            # skipping `global_step * batch_size` positions of the whole stream is
+            # still where the cluster left off (exactly with one trainer).
+            shard, stride = _training_shard(config)
+            if stride > 1:
+                dataset = dataset.filter(lambda position, pair: position % stride == shard)
 
             def decode_train(position, pair):
                 index, example = _decode(*pair, task)
@@ -317,7 +344,7 @@ def make_input_fn(
 
             dataset = dataset.map(decode_train, num_parallel_calls, deterministic=True)
             if lenient:
-                dataset = _skip_bad_records(dataset, start, split_size, max_bad_fraction)
+                dataset = _skip_bad_records(dataset, start, split_size, max_bad_fraction, stride)
             dataset = dataset.map(lambda position, index, example: (index, example))
         else:
             dataset = dataset.map(
