@@ -329,7 +329,9 @@ def make_input_fn(
             # still where the cluster left off (exactly with one trainer).
             shard, stride = _training_shard(config)
             if stride > 1:
-                dataset = dataset.filter(lambda position, pair: position % stride == shard)
+                # tf.equal, not ==: in a v1 graph (Estimator) `==` is Python identity, always False,
+                # and the filter would spin forever.
+                dataset = dataset.filter(lambda position, pair: tf.equal(position % stride, shard))
 
             def decode_train(position, pair):
                 index, example = _decode(*pair, task)
