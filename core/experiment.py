@@ -145,13 +145,18 @@ def train_and_evaluate(
         return None
     if task_type == "worker":  # Trains; the chief owns the model directory.
         estimator = build_estimator(model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max)
+        local_steps = cluster.LocalSteps()
         train_spec = tf.estimator.TrainSpec(
-            input_fn=train_input_fn, max_steps=train_steps, hooks=[ProgressHook(train_steps, progress_every_secs, stream)]
+            input_fn=train_input_fn,
+            max_steps=train_steps,
+            hooks=[ProgressHook(train_steps, progress_every_secs, stream), local_steps],
         )
         eval_spec = tf.estimator.EvalSpec(input_fn=eval_input_fn, steps=None, start_delay_secs=0, throttle_secs=0)
         print(f"worker {task_index}: training {model_dir} to step {train_steps}", file=stream, flush=True)
         tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
-        cluster.mark_done(model_dir, "worker", task_index)
+        cluster.mark_done(
+            model_dir, "worker", task_index, local_steps=local_steps.count, joined_at=local_steps.first_global_step
+        )
         print(f"worker {task_index}: done", file=stream, flush=True)
         return None
 
@@ -192,7 +197,8 @@ def train_and_evaluate(
             variables = guard.model_variables(model_fn, train_input_fn, estimator.config)
             guard.check_model_matches(model_dir, latest, variables, gin.operative_config_str())
         progress = ProgressHook(train_steps, progress_every_secs, stream)
-        train_hooks = [progress, gin.tf.GinConfigSaverHook(model_dir, summarize_config=True)]
+        local_steps = cluster.LocalSteps()
+        train_hooks = [progress, local_steps, gin.tf.GinConfigSaverHook(model_dir, summarize_config=True)]
         if early_stopping_evals:
             stop_if = (
                 tf.estimator.experimental.stop_if_no_increase_hook
@@ -229,7 +235,9 @@ def train_and_evaluate(
         final = tf.train.latest_checkpoint(model_dir)
         # What the evaluator and the parameter servers wait for; with asynchronous
         # workers the final step may be past train_steps.
-        cluster.mark_done(model_dir, "chief", final_step=checkpoint_step(final), checkpoint=final)
+        cluster.mark_done(
+            model_dir, "chief", final_step=checkpoint_step(final), checkpoint=final, local_steps=local_steps.count
+        )
         records = results.read_records(eval_dir)
         last = records[-1] if records else None
         if last:
