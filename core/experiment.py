@@ -28,6 +28,9 @@ def build_estimator(
         keep_checkpoint_max=keep_checkpoint_max,
         save_summary_steps=min(100, save_checkpoints_steps),
         log_step_count_steps=None,
+        # Estimator sleeps 5 s x (worker index + 1) before a worker starts; the worker
+        # waits for the chief's first checkpoint instead (see train_and_evaluate).
+        experimental_max_worker_delay_secs=0,
     )
     return tf.estimator.Estimator(model_fn=model_fn, config=run_config, warm_start_from=warm_start_from)
 
@@ -152,6 +155,14 @@ def train_and_evaluate(
             hooks=[ProgressHook(train_steps, progress_every_secs, stream), local_steps],
         )
         eval_spec = tf.estimator.EvalSpec(input_fn=eval_input_fn, steps=None, start_delay_secs=0, throttle_secs=0)
+        # A worker whose session comes up before the chief has initialized the variables
+        # sleeps 30 s (SessionManager's recovery_wait_secs): wait for the chief's first
+        # checkpoint, saved right after initialization.
+        waited = time.time()
+        while not tf.train.latest_checkpoint(model_dir):
+            if time.time() - waited > evaluator_timeout_secs:
+                raise ConfigError(f"worker {task_index}: no checkpoint from the chief in {model_dir} after {evaluator_timeout_secs:g} s")
+            time.sleep(0.2)
         print(f"worker {task_index}: training {model_dir} to step {train_steps}", file=stream, flush=True)
         tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
         cluster.mark_done(
