@@ -223,7 +223,9 @@ def follow_checkpoints(
                 if copy is None:
                     print(f"{who}: {latest} was deleted before it could be read; skipped", file=stream, flush=True)
                     continue
-                is_final = final_step is not None and step >= (final_step if marked is None else max(marked, final_step))
+                is_final = final_step is not None and step >= (
+                    final_step if marked is None else max(marked, final_step)
+                )
                 yield latest, copy, is_final
                 if is_final:
                     print(f"{who}: evaluated the final step {step}; done.", file=stream, flush=True)
