@@ -161,8 +161,9 @@ def train_and_evaluate(
         waited = time.time()
         while not tf.train.latest_checkpoint(model_dir):
             if time.time() - waited > evaluator_timeout_secs:
-                raise ConfigError(
-                    f"worker {task_index}: no checkpoint from the chief in {model_dir} after {evaluator_timeout_secs:g} s"
+                raise evaluation.TrainerGoneError(
+                    f"worker {task_index}: no checkpoint from the chief in {model_dir} "
+                    f"after {evaluator_timeout_secs:g} s"
                 )
             time.sleep(0.2)
         print(f"worker {task_index}: training {model_dir} to step {train_steps}", file=stream, flush=True)
