@@ -104,3 +104,73 @@ class LocalSteps(tf.compat.v1.train.SessionRunHook):
 
     def after_run(self, run_context, run_values):
         self.count += 1
+
+
+class MultiWorkerMirrored:
+    """Synchronous training over TF_CONFIG's chief and workers (`STRATEGY = @multi_worker_mirrored()`).
+
+    Every trainer computes a batch per step and the gradients are all-reduced, so a
+    step is one batch from each trainer and the run is reproducible. No parameter
+    servers. Estimator runs it through its distribute coordinator: the chief saves
+    checkpoints, a worker saves its copy under `model_dir/tmp_worker_<i>` (the save
+    ops hold collectives every trainer must join; the worker removes it when done).
+    """
+
+    multi_worker = True
+
+    def build(self):
+        return tf.compat.v1.distribute.experimental.MultiWorkerMirroredStrategy()
+
+    def session_config(self):
+        return None  # RunConfig's own: device filters per task.
+
+
+class Mirrored:
+    """Synchronous training on this host's devices (`STRATEGY = @mirrored()`), no TF_CONFIG.
+
+    Every GPU or, without one, `num_cpu_devices` logical CPU devices (declared in
+    the session config: without them the session hangs after checkpoint 0). A step
+    is one batch per device.
+    """
+
+    multi_worker = False
+
+    def __init__(self, num_cpu_devices: int = 2):
+        self.num_cpu_devices = num_cpu_devices
+
+    def _cpu_only(self):
+        return not tf.config.list_physical_devices("GPU")
+
+    def build(self):
+        devices = [f"/cpu:{i}" for i in range(self.num_cpu_devices)] if self._cpu_only() else None
+        return tf.compat.v1.distribute.MirroredStrategy(devices=devices)
+
+    def session_config(self):
+        if not self._cpu_only():
+            return None
+        return tf.compat.v1.ConfigProto(device_count={"CPU": self.num_cpu_devices}, allow_soft_placement=True)
+
+
+def check_strategy(strategy):
+    """A ConfigError when TF_CONFIG's cluster and the gin STRATEGY cannot work together."""
+    from core.errors import ConfigError
+
+    jobs = cluster()
+    if strategy is None:
+        if jobs.get("worker") and not jobs.get("ps"):
+            raise ConfigError(
+                "TF_CONFIG lists workers but no ps: asynchronous training (STRATEGY = None) keeps the variables "
+                "on parameter servers; add ps tasks, or set STRATEGY = @multi_worker_mirrored() to train synchronously"
+            )
+        return
+    if strategy.multi_worker:
+        if jobs.get("ps"):
+            raise ConfigError(
+                f"STRATEGY = {type(strategy).__name__} all-reduces between chief and workers, but TF_CONFIG lists "
+                "ps tasks: drop them, or set STRATEGY = None for asynchronous training with parameter servers"
+            )
+    elif jobs:
+        raise ConfigError(
+            f"STRATEGY = {type(strategy).__name__} trains on one host's devices, but TF_CONFIG names a cluster: "
+            "use STRATEGY = @multi_worker_mirrored() across machines"
+        )

@@ -15,7 +15,7 @@ import sys
 import gin
 import gin.tf  # noqa: F401  Registers TensorFlow's file reader and GinConfigSaverHook.
 
-from core import evaluation, experiment
+from core import cluster, evaluation, experiment
 from core.errors import ConfigError, first_line
 from core.runtime import REPO_ROOT
 from data import augment, preprocess
@@ -47,6 +47,10 @@ gin.external_configurable(preprocess.ScaleAndCrop, "scale_and_crop")
 
 # Evaluation hook builders: `EVAL_HOOKS = [@per_class_logging()]`.
 gin.external_configurable(eval_logging.per_class_logging, "per_class_logging")
+
+# Synchronous training (docs/distributed.md): `STRATEGY = @multi_worker_mirrored()`.
+gin.external_configurable(cluster.MultiWorkerMirrored, "multi_worker_mirrored")
+gin.external_configurable(cluster.Mirrored, "mirrored")
 
 # The roots of train.py and evaluate.py.
 train_and_evaluate = gin.external_configurable(experiment.train_and_evaluate, "train_and_evaluate")

@@ -17,9 +17,16 @@ from hooks.progress import ProgressHook
 
 
 def build_estimator(
-    model_fn, model_dir: str, seed: int, save_checkpoints_steps: int, keep_checkpoint_max: int, warm_start_from=None
+    model_fn,
+    model_dir: str,
+    seed: int,
+    save_checkpoints_steps: int,
+    keep_checkpoint_max: int,
+    warm_start_from=None,
+    strategy=None,
 ):
-    """A `tf.estimator.Estimator` with a seeded RunConfig (and `WarmStartSettings`, if any)."""
+    """A `tf.estimator.Estimator` with a seeded RunConfig (and `WarmStartSettings`, and a
+    synchronous strategy from `core/cluster.py`, if any)."""
     run_config = tf.estimator.RunConfig(
         model_dir=model_dir,
         tf_random_seed=seed,
@@ -31,6 +38,8 @@ def build_estimator(
         # Estimator sleeps 5 s x (worker index + 1) before a worker starts; the worker
         # waits for the chief's first checkpoint instead (see train_and_evaluate).
         experimental_max_worker_delay_secs=0,
+        train_distribute=strategy.build() if strategy else None,
+        session_config=strategy.session_config() if strategy else None,
     )
     return tf.estimator.Estimator(model_fn=model_fn, config=run_config, warm_start_from=warm_start_from)
 
@@ -59,6 +68,7 @@ def train_and_evaluate(
     stream=None,
     warm_start_from: str = None,
     warm_start_skip: str = warm_start.DEFAULT_SKIP,
+    strategy=None,
 ):
     """Trains for `train_steps`, evaluating every `eval_every_steps` and at the end.
 
@@ -95,10 +105,15 @@ def train_and_evaluate(
         scratch uses it, a resumed one continues from its own checkpoint.
       warm_start_skip: regex (searched) of the variables never warm-started; by
         default the final `logits` layer, whose shape follows the number of classes.
+      strategy: None (one process; or, in a TF_CONFIG cluster with ps tasks,
+        Estimator's asynchronous between-graph replication), or a synchronous
+        strategy from `core/cluster.py`: `MultiWorkerMirrored` across TF_CONFIG's
+        chief and workers, `Mirrored` on this host's devices (docs/distributed.md).
 
-    With TF_CONFIG naming this process the "chief", it trains (and a separate
-    "evaluator" process evaluates); as the "evaluator", it follows the chief's
-    checkpoints with `core.evaluation.follow_trainer`.
+    Under TF_CONFIG (docs/distributed.md) the role decides: the "chief" owns the
+    model directory and trains; a "worker" trains; a "ps" holds variables and
+    exits once the chief and every worker are done; the "evaluator" follows the
+    chief's checkpoints (`core.evaluation.follow_trainer`) and runs the reporters.
 
     Returns:
       The last evaluation's results record (see `core/results.py`), or None.
@@ -143,35 +158,15 @@ def train_and_evaluate(
         return evaluation.follow_trainer(
             estimator, eval_input_fn, make_reporters(), train_steps, evaluator_timeout_secs, stream, final_marker
         )
+    cluster.check_strategy(strategy)
     if task_type == "ps":  # Holds variables; Estimator's own ps would never exit.
         cluster.run_ps(model_dir, stream)
         return None
     if task_type == "worker":  # Trains; the chief owns the model directory.
-        estimator = build_estimator(model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max)
-        local_steps = cluster.LocalSteps()
-        train_spec = tf.estimator.TrainSpec(
-            input_fn=train_input_fn,
-            max_steps=train_steps,
-            hooks=[ProgressHook(train_steps, progress_every_secs, stream), local_steps],
-        )
-        eval_spec = tf.estimator.EvalSpec(input_fn=eval_input_fn, steps=None, start_delay_secs=0, throttle_secs=0)
-        # A worker whose session comes up before the chief has initialized the variables
-        # sleeps 30 s (SessionManager's recovery_wait_secs): wait for the chief's first
-        # checkpoint, saved right after initialization.
-        waited = time.time()
-        while not tf.train.latest_checkpoint(model_dir):
-            if time.time() - waited > evaluator_timeout_secs:
-                raise evaluation.TrainerGoneError(
-                    f"worker {task_index}: no checkpoint from the chief in {model_dir} "
-                    f"after {evaluator_timeout_secs:g} s"
-                )
-            time.sleep(0.2)
-        print(f"worker {task_index}: training {model_dir} to step {train_steps}", file=stream, flush=True)
-        tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
-        cluster.mark_done(
-            model_dir, "worker", task_index, local_steps=local_steps.count, joined_at=local_steps.first_global_step
-        )
-        print(f"worker {task_index}: done", file=stream, flush=True)
+        _run_worker(
+            model_dir, model_fn, train_input_fn, eval_input_fn, train_steps, eval_every_steps, seed,
+            keep_checkpoint_max, strategy, task_index, evaluator_timeout_secs, progress_every_secs, stream,
+        )  # fmt: skip
         return None
 
     def diagnose():  # Names the bad file and record, read again after a failure.
@@ -206,7 +201,9 @@ def train_and_evaluate(
             plan = warm_start.prepare(warm_start_from, warm_start_skip, model_dir, model_fn, train_input_fn, seed)
             print(plan.line, file=stream, flush=True)
             settings = plan.settings
-        estimator = build_estimator(model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max, settings)
+        estimator = build_estimator(
+            model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max, settings, strategy
+        )
         if latest:
             variables = guard.model_variables(model_fn, train_input_fn, estimator.config)
             guard.check_model_matches(model_dir, latest, variables, gin.operative_config_str())
@@ -252,6 +249,9 @@ def train_and_evaluate(
         cluster.mark_done(
             model_dir, "chief", final_step=checkpoint_step(final), checkpoint=final, local_steps=local_steps.count
         )
+        if cluster.cluster():  # The evaluator evaluates it, maybe not yet.
+            print(f"done in {time.time() - start:.0f}s: final step {checkpoint_step(final)}", file=stream, flush=True)
+            return None
         records = results.read_records(eval_dir)
         last = records[-1] if records else None
         if last:
@@ -262,3 +262,42 @@ def train_and_evaluate(
                 flush=True,
             )
         return last
+
+
+def _run_worker(
+    model_dir, model_fn, train_input_fn, eval_input_fn, train_steps, eval_every_steps, seed,
+    keep_checkpoint_max, strategy, task_index, timeout_secs, progress_every_secs, stream,
+):  # fmt: skip
+    """A TF_CONFIG worker: trains with the chief until the global step reaches `train_steps`."""
+    estimator = build_estimator(
+        model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max, strategy=strategy
+    )
+    local_steps = cluster.LocalSteps()
+    train_spec = tf.estimator.TrainSpec(
+        input_fn=train_input_fn,
+        max_steps=train_steps,
+        hooks=[ProgressHook(train_steps, progress_every_secs, stream), local_steps],
+    )
+    eval_spec = tf.estimator.EvalSpec(input_fn=eval_input_fn, steps=None, start_delay_secs=0, throttle_secs=0)
+    if strategy is None:
+        # Asynchronous: a worker whose session comes up before the chief has initialized
+        # the variables sleeps 30 s (SessionManager's recovery_wait_secs), so wait for the
+        # chief's first checkpoint, saved right after initialization. (A synchronous
+        # worker must not wait: the chief's first save is a collective it joins.)
+        waited = time.time()
+        while not tf.train.latest_checkpoint(model_dir):
+            if time.time() - waited > timeout_secs:
+                raise evaluation.TrainerGoneError(
+                    f"worker {task_index}: no checkpoint from the chief in {model_dir} after {timeout_secs:g} s"
+                )
+            time.sleep(0.2)
+    print(f"worker {task_index}: training {model_dir} to step {train_steps}", file=stream, flush=True)
+    tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+    # A synchronous worker's own checkpoints (written only because saving is collective).
+    own_copy = os.path.join(model_dir, f"tmp_worker_{task_index}")
+    if tf.io.gfile.exists(own_copy):
+        tf.io.gfile.rmtree(own_copy)
+    cluster.mark_done(
+        model_dir, "worker", task_index, local_steps=local_steps.count, joined_at=local_steps.first_global_step
+    )
+    print(f"worker {task_index}: done ({local_steps.count} steps of its own)", file=stream, flush=True)

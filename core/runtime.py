@@ -22,6 +22,8 @@ def quiet(verbose: bool = False):
         deprecation._PRINT_DEPRECATION_WARNINGS = False
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="keras")
+        # Under a distribution strategy tf.data warns on every input pipeline it builds.
+        warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
 
 
 def make_deterministic():

@@ -150,21 +150,37 @@ def _batch_element(index, example, task):
     return features, tf.cast(label, task.label_dtype)
 
 
-def _resume_position(batch_size: int):
-    """`global_step * batch_size` as an int64 tensor (0 outside an Estimator graph)."""
+def _resume_position(batch_size: int, config=None, input_context=None):
+    """Where the training stream resumes: `global_step * examples per step`, an int64 tensor.
+
+    Without a strategy the global step variable is read when the iterator is
+    initialised, after the checkpoint is restored (0 outside an Estimator graph).
+    A synchronous strategy (`input_context` given) builds the iterator before the
+    global step exists, so the step is read from the model directory's latest
+    checkpoint, which is what the session restores; each step consumes a batch
+    per replica.
+    """
+    if input_context is not None:
+        latest = tf.train.latest_checkpoint(config.model_dir) if config is not None and config.model_dir else None
+        step = int(tf.train.load_variable(latest, "global_step")) if latest else 0
+        return tf.constant(step * batch_size * input_context.num_replicas_in_sync, tf.int64)
     global_step = tf.compat.v1.train.get_global_step()
     if global_step is None:
         return tf.constant(0, tf.int64)
     return tf.cast(global_step, tf.int64) * batch_size
 
 
-def _training_shard(config):
-    """`(index, count)` of this task's share of the training stream, from Estimator's RunConfig.
+def _training_shard(config, input_context=None):
+    """`(index, count)` of this task's share of the training stream.
 
-    The chief is shard 0 and worker i shard i + 1 (when there is a chief), out of
-    chief + workers; parameter servers and an evaluator listed in the cluster
-    (Kubeflow's TF_CONFIG does) train nothing and are not counted.
+    Under a synchronous strategy Estimator names this input pipeline
+    (`input_context`). Otherwise, from Estimator's RunConfig: the chief is shard 0
+    and worker i shard i + 1 (when there is a chief), out of chief + workers;
+    parameter servers and an evaluator listed in the cluster (Kubeflow's TF_CONFIG
+    does) train nothing and are not counted.
     """
+    if input_context is not None:
+        return input_context.input_pipeline_id, input_context.num_input_pipelines
     jobs = config.cluster_spec.as_dict() if config is not None and config.cluster_spec else {}
     chiefs = len(jobs.get("chief", [])) + len(jobs.get("master", []))
     count = chiefs + len(jobs.get("worker", []))
@@ -303,7 +319,7 @@ def make_input_fn(
             resized = np.array([preprocess_ops.resized_size(h, w, *eval_resize) for h, w in sizes], np.int64)
             image_eval_size = tuple(int(v) for v in resized.max(axis=0))
 
-    def input_fn(config=None):  # Estimator passes its RunConfig (TF_CONFIG's task).
+    def input_fn(config=None, input_context=None):  # Estimator passes its RunConfig, and a strategy's context.
         dataset = tf.data.TFRecordDataset(files).enumerate()
         if indices is not None:
             table = tf.lookup.StaticHashTable(
@@ -320,14 +336,14 @@ def make_input_fn(
             # Exact resume: start where the restored global step left off. The skip runs
             # on undecoded records, and Estimator initialises the iterator after
             # restoring the checkpoint, so this reads the restored step.
-            start = _resume_position(batch_size) if resume else tf.constant(0, tf.int64)
+            start = _resume_position(batch_size, config, input_context) if resume else tf.constant(0, tf.int64)
             dataset = dataset.skip(start)
             # Between-graph replication: every trainer reads the same seeded stream and
             # keeps the positions of its shard, so within a pass no two trainers read
             # the same example. The global step counts every trainer's batches, so
             # skipping `global_step * batch_size` positions of the whole stream is
             # still where the cluster left off (exactly with one trainer).
-            shard, stride = _training_shard(config)
+            shard, stride = _training_shard(config, input_context)
             if stride > 1:
                 # tf.equal, not ==: in a v1 graph (Estimator) `==` is Python identity, always False,
                 # and the filter would spin forever.

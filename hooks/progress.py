@@ -52,15 +52,20 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
     def before_run(self, run_context):
         del run_context
         self._in_run = True
-        return tf.compat.v1.train.SessionRunArgs(self._loss) if self._loss is not None else None
+        fetches = {"global_step": self._global_step}
+        if self._loss is not None:
+            fetches["loss"] = self._loss
+        return tf.compat.v1.train.SessionRunArgs(fetches)
 
     def after_run(self, run_context, run_values):
         del run_context
         if not self._counted:
-            self._step += 1
+            # The global step, read in the same run: in a cluster it counts every
+            # trainer's steps (alone, the read may come before this step's increment).
+            self._step = max(self._step + 1, int(run_values.results["global_step"]))
         self._in_run = self._counted = False
-        if run_values.results is not None:
-            self._loss_sum += float(run_values.results)
+        if "loss" in run_values.results:
+            self._loss_sum += float(run_values.results["loss"])
             self._loss_count += 1
         now = time.time()
         if self._pause_start is not None:  # An evaluation ran since after_save.
@@ -83,7 +88,7 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
             return
         rate = (self._step - self._last_step) / max(now - self._last_time - self._paused, 1e-9)
         loss = f"{self._loss_sum / self._loss_count:.4f}" if self._loss_count else "n/a"
-        eta = (self._max_steps - self._step) / rate if rate > 0 else float("inf")
+        eta = max(self._max_steps - self._step, 0) / rate if rate > 0 else float("inf")
         print(
             f"step {self._step}/{self._max_steps}  loss {loss}  {rate:.1f} steps/s  ETA {_format_duration(eta)}",
             file=self._stream,

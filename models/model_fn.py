@@ -24,6 +24,25 @@ NAN_LOSS_MESSAGE = "non-finite loss at step"
 _STATE_UPDATE_PREFIXES = ("Assign", "ResourceScatter", "Scatter")
 
 
+def _initializer_names(variables) -> set:
+    """Every op that initializes one of `variables`.
+
+    Under a distribution strategy a variable is one copy per device, each with its
+    own initializer (`kernel/Assign`, `kernel/replica_1/Assign`), grouped under the
+    variable's; missing them would re-initialize every weight at every step.
+    """
+    names, pending = set(), []
+    for variable in variables:
+        pending.append(variable.initializer)
+        pending.extend(component.initializer for component in getattr(variable, "values", ()) or ())
+    while pending:
+        op = pending.pop()
+        if op.name not in names:
+            names.add(op.name)
+            pending.extend(op.control_inputs)
+    return names
+
+
 def state_updates(graph, first_op: int):
     """The state updates a network created: ops after `graph.get_operations()[first_op]`.
 
@@ -35,7 +54,7 @@ def state_updates(graph, first_op: int):
     A network need not know either rule.
     """
     variables = tf.compat.v1.global_variables() + tf.compat.v1.local_variables()
-    initializers = {variable.initializer.name for variable in variables}
+    initializers = _initializer_names(variables)
     updates = [
         op
         for op in graph.get_operations()[first_op:]

@@ -136,8 +136,6 @@ def main(argv=None):
     parser.add_argument("--progress_every_secs", type=float, default=10.0)
     parser.add_argument("--timeout_secs", type=float, default=0, help="stop everything after this long (0: never)")
     args = parser.parse_args(own)
-    if args.num_workers and not args.num_ps:
-        parser.error("workers need parameter servers (--num_ps >= 1) in asynchronous mode")
     model_dir = model_dir_of(train_args)
     spec = cluster_spec(args.num_workers, args.num_ps)
     tasks = Cluster(spec, train_args, model_dir)
