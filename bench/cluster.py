@@ -120,16 +120,19 @@ def main(argv=None):
         )
         print(json.dumps(rows[-1]), flush=True)
 
-    print(f"\n{'run':30s} {'exit':>4s} {'time':>7s} {'final':>6s} {'evald':>6s} {'mIoU':>7s} {'chief':>6s} {'worker':>6s}")
+    header = ("exit", "time", "final", "evald", "mIoU", "chief", "worker")
+    print("\n" + f"{'run':30s} " + " ".join(f"{h:>7s}" for h in header))
     for r in rows:
         miou = f"{r['mean_iou']:.4f}" if r["mean_iou"] is not None else "-"
         print(
-            f"{r['run']:30s} {r['exit']:4d} {r['seconds']:6.0f}s {r['final_step']!s:>6s} {r['last_evaluated']!s:>6s} "
-            f"{miou:>7s} {r['chief_steps']!s:>6s} {r['worker_steps']!s:>6s}"
+            f"{r['run']:30s} {r['exit']:7d} {r['seconds']:6.0f}s {r['final_step']!s:>7s} {r['last_evaluated']!s:>7s} "
+            f"{miou:>7s} {r['chief_steps']!s:>7s} {r['worker_steps']!s:>7s}"
         )
     single = rows[0]["mean_iou"]
     asyncs = [r for r in rows if r["run"].startswith("async")]
-    ok = [r for r in asyncs if r["exit"] == 0 and r["last_evaluated"] == r["final_step"] and not r["leftover_processes"]]
+    ok = [
+        r for r in asyncs if r["exit"] == 0 and r["last_evaluated"] == r["final_step"] and not r["leftover_processes"]
+    ]
     summary = {
         "single_mean_iou": single,
         "sync_minus_single": None if rows[1]["mean_iou"] is None else round(rows[1]["mean_iou"] - single, 4),

@@ -5,10 +5,18 @@
 
 One chief, N workers, M parameter servers and one evaluator, on free ports picked
 now, each running the same `train.py` command with its own TF_CONFIG and its log in
-`D/cluster_logs/<task>.log`. Prints a progress line (the chief's latest), waits,
-and stops every task (SIGTERM, then SIGKILL) when one fails or on Ctrl-C.
-Exits 0 only when every task exited 0 and the evaluator's last result is the
-chief's final step.
+`D/cluster_logs/<task>.log`. Prints a progress line (the chief's step, the
+evaluator's last evaluation), waits, and stops every task (SIGTERM, then SIGKILL
+after 10 s) when one fails, on Ctrl-C, or after --timeout_secs. Exits 0 only when
+every task exited 0 and the evaluator's last result is the chief's final step.
+
+Synchronous training needs no parameter servers:
+    ... --num_workers=1 --num_ps=0 -- ... --gin_param='STRATEGY = @multi_worker_mirrored()'
+
+`--tfjob=deploy/tfjob.yaml` runs a Kubeflow TFJob manifest's job here: its replica
+counts (--num_workers / --num_ps override them), its container's train.py flags
+(flags after `--` are added after them, so `--model_dir=D` wins), and the TF_CONFIG
+the training operator generates (every replica in `cluster`, the evaluator too).
 """
 
 import argparse
@@ -37,23 +45,64 @@ def free_ports(count: int) -> list:
             s.close()
 
 
-def cluster_spec(num_workers: int, num_ps: int) -> dict:
-    ports = iter(free_ports(1 + num_workers + num_ps))
+def cluster_spec(num_workers: int, num_ps: int, evaluator_in_cluster: bool = False) -> dict:
+    """Task addresses. The evaluator is listed too when `evaluator_in_cluster` (Kubeflow's form)."""
+    ports = iter(free_ports(1 + num_workers + num_ps + evaluator_in_cluster))
     spec = {"chief": [f"localhost:{next(ports)}"]}
     if num_workers:
         spec["worker"] = [f"localhost:{next(ports)}" for _ in range(num_workers)]
     if num_ps:
         spec["ps"] = [f"localhost:{next(ports)}" for _ in range(num_ps)]
+    if evaluator_in_cluster:
+        spec["evaluator"] = [f"localhost:{next(ports)}"]
     return spec
 
 
+def tf_config(spec: dict, task_type: str, index: int, kubeflow: bool = False) -> dict:
+    """A task's TF_CONFIG; Kubeflow's training operator also sets `environment: cloud`."""
+    config = {"cluster": spec, "task": {"type": task_type, "index": index}}
+    if kubeflow:
+        config["environment"] = "cloud"
+    return config
+
+
+def read_tfjob(path: str) -> dict:
+    """`{"replicas": {type: count}, "args": [...]}` of a TFJob manifest whose roles all run train.py alike."""
+    import yaml
+
+    with open(path) as f:
+        documents = [d for d in yaml.safe_load_all(f) if d]
+    jobs = [d for d in documents if d.get("kind") == "TFJob"]
+    if len(jobs) != 1:
+        raise SystemExit(f"error: {path}: expected one TFJob, found {len(jobs)}")
+    replicas, commands = {}, set()
+    for replica_type, replica in jobs[0]["spec"]["tfReplicaSpecs"].items():
+        replicas[replica_type.lower()] = int(replica.get("replicas", 1))
+        containers = [c for c in replica["template"]["spec"]["containers"] if c["name"] == "tensorflow"]
+        if len(containers) != 1:
+            raise SystemExit(f"error: {path}: {replica_type} needs one container named 'tensorflow'")
+        commands.add((tuple(containers[0].get("command", ())), tuple(containers[0].get("args", ()))))
+    if len(commands) != 1:
+        raise SystemExit(f"error: {path}: every replica must run the same command and args (found {len(commands)})")
+    command, args = commands.pop()
+    if not command or command[-1] != "train.py":
+        raise SystemExit(f"error: {path}: the command must run train.py, not {' '.join(command) or 'nothing'}")
+    if replicas.get("chief", 0) != 1 or replicas.get("evaluator", 0) != 1:
+        raise SystemExit(f"error: {path}: needs one Chief and one Evaluator replica")
+    return {"replicas": replicas, "args": list(args)}
+
+
 def model_dir_of(train_args) -> str:
+    """The last --model_dir (absl: the last one wins)."""
+    found = None
     for i, arg in enumerate(train_args):
         if arg.startswith("--model_dir="):
-            return arg.split("=", 1)[1]
-        if arg == "--model_dir" and i + 1 < len(train_args):
-            return train_args[i + 1]
-    raise SystemExit("error: pass --model_dir=D after -- (every task shares it)")
+            found = arg.split("=", 1)[1]
+        elif arg == "--model_dir" and i + 1 < len(train_args):
+            found = train_args[i + 1]
+    if not found:
+        raise SystemExit("error: pass --model_dir=D after -- (every task shares it)")
+    return found
 
 
 def last_line(path: str, prefix: str) -> str:
@@ -65,18 +114,37 @@ def last_line(path: str, prefix: str) -> str:
     return lines[-1] if lines else ""
 
 
+def failure_line(path: str) -> str:
+    """The line of a failed task's log that says why: its last `error:` (ours) or
+    `FATAL` (absl's flag errors) line, else its last line."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return "(no log)"
+    for line in reversed(lines):
+        if line.startswith(("error:", "FATAL")) or "Error:" in line.split(" ")[0]:
+            return line
+    return lines[-1] if lines else "(no output)"
+
+
 class Cluster:
-    def __init__(self, spec, train_args, model_dir, python=sys.executable):
+    """The tasks of one cluster: start, restart, watch and stop them."""
+
+    def __init__(self, spec, train_args, model_dir, python=sys.executable, kubeflow=False):
         self.spec, self.train_args, self.model_dir, self.python = spec, train_args, model_dir, python
+        self.kubeflow = kubeflow
         self.log_dir = os.path.join(model_dir, "cluster_logs")
         self.tasks = {}  # name -> (Popen, log file)
+        self.first_failure = None  # (name, exit code) of the first task seen failing.
 
     def start(self, task_type, index):
+        """Starts (or restarts: its log is appended to) one task."""
         name = f"{task_type}-{index}"
         os.makedirs(self.log_dir, exist_ok=True)
-        log = open(os.path.join(self.log_dir, f"{name}.log"), "w")
-        tf_config = {"cluster": self.spec, "task": {"type": task_type, "index": index}}
-        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config))
+        log = open(os.path.join(self.log_dir, f"{name}.log"), "a")
+        config = tf_config(self.spec, task_type, index, self.kubeflow)
+        env = dict(os.environ, TF_CONFIG=json.dumps(config))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
         process = subprocess.Popen(
             [self.python, os.path.join(REPO_ROOT, "train.py"), *self.train_args],
@@ -101,7 +169,17 @@ class Cluster:
         return [name for name, (p, _) in self.tasks.items() if p.poll() is None]
 
     def failed(self):
-        return [(name, p.returncode) for name, (p, _) in self.tasks.items() if p.poll() not in (None, 0)]
+        failed = [(name, p.returncode) for name, (p, _) in self.tasks.items() if p.poll() not in (None, 0)]
+        if failed and self.first_failure is None:
+            self.first_failure = failed[0]
+        return failed
+
+    def kill(self, name, sig=signal.SIGKILL):
+        """Kills one task (the fault tests), and waits for it."""
+        process, log = self.tasks[name]
+        self._signal(process, sig)
+        process.wait()
+        log.close()
 
     def stop(self, grace_secs=10.0):
         for name in self.running():
@@ -123,6 +201,62 @@ class Cluster:
             pass
 
 
+def progress_line(tasks, started) -> str:
+    chief = last_line(os.path.join(tasks.log_dir, "chief-0.log"), "step ") or "starting"
+    evaluated = last_line(os.path.join(tasks.log_dir, "evaluator-0.log"), "eval @ step")
+    evaluated = evaluated.split("(")[0].strip() if evaluated else "no evaluation yet"
+    return f"cluster {time.time() - started:.0f}s: chief {chief}; {evaluated}; {len(tasks.running())} task(s) running"
+
+
+def supervise(tasks, timeout_secs=0.0, progress_every_secs=10.0, interrupted=(), on_poll=None, stream=sys.stdout):
+    """Waits until every task has exited, one fails, `interrupted` fills or time is up; then
+    stops them all. `on_poll(tasks)` runs at each poll (the fault tests kill tasks there).
+
+    Returns:
+      Why it stopped early ("interrupted", "timed out"), or None.
+    """
+    started = last_report = time.time()
+    reason = None
+    try:
+        while tasks.running() and not tasks.failed():
+            if interrupted:
+                reason = "interrupted"
+                break
+            if timeout_secs and time.time() - started > timeout_secs:
+                reason = f"timed out after {timeout_secs:g} s"
+                break
+            if on_poll is not None:
+                on_poll(tasks)
+            if time.time() - last_report >= progress_every_secs:
+                print(progress_line(tasks, started), file=stream, flush=True)
+                last_report = time.time()
+            time.sleep(0.2)
+    finally:
+        tasks.stop()
+    return reason
+
+
+def outcome(tasks, reason=None):
+    """`(exit code, one line)`: 0 only when every task exited 0 and the final step was evaluated."""
+    tasks.failed()  # Records a failure seen only now.
+    if reason == "interrupted":
+        return 130, "cluster: interrupted; every task stopped"
+    if reason:
+        return 1, f"cluster: {reason}; every task stopped"
+    if tasks.first_failure:
+        name, code = tasks.first_failure
+        log = os.path.join(tasks.log_dir, f"{name}.log")
+        said = failure_line(log)
+        return 1, f"cluster: {name} exited {code}: {said} (log: {log}); every task stopped"
+    done = _read_json_lines(os.path.join(tasks.model_dir, DONE_MARKER))
+    records = _read_json_lines(os.path.join(tasks.model_dir, RESULTS))
+    final = done[-1].get("final_step") if done else None
+    evaluated = records[-1]["global_step"] if records else None
+    if final is None or evaluated != final:
+        return 1, f"cluster: the chief's final step is {final}, the evaluator's last evaluation is step {evaluated}"
+    return 0, f"cluster: done; final step {final} evaluated ({os.path.join(tasks.model_dir, RESULTS)})"
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if "--" in argv:
@@ -131,54 +265,33 @@ def main(argv=None):
     else:
         own, train_args = argv, []
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num_workers", type=int, default=1)
-    parser.add_argument("--num_ps", type=int, default=1)
+    parser.add_argument("--num_workers", type=int, default=None, help="workers (default 1, or the TFJob's)")
+    parser.add_argument("--num_ps", type=int, default=None, help="parameter servers (default 1, or the TFJob's)")
+    parser.add_argument("--tfjob", default=None, help="run a TFJob manifest's job, with Kubeflow's TF_CONFIG")
     parser.add_argument("--progress_every_secs", type=float, default=10.0)
     parser.add_argument("--timeout_secs", type=float, default=0, help="stop everything after this long (0: never)")
     args = parser.parse_args(own)
+    num_workers, num_ps = args.num_workers, args.num_ps
+    if args.tfjob:
+        job = read_tfjob(args.tfjob)
+        train_args = job["args"] + train_args
+        num_workers = job["replicas"].get("worker", 0) if num_workers is None else num_workers
+        num_ps = job["replicas"].get("ps", 0) if num_ps is None else num_ps
+    num_workers = 1 if num_workers is None else num_workers
+    num_ps = 1 if num_ps is None else num_ps
     model_dir = model_dir_of(train_args)
-    spec = cluster_spec(args.num_workers, args.num_ps)
-    tasks = Cluster(spec, train_args, model_dir)
+    kubeflow = bool(args.tfjob)
+    tasks = Cluster(cluster_spec(num_workers, num_ps, kubeflow), train_args, model_dir, kubeflow=kubeflow)
     interrupted = []
     signal.signal(signal.SIGINT, lambda *_: interrupted.append(signal.SIGINT))
     signal.signal(signal.SIGTERM, lambda *_: interrupted.append(signal.SIGTERM))
-    start = time.time()
-    print(
-        f"cluster: chief, {args.num_workers} worker(s), {args.num_ps} ps, evaluator; logs in {tasks.log_dir}",
-        flush=True,
-    )
+    started = time.time()
+    print(f"cluster: chief, {num_workers} worker(s), {num_ps} ps, evaluator; logs in {tasks.log_dir}", flush=True)
     tasks.start_all()
-    last_report = time.time()
-    try:
-        while tasks.running() and not tasks.failed() and not interrupted:
-            if args.timeout_secs and time.time() - start > args.timeout_secs:
-                print(f"cluster: timed out after {args.timeout_secs:g} s", flush=True)
-                break
-            if time.time() - last_report >= args.progress_every_secs:
-                chief = last_line(os.path.join(tasks.log_dir, "chief-0.log"), "step ") or "starting"
-                print(f"cluster {time.time() - start:.0f}s: chief {chief}; running {len(tasks.running())}", flush=True)
-                last_report = time.time()
-            time.sleep(0.2)
-    finally:
-        tasks.stop()
-    failed = tasks.failed()
-    if interrupted:
-        print("cluster: interrupted; every task stopped", flush=True)
-        return 130
-    if failed:
-        for name, code in failed:
-            log = os.path.join(tasks.log_dir, f"{name}.log")
-            print(f"cluster: {name} exited {code}: {last_line(log, '') or '(no output)'} (log: {log})", flush=True)
-        return 1
-    done = _read_json_lines(os.path.join(model_dir, DONE_MARKER))
-    records = _read_json_lines(os.path.join(model_dir, RESULTS))
-    final = done[-1].get("final_step") if done else None
-    evaluated = records[-1]["global_step"] if records else None
-    if final is None or evaluated != final:
-        print(f"cluster: the chief's final step is {final}, the evaluator's last is {evaluated}", flush=True)
-        return 1
-    print(f"cluster: done in {time.time() - start:.0f}s; final step {final} evaluated", flush=True)
-    return 0
+    reason = supervise(tasks, args.timeout_secs, args.progress_every_secs, interrupted)
+    code, line = outcome(tasks, reason)
+    print(f"{line} [{time.time() - started:.0f} s]", flush=True)
+    return code
 
 
 def _read_json_lines(path):
