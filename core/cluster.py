@@ -37,7 +37,7 @@ def done_path(model_dir, task_type, task_index=0):
 
 
 def clear_done(model_dir):
-    """The chief, before training: markers of an earlier run say nothing about this one."""
+    """The chief, starting from scratch: markers left by an earlier job say nothing about this one."""
     directory = os.path.join(model_dir, DONE_DIR)
     for name in tf.io.gfile.glob(os.path.join(directory, "*.json")):
         tf.io.gfile.remove(name)
@@ -55,21 +55,27 @@ def mark_done(model_dir, task_type, task_index=0, **fields):
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def read_done(model_dir, task_type="chief", task_index=0):
+def read_done(model_dir, task_type="chief", task_index=0, train_steps=None):
+    """A task's marker, or None; with `train_steps`, only a marker of a job with that budget.
+
+    Markers are kept across restarts (a worker that finished while the chief was
+    down has finished this job); a job resumed with a larger budget is a new job.
+    """
     path = done_path(model_dir, task_type, task_index)
     try:
         with tf.io.gfile.GFile(path) as f:
-            return json.loads(f.read())
+            done = json.loads(f.read())
     except (tf.errors.NotFoundError, json.JSONDecodeError):
         return None
+    return done if train_steps is None or done.get("train_steps") == train_steps else None
 
 
 def has_workers() -> bool:
     return bool(cluster().get("worker"))
 
 
-def run_ps(model_dir, stream, poll=0.5):
-    """A parameter server that exits 0 once the chief and every worker are done."""
+def run_ps(model_dir, train_steps, stream, poll=0.5):
+    """A parameter server that exits 0 once the chief and every worker are done with this job."""
     task_type, task_index = task()
     run_config = tf.estimator.RunConfig()
     server = tf.distribute.Server(
@@ -80,11 +86,10 @@ def run_ps(model_dir, stream, poll=0.5):
         start=True,
     )
     del server  # Serves until the process exits.
-    started = time.time()  # Markers older than this ps are an earlier run's.
     expected = [("chief", 0)] + [("worker", i) for i in range(len(cluster().get("worker", [])))]
     print(f"ps {task_index}: serving; exits when {len(expected)} trainer(s) are done", file=stream, flush=True)
     while True:
-        missing = [t for t in expected if (read_done(model_dir, *t) or {}).get("time", 0) < started]
+        missing = [t for t in expected if read_done(model_dir, *t, train_steps=train_steps) is None]
         if not missing:
             break
         time.sleep(poll)
@@ -143,7 +148,10 @@ class Mirrored:
 
     def build(self):
         devices = [f"/cpu:{i}" for i in range(self.num_cpu_devices)] if self._cpu_only() else None
-        return tf.compat.v1.distribute.MirroredStrategy(devices=devices)
+        # Made in a graph, not eagerly: the eager context has one CPU device (only the
+        # session config declares the others), and eagerly the strategy places ops on each.
+        with tf.Graph().as_default():
+            return tf.compat.v1.distribute.MirroredStrategy(devices=devices)
 
     def session_config(self):
         if not self._cpu_only():

@@ -152,7 +152,7 @@ def train_and_evaluate(
         estimator = tf.estimator.Estimator(model_fn=model_fn, model_dir=model_dir)
 
         def final_marker():  # The chief's last checkpoint (async workers overshoot train_steps).
-            done = cluster.read_done(model_dir, "chief")
+            done = cluster.read_done(model_dir, "chief", train_steps=train_steps)
             return done["final_step"] if done else None
 
         return evaluation.follow_trainer(
@@ -160,7 +160,7 @@ def train_and_evaluate(
         )
     cluster.check_strategy(strategy)
     if task_type == "ps":  # Holds variables; Estimator's own ps would never exit.
-        cluster.run_ps(model_dir, stream)
+        cluster.run_ps(model_dir, train_steps, stream)
         return None
     if task_type == "worker":  # Trains; the chief owns the model directory.
         _run_worker(
@@ -182,9 +182,10 @@ def train_and_evaluate(
     with guard.ModelDirLock(model_dir), guard.leaves_no_trace(model_dir, trained), reported(diagnose):
         latest = guard.repair_latest_checkpoint(model_dir, log=lambda line: print(line, file=stream))
         step = checkpoint_step(latest) if latest else None
-        cluster.clear_done(model_dir)
+        if latest is None:
+            cluster.clear_done(model_dir)
         if step is not None and step >= train_steps:
-            cluster.mark_done(model_dir, "chief", final_step=step, checkpoint=latest)
+            cluster.mark_done(model_dir, "chief", final_step=step, checkpoint=latest, train_steps=train_steps)
             records = results.read_records(eval_dir)
             print(
                 f"{model_dir}: already trained to step {step} (train_steps={train_steps}); nothing to do.",
@@ -247,7 +248,12 @@ def train_and_evaluate(
         # What the evaluator and the parameter servers wait for; with asynchronous
         # workers the final step may be past train_steps.
         cluster.mark_done(
-            model_dir, "chief", final_step=checkpoint_step(final), checkpoint=final, local_steps=local_steps.count
+            model_dir,
+            "chief",
+            final_step=checkpoint_step(final),
+            checkpoint=final,
+            local_steps=local_steps.count,
+            train_steps=train_steps,
         )
         if cluster.cluster():  # The evaluator evaluates it, maybe not yet.
             print(f"done in {time.time() - start:.0f}s: final step {checkpoint_step(final)}", file=stream, flush=True)
@@ -269,9 +275,7 @@ def _run_worker(
     keep_checkpoint_max, strategy, task_index, timeout_secs, progress_every_secs, stream,
 ):  # fmt: skip
     """A TF_CONFIG worker: trains with the chief until the global step reaches `train_steps`."""
-    estimator = build_estimator(
-        model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max, strategy=strategy
-    )
+    estimator = build_estimator(model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max, strategy=strategy)
     local_steps = cluster.LocalSteps()
     train_spec = tf.estimator.TrainSpec(
         input_fn=train_input_fn,
@@ -279,6 +283,11 @@ def _run_worker(
         hooks=[ProgressHook(train_steps, progress_every_secs, stream), local_steps],
     )
     eval_spec = tf.estimator.EvalSpec(input_fn=eval_input_fn, steps=None, start_delay_secs=0, throttle_secs=0)
+    latest = tf.train.latest_checkpoint(model_dir)
+    if latest and checkpoint_step(latest) >= train_steps:  # Restarted after the job ended: nothing to train.
+        cluster.mark_done(model_dir, "worker", task_index, local_steps=0, train_steps=train_steps)
+        print(f"worker {task_index}: {model_dir} is trained to step {train_steps}; nothing to do", file=stream)
+        return
     if strategy is None:
         # Asynchronous: a worker whose session comes up before the chief has initialized
         # the variables sleeps 30 s (SessionManager's recovery_wait_secs), so wait for the
@@ -298,6 +307,11 @@ def _run_worker(
     if tf.io.gfile.exists(own_copy):
         tf.io.gfile.rmtree(own_copy)
     cluster.mark_done(
-        model_dir, "worker", task_index, local_steps=local_steps.count, joined_at=local_steps.first_global_step
+        model_dir,
+        "worker",
+        task_index,
+        local_steps=local_steps.count,
+        joined_at=local_steps.first_global_step,
+        train_steps=train_steps,
     )
     print(f"worker {task_index}: done ({local_steps.count} steps of its own)", file=stream, flush=True)
