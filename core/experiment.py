@@ -155,6 +155,11 @@ def train_and_evaluate(
             done = cluster.read_done(model_dir, "chief", train_steps=train_steps)
             return done["final_step"] if done else None
 
+        records = results.read_records(eval_dir)
+        if records and records[-1]["global_step"] == final_marker():  # A finished job, run again.
+            step = records[-1]["global_step"]
+            print(f"evaluator: the final step {step} is evaluated already; nothing to do", file=stream)
+            return records[-1]
         return evaluation.follow_trainer(
             estimator, eval_input_fn, make_reporters(), train_steps, evaluator_timeout_secs, stream, final_marker
         )

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -215,33 +216,42 @@ def test_asynchronous_cluster_trains_to_the_final_step_and_every_task_exits(tiny
 
 
 @pytest.mark.slow
-def test_a_worker_killed_and_restarted_rejoins_and_the_job_ends(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("role", ["worker", "ps", "chief"])
+def test_a_task_killed_and_restarted_mid_run_and_the_job_still_ends(tiny_dataset, tmp_path, role):
+    """SIGKILL mid-run (once checkpoint 100 exists), restarted a second later: a worker
+    rejoins; after a ps, the chief and the worker recover their sessions from the last
+    checkpoint; a chief takes its lock again and continues. The job ends at the budget,
+    its final step evaluated, every task exiting 0."""
     model_dir = tmp_path / "model"
-    params = _gin(tiny_dataset, TRAIN_STEPS=300, EVAL_EVERY_STEPS=100)
+    params = _gin(tiny_dataset, TRAIN_STEPS=800, EVAL_EVERY_STEPS=100)
     train_args = ["--gin_file=configs/synthetic.gin", f"--model_dir={model_dir}"] + [f"--gin_param={p}" for p in params]
     tasks = launcher.Cluster(launcher.cluster_spec(1, 1), train_args, str(model_dir))
     killed = []
 
-    def kill_once_training(tasks):
-        if not killed and "step " in _read(model_dir / "cluster_logs" / "worker-0.log"):
-            tasks.kill("worker-0")  # SIGKILL, mid-run: no clean shutdown.
+    def kill_once_past_the_first_checkpoint(tasks):
+        if not killed and (model_dir / "model.ckpt-100.index").exists():
+            tasks.kill(f"{role}-0")  # SIGKILL: no clean shutdown.
             killed.append(True)
-            tasks.start("worker", 0)
+            time.sleep(1)
+            tasks.start(role, 0)
 
     saved = os.environ.pop("TF_CONFIG", None)
     try:
         tasks.start_all()
-        reason = launcher.supervise(tasks, 200, 1e9, on_poll=kill_once_training, stream=open(os.devnull, "w"))
+        with open(os.devnull, "w") as quiet:
+            reason = launcher.supervise(tasks, 200, 1e9, on_poll=kill_once_past_the_first_checkpoint, stream=quiet)
     finally:
         if saved is not None:
             os.environ["TF_CONFIG"] = saved
     code, line = launcher.outcome(tasks, reason)
-    log = _read(model_dir / "cluster_logs" / "worker-0.log")
+    log = _read(model_dir / "cluster_logs" / f"{role}-0.log")
     assert code == 0, line + "\n" + log[-2000:]
-    assert killed and log.count("worker 0: training") == 2, log[-2000:]
+    started = {"worker": "worker 0: training", "ps": "ps 0: serving", "chief": "training "}[role]
+    assert killed and log.count(started) == 2, log[-2000:]
     final = _done(model_dir, "chief-0")["final_step"]
-    assert final >= 300 and _evaluated_steps(model_dir)[-1] == final
-    assert _done(model_dir, "worker-0")["local_steps"] > 0  # The restarted worker trained.
+    assert final >= 800 and _evaluated_steps(model_dir)[-1] == final
+    if role == "worker":  # The restarted worker trained (its marker is the second run's).
+        assert _done(model_dir, "worker-0")["local_steps"] > 0
     assert not _alive_with(str(model_dir))
 
 

@@ -22,7 +22,8 @@ the real checkout's code from tools/), one document after another in the order o
 DOCUMENTS and in page order within each, as a reader following the pages would. The
 documents share that copy: docs/*.md start "after `make train`", which the README ran.
 
-Tiny settings: every train.py, evaluate.py and tools/export.py command gets
+Tiny settings: every train.py, evaluate.py, tools/export.py and
+tools/launch_local_cluster.py command (whose train.py flags come last) gets
 `--gin_file=tests/tiny.gin` appended (a later gin file overrides an earlier one, a
 documented --gin_param still wins) and `make train` gets `ARGS=--gin_file=tests/tiny.gin`.
 SUBSTITUTIONS and SKIP below are the only other departures from the pages.
@@ -47,6 +48,7 @@ DOCUMENTS = ["README.md", *sorted(os.path.relpath(p, REPO_ROOT) for p in glob.gl
 # (or a page that loses its examples) is noticed. A new document needs a line here.
 MIN_COMMANDS = {
     "README.md": 22,
+    "docs/distributed.md": 3,
     "docs/evaluation.md": 0,  # Prose only: its commands are the README's.
     "docs/fork.md": 9,
 }
@@ -69,7 +71,7 @@ SKIP = {
 }
 
 COMMAND_TIMEOUT = 300  # Seconds per command; the slowest tiny one takes about 15 s.
-SCRIPTS = re.compile(r"(?<![\w./-])(?:\./)?(?:train|evaluate|tools/export)\.py(?![\w.])")
+SCRIPTS = re.compile(r"(?<![\w./-])(?:\./)?(?:train|evaluate|tools/export|tools/launch_local_cluster)\.py(?![\w.])")
 MAKE_TRAIN = re.compile(r"(?<![\w./-])make\s+train(?![\w.-])")
 ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")
 FENCE = re.compile(r"^(\s*)```(.*)$")

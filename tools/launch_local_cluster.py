@@ -142,7 +142,7 @@ class Cluster:
         """Starts (or restarts: its log is appended to) one task."""
         name = f"{task_type}-{index}"
         os.makedirs(self.log_dir, exist_ok=True)
-        log = open(os.path.join(self.log_dir, f"{name}.log"), "a")
+        log = open(os.path.join(self.log_dir, f"{name}.log"), "a" if name in self.tasks else "w")
         config = tf_config(self.spec, task_type, index, self.kubeflow)
         env = dict(os.environ, TF_CONFIG=json.dumps(config))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
