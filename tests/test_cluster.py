@@ -215,23 +215,21 @@ def test_asynchronous_cluster_trains_to_the_final_step_and_every_task_exits(tiny
             assert int(done) <= final and "-" not in line, line
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("role", ["worker", "ps", "chief"])
-def test_a_task_killed_and_restarted_mid_run_and_the_job_still_ends(tiny_dataset, tmp_path, role):
-    """SIGKILL mid-run (once checkpoint 100 exists), restarted a second later: a worker
-    rejoins; after a ps, the chief and the worker recover their sessions from the last
-    checkpoint; a chief takes its lock again and continues. The job ends at the budget,
-    its final step evaluated, every task exiting 0."""
-    model_dir = tmp_path / "model"
+def _run_with_faults(model_dir, tiny_dataset, faults):
+    """A chief + worker + ps + evaluator job of 800 steps; `faults` is `[(step, role)]`: once
+    a checkpoint at or past that step exists (asynchronous steps land on 301, 302...), the
+    role's task is killed (SIGKILL: no clean shutdown) and restarted a second later.
+    Returns the launcher's outcome."""
     params = _gin(tiny_dataset, TRAIN_STEPS=800, EVAL_EVERY_STEPS=100)
     train_args = ["--gin_file=configs/synthetic.gin", f"--model_dir={model_dir}"] + [f"--gin_param={p}" for p in params]
     tasks = launcher.Cluster(launcher.cluster_spec(1, 1), train_args, str(model_dir))
-    killed = []
+    pending = list(faults)
 
-    def kill_once_past_the_first_checkpoint(tasks):
-        if not killed and (model_dir / "model.ckpt-100.index").exists():
-            tasks.kill(f"{role}-0")  # SIGKILL: no clean shutdown.
-            killed.append(True)
+    def inject(tasks):
+        saved_steps = [int(p.name.split("-")[1].split(".")[0]) for p in model_dir.glob("model.ckpt-*.index")]
+        if pending and max(saved_steps, default=-1) >= pending[0][0]:
+            _, role = pending.pop(0)
+            tasks.kill(f"{role}-0")
             time.sleep(1)
             tasks.start(role, 0)
 
@@ -239,20 +237,41 @@ def test_a_task_killed_and_restarted_mid_run_and_the_job_still_ends(tiny_dataset
     try:
         tasks.start_all()
         with open(os.devnull, "w") as quiet:
-            reason = launcher.supervise(tasks, 200, 1e9, on_poll=kill_once_past_the_first_checkpoint, stream=quiet)
+            reason = launcher.supervise(tasks, 200, 1e9, on_poll=inject, stream=quiet)
     finally:
         if saved is not None:
             os.environ["TF_CONFIG"] = saved
-    code, line = launcher.outcome(tasks, reason)
-    log = _read(model_dir / "cluster_logs" / f"{role}-0.log")
-    assert code == 0, line + "\n" + log[-2000:]
-    started = {"worker": "worker 0: training", "ps": "ps 0: serving", "chief": "training "}[role]
-    assert killed and log.count(started) == 2, log[-2000:]
+    assert not pending, f"the job ended before these faults: {pending}"
+    assert not _alive_with(str(model_dir))
+    return launcher.outcome(tasks, reason)
+
+
+def _check_ended(model_dir):
     final = _done(model_dir, "chief-0")["final_step"]
     assert final >= 800 and _evaluated_steps(model_dir)[-1] == final
-    if role == "worker":  # The restarted worker trained (its marker is the second run's).
-        assert _done(model_dir, "worker-0")["local_steps"] > 0
-    assert not _alive_with(str(model_dir))
+
+
+@pytest.mark.slow
+def test_a_worker_killed_and_restarted_rejoins_and_the_job_ends(tiny_dataset, tmp_path):
+    model_dir = tmp_path / "model"
+    code, line = _run_with_faults(model_dir, tiny_dataset, [(100, "worker")])
+    log = _read(model_dir / "cluster_logs" / "worker-0.log")
+    assert code == 0, line + "\n" + log[-2000:]
+    assert log.count("worker 0: training") == 2, log[-2000:]
+    assert _done(model_dir, "worker-0")["local_steps"] > 0  # The restarted worker trained.
+    _check_ended(model_dir)
+
+
+@pytest.mark.slow
+def test_a_ps_then_the_chief_killed_and_restarted_and_the_job_ends(tiny_dataset, tmp_path):
+    """After the ps, the chief and the worker recover their sessions from the last checkpoint;
+    the chief restarted takes its lock again and carries on. Every task exits 0."""
+    model_dir = tmp_path / "model"
+    code, line = _run_with_faults(model_dir, tiny_dataset, [(100, "ps"), (300, "chief")])
+    logs = {role: _read(model_dir / "cluster_logs" / f"{role}-0.log") for role in ("ps", "chief")}
+    assert code == 0, line + "\n" + "\n".join(log[-1500:] for log in logs.values())
+    assert logs["ps"].count("ps 0: serving") == 2 and logs["chief"].count("training ") == 2, logs
+    _check_ended(model_dir)
 
 
 def _read(path):
