@@ -19,7 +19,7 @@ import tensorflow as tf
 from core.errors import DataError
 from data import augment as augment_ops
 from data import preprocess as preprocess_ops
-from data import schema
+from data import records_index, schema
 
 
 def list_files(file_pattern) -> list:
@@ -31,11 +31,17 @@ def list_files(file_pattern) -> list:
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
     files = []
     for pattern in patterns:
-        matched = sorted(tf.io.gfile.glob(pattern))
+        matched = sorted(path for path in tf.io.gfile.glob(pattern) if not records_index.is_index(path))
         if not matched:
             raise DataError(f"no files match the pattern {pattern!r}")
         files.extend(matched)
     return files
+
+
+def shard_size(path: str) -> int:
+    """A shard's record count: from its index (`data/records_index.py`), else its record headers."""
+    index = records_index.read(path)
+    return index["count"] if index is not None else count_records(path)
 
 
 def count_records(path: str) -> int:
@@ -292,7 +298,7 @@ def make_input_fn(
         raise DataError("lenient mode is for training only: evaluation is always strict")
     augmentations = list(augmentations or ())
     files = list_files(file_pattern)
-    split_size = sum(count_records(path) for path in files)
+    split_size = sum(shard_size(path) for path in files)
     if split_size == 0:
         raise DataError(f"no records in {file_pattern} ({len(files)} empty shard(s))")
     indices = parse_subset(subset)
@@ -304,6 +310,7 @@ def make_input_fn(
             f"subset index {beyond[0]} is beyond the split ({split_size} examples in {file_pattern}); "
             f"{len(beyond)} index(es) out of range"
         )
+    num_records = split_size if indices is None else len(indices)  # An epoch.
 
     ignore_label = getattr(task, "ignore_label", schema.IGNORE_LABEL)
     preprocess = preprocess if preprocess is not None else preprocess_ops.ScaleAndCrop()
@@ -377,7 +384,7 @@ def make_input_fn(
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     input_fn.files = files
-    input_fn.num_examples = split_size if indices is None else len(indices)
+    input_fn.num_examples = num_records
     input_fn.task = task
     input_fn.examples = examples
     input_fn.diagnose = lambda: diagnose_files(files, [schema.IMAGE_ENCODED, *task.required_keys()])
@@ -387,9 +394,10 @@ def make_input_fn(
 def scan_split(files) -> list:
     """Each example's `(file name, height, width)`, in index order, from the records.
 
-    Reads `image/height` and `image/width` when the record has them (DeepLab's and
-    this template's writers do), else the encoded image's header (PIL reads only
-    the header). Used by evaluation to pad every image to one size and to name
+    From each shard's index when it has a valid one (`data/records_index.py`), else
+    from the records: `image/height` and `image/width` when the record has them
+    (DeepLab's and this template's writers do), else the encoded image's header
+    (PIL reads only the header). Used by evaluation to pad every image to one size and to name
     examples by file in the per-example CSV and the TensorBoard panels.
 
     Raises:
@@ -398,16 +406,20 @@ def scan_split(files) -> list:
     """
     examples = []
     for path in files:
-        found = []
-        try:
-            for record in tf.compat.v1.io.tf_record_iterator(path):
-                found.append(_example_size(path, len(found), record))
-        except tf.errors.DataLossError as error:
-            raise DataError(
-                f"{path}: record {len(found)} is corrupt or truncated ({str(error).splitlines()[0]})"
-            ) from None
-        examples.extend(found)
+        index = records_index.read(path)
+        examples.extend(map(tuple, index["examples"]) if index is not None else scan_shard(path))
     return examples
+
+
+def scan_shard(path) -> list:
+    """`(file name, height, width)` of each example of one shard, read from its records."""
+    found = []
+    try:
+        for record in tf.compat.v1.io.tf_record_iterator(path):
+            found.append(_example_size(path, len(found), record))
+    except tf.errors.DataLossError as error:
+        raise DataError(f"{path}: record {len(found)} is corrupt or truncated ({str(error).splitlines()[0]})") from None
+    return found
 
 
 def _example_size(path, number, record):

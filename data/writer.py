@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from core.errors import DataError
-from data import schema
+from data import records_index, schema
 
 
 def shard_paths(output_prefix: str, num_shards: int) -> list:
@@ -69,6 +69,7 @@ def write_shards(examples, num_examples: int, output_prefix: str, num_shards: in
     interactive = sys.stderr.isatty()  # A \r progress line only where it redraws.
     for shard, path in enumerate(paths):
         tmp_path = path + ".tmp"
+        sizes = []  # Each example's (file name, height, width): the shard's index.
         with tf.io.TFRecordWriter(tmp_path) as writer:
             for _ in range(bounds[shard], bounds[shard + 1]):
                 try:
@@ -80,6 +81,14 @@ def write_shards(examples, num_examples: int, output_prefix: str, num_shards: in
                     item["image"], item["filename"], item.get("image_format") or "png", **{key: label}
                 )
                 writer.write(example.SerializeToString())
+                feature = example.features.feature
+                sizes.append(
+                    (
+                        item["filename"],
+                        feature[schema.IMAGE_HEIGHT].int64_list.value[0],
+                        feature[schema.IMAGE_WIDTH].int64_list.value[0],
+                    )
+                )
                 written += 1
                 if progress and interactive and (written % 100 == 0 or written == num_examples):
                     rate = written / max(time.time() - start, 1e-9)
@@ -87,6 +96,7 @@ def write_shards(examples, num_examples: int, output_prefix: str, num_shards: in
                         f"\r{output_prefix}: {written}/{num_examples} examples, {rate:.0f}/s", end="", file=sys.stderr
                     )
         os.replace(tmp_path, path)
+        records_index.write(path, sizes)
     if next(iterator, None) is not None:
         raise DataError(f"expected {num_examples} examples, got more")
     if progress:
