@@ -100,7 +100,9 @@ estimator.train(train_fn, hooks=[] if save else [First()], max_steps=(estimator.
 """.replace("SIZE_", str(SIZE))
 
 
-def _startup_to_first_step(root: str, model_dir: str, save: bool = False) -> float:
+def _startup_to_first_step(root: str, model_dir: str, save: bool = False):
+    """Seconds from a fresh process's start to the end of its first step (None with `save`:
+    one step, checkpointed)."""
     env = dict(os.environ, PYTHONPATH=runtime.REPO_ROOT)
     spawned = time.time()
     run = subprocess.run(
@@ -109,9 +111,10 @@ def _startup_to_first_step(root: str, model_dir: str, save: bool = False) -> flo
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
-    return float(run.stdout.strip().splitlines()[-1])
+    if run.returncode:
+        raise SystemExit(f"the timed process failed:\n{run.stderr[-3000:]}")
+    return None if save else float(run.stdout.strip().splitlines()[-1])
 
 
 def _checkpoint_at(model_dir: str, root: str, step: int):
@@ -122,7 +125,10 @@ def _checkpoint_at(model_dir: str, root: str, step: int):
     source = tf.train.latest_checkpoint(model_dir)
     with tf.Graph().as_default():
         variables = [
-            tf.compat.v1.Variable(step if name == "global_step" else tf.train.load_variable(source, name), name=name)
+            tf.compat.v1.Variable(
+                tf.constant(step, tf.int64) if name == "global_step" else tf.train.load_variable(source, name),
+                name=name,
+            )
             for name, _ in tf.train.list_variables(source)
         ]
         with tf.compat.v1.Session() as session:

@@ -1,0 +1,173 @@
+"""Benchmark: the template's Estimator training and evaluation against Keras on the same
+network, and its TFRecord pipeline against the same batches held in memory.
+
+configs/synthetic.gin as `make train` runs it (the default U-Net, 64x64 images, batch 16,
+4 classes), on `datasets/synthetic/` (written first if missing), all in this process:
+
+- `train_throughput_vs_keras`: steady-state training examples/s (steps `--warmup` to
+  `--warmup + --steps`) of `tf.estimator.Estimator.train` with the template's model_fn
+  and input_fn, over Keras `Model.fit` on the same U-Net object (a functional model of
+  its layers), the same loss (cross-entropy over non-ignored pixels), Adam, batch and
+  tf.data pipeline;
+- `pipeline_vs_memory`: the same Estimator training fed from the TFRecords over fed
+  from the same batches already decoded in memory (`Dataset.from_tensor_slices`);
+- `eval_throughput_vs_keras`: a full evaluation of the 400 val images, every metric and
+  summary on (`Estimator.evaluate`: graph, session, restore, metrics, panels), over
+  Keras `Model.evaluate` with a `MeanIoU` metric over the same images; each timed on
+  its second call.
+
+Prints each measurement and, last, one JSON object with the three ratios.
+
+    .venv/bin/python bench/train.py [--warmup=20] [--steps=100]
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from core import runtime
+
+GIN_FILE = os.path.join(runtime.REPO_ROOT, "configs", "synthetic.gin")
+
+
+class _Rate:
+    """Examples/s between the `warmup`-th and the `warmup + steps`-th step."""
+
+    def __init__(self, warmup, steps, batch):
+        self.warmup, self.steps, self.batch = warmup, steps, batch
+        self.count, self.started, self.rate = 0, None, None
+
+    def step(self):
+        self.count += 1
+        if self.count == self.warmup:
+            self.started = time.perf_counter()
+        elif self.count == self.warmup + self.steps:
+            self.rate = self.steps * self.batch / (time.perf_counter() - self.started)
+            return True
+        return False
+
+
+def _estimator_rate(tf, model_fn, input_fn, model_dir, warmup, steps, batch):
+    rate = _Rate(warmup, steps, batch)
+
+    class Hook(tf.compat.v1.train.SessionRunHook):
+        def after_run(self, context, values):
+            if rate.step():
+                context.request_stop()
+
+    config = tf.estimator.RunConfig(model_dir=model_dir, tf_random_seed=0, save_checkpoints_steps=10**9,
+                                    save_checkpoints_secs=None, log_step_count_steps=None)  # fmt: skip
+    estimator = tf.estimator.Estimator(model_fn, config=config)
+    estimator.train(input_fn, hooks=[Hook()], max_steps=warmup + steps + 1)
+    return rate.rate, estimator
+
+
+def _keras_model(tf, network, task, height, width):
+    from models.inference import normalise
+
+    images = tf.keras.Input((height, width, 3), dtype=tf.uint8)
+    logits = network(normalise(images), task.num_classes, training=None, seed=0)
+    model = tf.keras.Model(images, logits)
+    ignore = task.ignore_label
+
+    def loss(labels, logits):
+        labels = tf.cast(labels, tf.int32)
+        valid = tf.cast(tf.not_equal(labels, ignore), tf.float32)
+        safe = tf.where(tf.equal(labels, ignore), 0, labels)
+        per_pixel = tf.keras.losses.sparse_categorical_crossentropy(safe, logits, from_logits=True)
+        return tf.reduce_sum(per_pixel * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
+
+    class MeanIoU(tf.keras.metrics.MeanIoU):
+        def update_state(self, labels, logits, sample_weight=None):
+            labels = tf.cast(labels, tf.int32)
+            valid = tf.not_equal(labels, ignore)
+            safe = tf.where(valid, labels, 0)
+            return super().update_state(safe, tf.argmax(logits, -1), tf.cast(valid, tf.float32))
+
+    model.compile(tf.keras.optimizers.Adam(1e-3), loss=loss, metrics=[MeanIoU(task.num_classes)])
+    return model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args(argv)
+    runtime.quiet()
+    import gin
+    import tensorflow as tf
+
+    from core import configurables
+    from data import synthetic
+
+    synthetic.prepare_for_config(GIN_FILE, runtime.REPO_ROOT)
+    configurables.parse_gin([GIN_FILE], [])
+    model_fn = gin.query_parameter("train_and_evaluate.model_fn").scoped_configurable_fn()
+    train_fn = gin.query_parameter("train_and_evaluate.train_input_fn").scoped_configurable_fn()
+    eval_fn = gin.query_parameter("train_and_evaluate.eval_input_fn").scoped_configurable_fn()
+    batch = gin.query_parameter("%TRAIN_BATCH_SIZE")
+    height, width = gin.query_parameter("%IMAGE_HEIGHT"), gin.query_parameter("%IMAGE_WIDTH")
+    network, task = gin.query_parameter("%NETWORK").scoped_configurable_fn(), model_fn.task
+    work = tempfile.mkdtemp(prefix="bench_train_")
+    figures = {}
+
+    # Keras first: layers made in Estimator's graphs would invalidate its functional model.
+    model = _keras_model(tf, network, task, height, width)
+    rate = _Rate(args.warmup, args.steps, batch)
+
+    class Callback(tf.keras.callbacks.Callback):
+        def on_train_batch_end(self, number, logs=None):
+            if rate.step():
+                self.model.stop_training = True
+
+    keras_data = train_fn().map(lambda f, label: (f["image"], label))
+    model.fit(keras_data, steps_per_epoch=args.warmup + args.steps + 1, epochs=1, callbacks=[Callback()], verbose=0)
+    print(f"Keras fit, same network and pipeline: {rate.rate:.1f} examples/s", flush=True)
+
+    num_val = eval_fn.num_examples
+    keras_val = eval_fn().map(lambda f, label: (f["image"], label))
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        model.evaluate(keras_val, verbose=0)
+        times.append(time.perf_counter() - started)
+    keras_eval = num_val / times[-1]
+    print(f"Keras evaluate, MeanIoU: {keras_eval:.1f} examples/s", flush=True)
+
+    estimator_rate, estimator = _estimator_rate(
+        tf, model_fn, train_fn, os.path.join(work, "records"), args.warmup, args.steps, batch
+    )
+    print(f"Estimator, from TFRecords: {estimator_rate:.1f} examples/s", flush=True)
+
+    batches = list(train_fn().take(args.warmup + args.steps + 1).as_numpy_iterator())
+    features = {key: np.stack([f[key] for f, _ in batches]) for key in batches[0][0]}
+    labels = np.stack([label for _, label in batches])
+
+    def memory_fn():
+        return tf.data.Dataset.from_tensor_slices((features, labels)).repeat()
+
+    memory_rate, _ = _estimator_rate(
+        tf, model_fn, memory_fn, os.path.join(work, "memory"), args.warmup, args.steps, batch
+    )
+    print(f"Estimator, the same batches from memory: {memory_rate:.1f} examples/s", flush=True)
+
+    checkpoint = estimator.latest_checkpoint()
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        estimator.evaluate(eval_fn, checkpoint_path=checkpoint, name="bench")
+        times.append(time.perf_counter() - started)
+    estimator_eval = num_val / times[-1]
+    print(f"Estimator evaluate, every metric and summary: {estimator_eval:.1f} examples/s", flush=True)
+    figures["train_throughput_vs_keras"] = round(estimator_rate / rate.rate, 3)
+    figures["pipeline_vs_memory"] = round(estimator_rate / memory_rate, 3)
+    figures["eval_throughput_vs_keras"] = round(estimator_eval / keras_eval, 3)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
