@@ -42,8 +42,11 @@ format: $(STAMP)
 	$(VPY) -m ruff format .
 	$(VPY) -m ruff check --fix .
 
+# Every benchmark, each one's output in one report (bench/results.md, not committed).
 bench: $(STAMP)
-	@for b in bench/*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
+	@set -o pipefail; { echo "# make bench, $$(date -u '+%F %H:%M UTC'), $$(uname -n), $$(nproc) cores"; \
+	  for b in bench/*.py; do echo; echo "## $$b"; echo; echo '```'; $(VPY) $$b || exit 1; echo '```'; done; \
+	} 2>&1 | tee bench/results.md
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir runs --bind_all
