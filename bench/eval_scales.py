@@ -36,14 +36,10 @@ SETTINGS = {
 
 
 def _dataset():
-    from data import synthetic, writer
+    from data import synthetic
 
-    marker = os.path.join(DATA_DIR, "done")
-    if not os.path.exists(marker):
-        for split, count in (("train", NUM_TRAIN), ("val", NUM_VAL)):
-            examples = (synthetic.example("segmentation", 0, split, i, SIZE, SIZE) for i in range(count))
-            writer.write_shards(examples, count, os.path.join(DATA_DIR, split), 2, progress=False)
-        open(marker, "w").close()
+    if not os.path.exists(os.path.join(DATA_DIR, "dataset.json")):
+        synthetic.write_dataset(DATA_DIR, NUM_TRAIN, NUM_VAL, SIZE, SIZE, num_shards=2)
     return os.path.join(DATA_DIR, "train-*.tfrecord"), os.path.join(DATA_DIR, "val-*.tfrecord")
 
 

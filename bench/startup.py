@@ -40,14 +40,11 @@ BATCH = 4  # TRAIN_BATCH_SIZE in FIRST_STEP.
 
 
 def _dataset(num_train: int) -> str:
-    from data import synthetic, writer
+    from data import synthetic
 
     root = os.path.join(runtime.REPO_ROOT, "datasets", f"bench_startup_{num_train}")
-    if not os.path.exists(os.path.join(root, "done")):
-        for split, count in (("train", num_train), ("val", VAL)):
-            examples = (synthetic.example("segmentation", 0, split, i, SIZE, SIZE) for i in range(count))
-            writer.write_shards(examples, count, os.path.join(root, split), SHARDS, progress=False)
-        open(os.path.join(root, "done"), "w").close()
+    if not os.path.exists(os.path.join(root, "dataset.json")):
+        synthetic.write_dataset(root, num_train, VAL, SIZE, SIZE, num_shards=SHARDS)
     return root
 
 
