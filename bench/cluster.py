@@ -27,36 +27,10 @@ import sys
 import tempfile
 import time
 
-from core import runtime
+from core import cluster, results, runtime
+from tools import launch_local_cluster
 
 GIN_FILE = os.path.join(runtime.REPO_ROOT, "configs", "synthetic.gin")
-
-
-def _alive_with(text: str) -> int:
-    count = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                count += text.encode() in f.read()
-        except OSError:
-            pass
-    return count
-
-
-def _records(model_dir):
-    path = os.path.join(model_dir, "eval", "results.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _done(model_dir, name):
-    try:
-        with open(os.path.join(model_dir, "cluster_done", f"{name}.json")) as f:
-            return json.load(f)
-    except OSError:
-        return {}
 
 
 def run(name, model_dir, train_steps, launcher_args=None, params=()):
@@ -71,10 +45,10 @@ def run(name, model_dir, train_steps, launcher_args=None, params=()):
     start = time.time()
     process = subprocess.run(command, cwd=runtime.REPO_ROOT, env=env, capture_output=True, text=True)
     seconds = time.time() - start
-    records = _records(model_dir)
+    records = results.read_records(os.path.join(model_dir, "eval"))
     last = records[-1] if records else {}
-    chief = _done(model_dir, "chief-0")
-    worker = _done(model_dir, "worker-0")
+    chief = cluster.read_done(model_dir, "chief") or {}
+    worker = cluster.read_done(model_dir, "worker") or {}
     final = chief.get("final_step", last.get("global_step"))
     row = {
         "run": name,
@@ -85,7 +59,7 @@ def run(name, model_dir, train_steps, launcher_args=None, params=()):
         "mean_iou": last.get("metrics", {}).get("mean_iou"),
         "chief_steps": chief.get("local_steps"),
         "worker_steps": worker.get("local_steps"),
-        "leftover_processes": _alive_with(model_dir),
+        "leftover_processes": len(launch_local_cluster.processes_mentioning(model_dir)),
     }
     if process.returncode:
         row["tail"] = (process.stdout + process.stderr)[-600:]

@@ -152,19 +152,6 @@ def test_mirrored_trains_with_evaluations_and_moves_the_weights(tiny_dataset, tm
     assert moved > 3e-3, moved
 
 
-def _alive_with(text: str) -> list:
-    """Pids of live processes whose command line mentions `text`."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if text.encode() in f.read():
-                    pids.append(int(pid))
-        except OSError:
-            pass
-    return pids
-
-
 def _launch(model_dir, launcher_args, params, gin_file="configs/synthetic.gin", timeout=240):
     command = [sys.executable, "tools/launch_local_cluster.py", *launcher_args, "--timeout_secs=200", "--"]
     command += [f"--gin_file={gin_file}"] if gin_file else []
@@ -174,12 +161,13 @@ def _launch(model_dir, launcher_args, params, gin_file="configs/synthetic.gin", 
     run = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     logs = {path.name: path.read_text() for path in (model_dir / "cluster_logs").glob("*.log")}
     assert run.returncode == 0, run.stdout[-2000:] + "\n".join(f"== {k}\n{t[-1500:]}" for k, t in logs.items())
-    assert not _alive_with(str(model_dir)), "a task outlived the launcher"
+    assert not launcher.processes_mentioning(str(model_dir)), "a task outlived the launcher"
     return run, logs
 
 
-def _done(model_dir, name):
-    return json.loads((model_dir / "cluster_done" / f"{name}.json").read_text())
+def _done(model_dir, task_type):
+    """The task's (index 0) end-of-training marker; None when it wrote none."""
+    return cluster.read_done(str(model_dir), task_type)
 
 
 def _evaluated_steps(model_dir):
@@ -197,14 +185,14 @@ def _check_asynchronous_run(model_dir, logs, budget):
     evaluated exactly once, every task said it was done, and the progress lines count
     global steps."""
     assert sorted(logs) == ["chief-0.log", "evaluator-0.log", "ps-0.log", "worker-0.log"]
-    final = _done(model_dir, "chief-0")["final_step"]
+    final = _done(model_dir, "chief")["final_step"]
     assert final >= budget
     steps = _evaluated_steps(model_dir)
     assert steps[-1] == final and steps.count(final) == 1 and steps == sorted(set(steps)), steps
     assert f"evaluated the final step {final}; done." in logs["evaluator-0.log"]
     assert "ps 0: the chief and every worker are done; exiting" in logs["ps-0.log"]
     # Both trained, and between them made every step (asynchronous: each step is one trainer's).
-    chief, worker = _done(model_dir, "chief-0")["local_steps"], _done(model_dir, "worker-0")["local_steps"]
+    chief, worker = _done(model_dir, "chief")["local_steps"], _done(model_dir, "worker")["local_steps"]
     assert chief > 0 and worker > 0 and chief + worker >= final
     for line in logs["worker-0.log"].splitlines() + logs["chief-0.log"].splitlines():
         if line.startswith("step "):
@@ -239,12 +227,12 @@ def _run_with_faults(model_dir, tiny_dataset, faults):
         if saved is not None:
             os.environ["TF_CONFIG"] = saved
     assert not pending, f"the job ended before these faults: {pending}"
-    assert not _alive_with(str(model_dir))
+    assert not launcher.processes_mentioning(str(model_dir))
     return launcher.outcome(tasks, reason)
 
 
 def _check_ended(model_dir):
-    final = _done(model_dir, "chief-0")["final_step"]
+    final = _done(model_dir, "chief")["final_step"]
     assert final >= 1000 and _evaluated_steps(model_dir)[-1] == final
 
 
@@ -259,7 +247,7 @@ def test_a_worker_a_ps_and_the_chief_killed_and_restarted_and_the_job_ends(tiny_
     assert code == 0, line + "\n" + "\n".join(log[-1500:] for log in logs.values())
     assert logs["worker"].count("worker 0: training") == 2, logs["worker"][-2000:]
     assert logs["ps"].count("ps 0: serving") == 2 and logs["chief"].count("training ") == 2, logs
-    assert _done(model_dir, "worker-0")["local_steps"] > 0  # The restarted worker trained.
+    assert _done(model_dir, "worker")["local_steps"] > 0  # The restarted worker trained.
     _check_ended(model_dir)
 
 
@@ -278,8 +266,8 @@ def test_synchronous_cluster_takes_every_step_together(tiny_dataset, tmp_path):
     model_dir = tmp_path / "model"
     params = _gin(tiny_dataset, TRAIN_STEPS=20, EVAL_EVERY_STEPS=10, STRATEGY="@multi_worker_mirrored()")
     _launch(model_dir, ["--num_workers=1", "--num_ps=0"], params)
-    assert _done(model_dir, "chief-0")["final_step"] == 20
-    assert _done(model_dir, "chief-0")["local_steps"] == 20 and _done(model_dir, "worker-0")["local_steps"] == 20
+    assert _done(model_dir, "chief")["final_step"] == 20
+    assert _done(model_dir, "chief")["local_steps"] == 20 and _done(model_dir, "worker")["local_steps"] == 20
     assert _evaluated_steps(model_dir)[-1] == 20
     assert not (model_dir / "tmp_worker_0").exists()
 

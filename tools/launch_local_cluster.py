@@ -105,6 +105,21 @@ def model_dir_of(train_args) -> str:
     return found
 
 
+def processes_mentioning(text: str) -> list:
+    """Pids of the live processes whose command line mentions `text` (e.g. a cluster's
+    model directory): what the tests and bench/cluster.py check is empty once the
+    launcher has returned."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
 def last_line(path: str, prefix: str) -> str:
     try:
         with open(path, errors="replace") as f:
