@@ -70,10 +70,6 @@ def read_done(model_dir, task_type="chief", task_index=0, train_steps=None):
     return done if train_steps is None or done.get("train_steps") == train_steps else None
 
 
-def has_workers() -> bool:
-    return bool(cluster().get("worker"))
-
-
 def run_ps(model_dir, train_steps, stream, poll=0.5):
     """A parameter server that exits 0 once the chief and every worker are done with this job."""
     task_type, task_index = task()

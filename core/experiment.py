@@ -203,7 +203,7 @@ def train_and_evaluate(
         settings = None
         if warm_start_from and latest:
             print(f"warm start: ignored, {model_dir} resumes from its own {latest}", file=stream)
-        elif warm_start_from and tf.estimator.RunConfig().is_chief:  # The chief initializes the variables.
+        elif warm_start_from:  # Here only as the chief (or alone): the chief initializes the variables.
             plan = warm_start.prepare(warm_start_from, warm_start_skip, model_dir, model_fn, train_input_fn, seed)
             print(plan.line, file=stream, flush=True)
             settings = plan.settings
@@ -280,6 +280,11 @@ def _run_worker(
     keep_checkpoint_max, strategy, task_index, timeout_secs, progress_every_secs, stream,
 ):  # fmt: skip
     """A TF_CONFIG worker: trains with the chief until the global step reaches `train_steps`."""
+    latest = tf.train.latest_checkpoint(model_dir)
+    if latest and checkpoint_step(latest) >= train_steps:  # Restarted after the job ended: nothing to train.
+        cluster.mark_done(model_dir, "worker", task_index, local_steps=0, train_steps=train_steps)
+        print(f"worker {task_index}: {model_dir} is trained to step {train_steps}; nothing to do", file=stream)
+        return
     estimator = build_estimator(model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max, strategy=strategy)
     local_steps = cluster.LocalSteps()
     train_spec = tf.estimator.TrainSpec(
@@ -288,11 +293,6 @@ def _run_worker(
         hooks=[ProgressHook(train_steps, progress_every_secs, stream), local_steps],
     )
     eval_spec = tf.estimator.EvalSpec(input_fn=eval_input_fn, steps=None, start_delay_secs=0, throttle_secs=0)
-    latest = tf.train.latest_checkpoint(model_dir)
-    if latest and checkpoint_step(latest) >= train_steps:  # Restarted after the job ended: nothing to train.
-        cluster.mark_done(model_dir, "worker", task_index, local_steps=0, train_steps=train_steps)
-        print(f"worker {task_index}: {model_dir} is trained to step {train_steps}; nothing to do", file=stream)
-        return
     if strategy is None:
         # Asynchronous: a worker whose session comes up before the chief has initialized
         # the variables sleeps 30 s (SessionManager's recovery_wait_secs), so wait for the
