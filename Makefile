@@ -43,9 +43,11 @@ format: $(STAMP)
 	$(VPY) -m ruff check --fix .
 
 # Every benchmark, each one's output in one report (bench/results.md, not committed).
+# bench/growth.py runs inside bench/train.py.
+BENCHMARKS = $(filter-out bench/growth.py,$(wildcard bench/*.py))
 bench: $(STAMP)
 	@set -o pipefail; { echo "# make bench, $$(date -u '+%F %H:%M UTC'), $$(uname -n), $$(nproc) cores"; \
-	  for b in bench/*.py; do echo; echo "## $$b"; echo; echo '```'; $(VPY) $$b || exit 1; echo '```'; done; \
+	  for b in $(BENCHMARKS); do echo; echo "## $$b"; echo; echo '```'; $(VPY) $$b || exit 1; echo '```'; done; \
 	} 2>&1 | tee bench/results.md
 
 tensorboard: $(STAMP)

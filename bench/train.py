@@ -16,14 +16,25 @@ configs/synthetic.gin as `make train` runs it (the default U-Net, 64x64 images, 
   Keras `Model.evaluate` with a `MeanIoU` metric over the same images; each timed on
   its second call.
 
-Prints each measurement and, last, one JSON object with the three ratios.
+Then what grows with the job (`bench/growth.py`: start-up to the first step at three
+dataset sizes, a resume's cost at 10 epochs over 1, time per example as the dataset and
+the images grow), and the time to quality: `train.py --gin_file=configs/synthetic.gin`
+(what `make train` runs) in a fresh process, from its start to the first evaluation with
+mean IoU >= `--target` (`time_to_target_miou_s`; stopped there), with its steps/s (the
+machine's speed that day).
 
-    .venv/bin/python bench/train.py [--warmup=20] [--steps=100]
+Prints each measurement and, last, one JSON object with every figure.
+
+    .venv/bin/python bench/train.py [--warmup=20] [--steps=100] [--target=0.95]
+                                    [--sections=keras,growth,target]
 """
 
 import argparse
 import json
 import os
+import re
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -51,7 +62,7 @@ class _Rate:
         return False
 
 
-def _estimator_rate(tf, model_fn, input_fn, model_dir, warmup, steps, batch):
+def _estimator_rate(tf, model_fn, input_fn, model_dir, warmup, steps, batch, session_config=None):
     rate = _Rate(warmup, steps, batch)
 
     class Hook(tf.compat.v1.train.SessionRunHook):
@@ -60,7 +71,8 @@ def _estimator_rate(tf, model_fn, input_fn, model_dir, warmup, steps, batch):
                 context.request_stop()
 
     config = tf.estimator.RunConfig(model_dir=model_dir, tf_random_seed=0, save_checkpoints_steps=10**9,
-                                    save_checkpoints_secs=None, log_step_count_steps=None)  # fmt: skip
+                                    save_checkpoints_secs=None, log_step_count_steps=None,
+                                    session_config=session_config)  # fmt: skip
     estimator = tf.estimator.Estimator(model_fn, config=config)
     estimator.train(input_fn, hooks=[Hook()], max_steps=warmup + steps + 1)
     return rate.rate, estimator
@@ -92,12 +104,53 @@ def _keras_model(tf, network, task, height, width):
     return model
 
 
+def time_to_target(target: float, work: str):
+    """Runs configs/synthetic.gin's training in a fresh process until an evaluation reaches
+    mean IoU `target`: (seconds from its start to that evaluation's line or None, the
+    last mean IoU, its last steps/s)."""
+    command = [sys.executable, "train.py", f"--gin_file={GIN_FILE}", f"--model_dir={os.path.join(work, 'target')}"]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=runtime.REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    reached, last, speed = None, None, None
+    for line in process.stdout:
+        if match := re.search(r"(\S+) steps/s", line):
+            speed = float(match.group(1))
+        if line.startswith("loss ") and (match := re.search(r"\bmean_iou (\S+)", line)):
+            last = float(match.group(1))
+            print(f"  {time.perf_counter() - started:6.1f} s: mean IoU {last:.4f}", flush=True)
+            if last >= target:
+                reached = time.perf_counter() - started
+                process.terminate()
+                break
+    process.wait()
+    return reached, last, speed
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--sections", default="keras,growth,target")
     args = parser.parse_args(argv)
+    sections = set(args.sections.split(","))
     runtime.quiet()
+    work = tempfile.mkdtemp(prefix="bench_train_")
+    figures = _against_keras(args, work) if "keras" in sections else {}
+    if "growth" in sections:
+        import growth  # bench/growth.py, beside this file.
+
+        figures.update(growth.measure())
+    if "target" in sections:
+        print(f"\nconfigs/synthetic.gin until mean IoU {args.target}:", flush=True)
+        reached, last, speed = time_to_target(args.target, work)
+        figures["time_to_target_miou_s"] = reached and round(reached, 1)
+        figures["target_run"] = {"target": args.target, "last_mean_iou": last, "steps_per_s": speed}
+    print(json.dumps(figures))
+
+
+def _against_keras(args, work):
+    """The three ratios against Keras and memory (the module's first list)."""
     import gin
     import tensorflow as tf
 
@@ -112,7 +165,6 @@ def main(argv=None):
     batch = gin.query_parameter("%TRAIN_BATCH_SIZE")
     height, width = gin.query_parameter("%IMAGE_HEIGHT"), gin.query_parameter("%IMAGE_WIDTH")
     network, task = gin.query_parameter("%NETWORK").scoped_configurable_fn(), model_fn.task
-    work = tempfile.mkdtemp(prefix="bench_train_")
     figures = {}
 
     # Keras first: layers made in Estimator's graphs would invalidate its functional model.
@@ -166,7 +218,21 @@ def main(argv=None):
     figures["train_throughput_vs_keras"] = round(estimator_rate / rate.rate, 3)
     figures["pipeline_vs_memory"] = round(estimator_rate / memory_rate, 3)
     figures["eval_throughput_vs_keras"] = round(estimator_eval / keras_eval, 3)
-    print(json.dumps(figures))
+
+    # Thread pools: TensorFlow's default (0: one thread per core in each pool) against
+    # explicit sizes, the same training from TFRecords.
+    threads = {}
+    for intra, inter in ((1, 1), (1, 2), (2, 1), (2, 2)):
+        session_config = tf.compat.v1.ConfigProto(
+            intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter, allow_soft_placement=True
+        )
+        threads[f"{intra},{inter}"], _ = _estimator_rate(
+            tf, model_fn, train_fn, os.path.join(work, f"threads_{intra}_{inter}"), args.warmup, args.steps, batch,
+            session_config,
+        )  # fmt: skip
+        print(f"Estimator, intra_op {intra}, inter_op {inter} threads: {threads[f'{intra},{inter}']:.1f} examples/s")
+    figures["threads_vs_default"] = {key: round(value / estimator_rate, 3) for key, value in threads.items()}
+    return figures
 
 
 if __name__ == "__main__":
