@@ -18,10 +18,13 @@ import numpy as np
 import tensorflow as tf
 
 from core.errors import RunError
+from metrics import bootstrap
 from metrics.summaries import PER_EXAMPLE_PREFIX as PER_EXAMPLE_KEY  # "per_example/<name>" result keys.
+from metrics.summaries import STATISTICS_PREFIX as STATISTICS_KEY  # "statistics/<name>" result keys.
 
 RESULTS_FILE = "results.jsonl"
 PER_EXAMPLE_PREFIX = "per_example-"  # The CSV files: per_example-<step>.csv.
+STATISTICS_PREFIX = "statistics-"  # The per-example sufficient statistics: statistics-<step>.npz.
 
 
 def _json_float(value):
@@ -44,7 +47,7 @@ def to_record(eval_result: dict, checkpoint_path: str, class_names, per_class_ke
         "per_class": {name: {} for name in class_names} if per_class_keys else {},
     }
     for key, value in sorted(eval_result.items()):
-        if key in ("global_step", "num_examples") or key.startswith(PER_EXAMPLE_KEY):
+        if key in ("global_step", "num_examples") or key.startswith((PER_EXAMPLE_KEY, STATISTICS_KEY)):
             continue
         prefix, _, suffix = key.partition("/")
         if isinstance(value, (bytes, str)):
@@ -137,13 +140,76 @@ def check_example_count(eval_result: dict, expected):
         raise RunError(f"evaluation saw {seen} examples, the split holds {expected}: examples were dropped")
 
 
+def statistics_of(eval_result: dict):
+    """`(index int64 [N], {name: float64 [N, k]})`: each evaluated example's sufficient
+    statistics, in evaluation order; None if the evaluation kept none."""
+    names = [key[len(STATISTICS_KEY) :] for key in eval_result if key.startswith(STATISTICS_KEY)]
+    if not names or PER_EXAMPLE_KEY + "index" not in eval_result:
+        return None
+    index = np.asarray(eval_result[PER_EXAMPLE_KEY + "index"]).astype(np.int64)
+    return index, {name: np.asarray(eval_result[STATISTICS_KEY + name]).reshape(len(index), -1) for name in names}
+
+
+def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, statistics: dict) -> str:
+    """Writes `statistics-<step>.npz`: `index` and each statistic, rows sorted by index."""
+    order = np.argsort(index, kind="stable")
+    arrays = {name: values[order] for name, values in statistics.items()}
+    for name, values in arrays.items():
+        if np.all(values == np.round(values)) and np.abs(values).max(initial=0) < 2**31:
+            arrays[name] = values.astype(np.int32)  # Counts: 4 bytes, and they compress.
+    path = os.path.join(eval_dir, f"{STATISTICS_PREFIX}{step}.npz")
+    with open(path, "wb") as f:
+        np.savez_compressed(f, index=index[order], checkpoint=np.asarray(checkpoint_path), **arrays)
+    return path
+
+
+def read_statistics(path: str):
+    """`(checkpoint_path, index [N], {name: [N, k]})` from a `statistics-<step>.npz`."""
+    with np.load(path) as data:
+        names = [name for name in data.files if name not in ("index", "checkpoint")]
+        return str(data["checkpoint"]), data["index"], {name: data[name] for name in names}
+
+
 def report(eval_dir: str, eval_result: dict, checkpoint_path: str, task, stream=None, filenames=None) -> dict:
-    """Records one evaluation: results.jsonl line, per-example CSV, printed table."""
+    """Records one evaluation: results.jsonl line (with the bootstrap intervals of the
+    task's `from_sums` metrics), per-example CSV and statistics, printed table."""
     record = to_record(eval_result, checkpoint_path, task.class_names, task.per_class_keys)
+    kept = statistics_of(eval_result)
+    if kept is not None:
+        tf.io.gfile.makedirs(eval_dir)
+        write_statistics(eval_dir, record["global_step"], checkpoint_path, *kept)
+        record["ci"] = bootstrap.intervals(kept[1], task.from_sums)
+        write_interval_summary(eval_dir, record)
     append_record(eval_dir, record)
     write_per_example(eval_dir, eval_result, checkpoint_path, task.per_example_score, task.worst_is_lowest, filenames)
     print(format_table(record), file=stream or sys.stdout, flush=True)
     return record
+
+
+def interval_table(record: dict) -> str:
+    """The intervals as a markdown table (TensorBoard's text tab)."""
+    lines = [
+        f"95% bootstrap intervals ({bootstrap.NUM_RESAMPLES} resamples of the {record['num_examples']} examples)",
+        "",
+        "| metric | value | low | high |",
+        "|---|---|---|---|",
+    ]
+    for key, interval in record["ci"].items():
+        prefix, _, name = key.partition("/")
+        value = record["per_class"].get(name, {}).get(prefix) if name else record["metrics"].get(key)
+        lines.append(f"| {key} | {_cell(value).strip()} | {interval['low']:.4f} | {interval['high']:.4f} |")
+    return "\n".join(lines)
+
+
+def write_interval_summary(eval_dir: str, record: dict):
+    """The intervals in TensorBoard's text tab, in the evaluation's own event file."""
+    summary = tf.compat.v1.Summary()
+    value = summary.value.add(tag="confidence_intervals")
+    value.metadata.plugin_data.plugin_name = "text"  # TensorBoard's text tab.
+    value.tensor.CopyFrom(tf.make_tensor_proto(interval_table(record)))
+    writer = tf.compat.v1.summary.FileWriterCache.get(eval_dir)
+    writer.add_summary(summary, record["global_step"])
+    writer.flush()
 
 
 def read_records(eval_dir: str) -> list:
@@ -159,20 +225,33 @@ def _cell(value):
     return "   n/a" if value is None else f"{value:6.4f}"
 
 
+def _interval(record: dict, key: str) -> str:
+    interval = record.get("ci", {}).get(key)
+    return f" [{interval['low']:.4f}, {interval['high']:.4f}]" if interval else ""
+
+
 def format_table(record: dict) -> str:
-    """A compact text table: headline metrics, then one row per class (if the task has any)."""
+    """A compact text table: headline metrics, then one row per class (if the task has any),
+    each followed by its 95% bootstrap interval where the record has one."""
     metrics = record["metrics"]
     head = [f"eval @ step {record['global_step']}  ({record['num_examples']} examples)"]
-    head.append("  ".join(f"{key} {_cell(metrics[key])}" for key in sorted(metrics) if key != "loss"))
+    head.append(
+        "  ".join(f"{key} {_cell(metrics[key])}{_interval(record, key)}" for key in sorted(metrics) if key != "loss")
+    )
     if "loss" in metrics:
         head[-1] = f"loss {_cell(metrics['loss'])}  " + head[-1]
     keys = list(dict.fromkeys(key for values in record["per_class"].values() for key in values))
     if not keys:
         return "\n".join(head)
     width = max([len(name) for name in record["per_class"]] + [5])
+    intervals = record.get("ci", {})
+    with_interval = [key for key in keys if any(f"{key}/{name}" in intervals for name in record["per_class"])]
     rows = [f"  {'class':<{width}}  " + "  ".join(f"{key:>6}" for key in keys)]
+    rows[0] += "".join(f"  {key + ' 95% interval':>18}" for key in with_interval)
     for name, values in record["per_class"].items():
-        rows.append(f"  {name:<{width}}  " + "  ".join(_cell(values.get(key)) for key in keys))
+        row = f"  {name:<{width}}  " + "  ".join(_cell(values.get(key)) for key in keys)
+        row += "".join(f"  {_interval(record, f'{key}/{name}') or ' n/a':>18}" for key in with_interval)
+        rows.append(row)
     return "\n".join(head + rows)
 
 

@@ -147,6 +147,7 @@ def subset_image_summaries(indices, chosen, tensors: dict, make_panels, sizes=No
 
 
 PER_EXAMPLE_PREFIX = "per_example/"
+STATISTICS_PREFIX = "statistics/"  # Per-example sufficient statistics (per_example_statistics).
 
 
 def per_example_values(indices, values: dict):
@@ -164,6 +165,14 @@ def per_example_values(indices, values: dict):
         collected[name] = streaming_concat(value, f"per_example_{name}")
     update_op = tf.group(*[update for _, update in collected.values()])
     return {PER_EXAMPLE_PREFIX + name: (value, update_op) for name, (value, _) in collected.items()}
+
+
+def per_example_statistics(statistics: dict):
+    """Every evaluated example's sufficient statistics (`Task.statistics`), in evaluation order
+    (that of `per_example/index`), each flattened: `{"statistics/<name>": (float64 [N * k],
+    update)}`; the results reshape them to [N, k] (`core/results.py`)."""
+    collected = {name: streaming_concat(value, f"statistics_{name}") for name, value in statistics.items()}
+    return {STATISTICS_PREFIX + name: pair for name, pair in collected.items()}
 
 
 def confusion_summaries(confusion, class_names, columns: dict, update_op, cell_pixels: int = 16):

@@ -193,6 +193,7 @@ def build_model_fn(
                 eval_metric_ops.update(
                     summaries.per_example_values(features["index"], task.per_example(labels, predictions, logits))
                 )
+                eval_metric_ops.update(summaries.per_example_statistics(task.statistics(labels, predictions, logits)))
         tensors["eval_metric_ops"] = eval_metric_ops
         return tf.estimator.EstimatorSpec(
             mode,

@@ -12,7 +12,9 @@ A task supplies:
 - evaluation: `eval_metrics()` (streaming `(value, update_op)` pairs from
   `metrics/`), `per_example()` (the values of each example, the first one ranks
   them for `--worst_k`), `panels()` (the image shown in TensorBoard for a chosen
-  example);
+  example), `statistics()` and `from_sums()` (each example's additive share of the
+  headline metrics, and those metrics from any weighted sum of the shares: the
+  bootstrap intervals and paired comparisons of `metrics/bootstrap.py`);
 - results: `class_names` and `per_class_keys` (the `per_class` table of a results
   record), `per_example_score` and `worst_is_lowest` (which per-example value ranks
   the examples, and which end is the worst), `headline` (the metric printed at the end and, unless BEST_METRIC says
@@ -27,6 +29,7 @@ import tensorflow as tf
 from core.errors import ConfigError
 from data import schema
 from metrics import (
+    bootstrap,
     classification_metrics,
     example_count,
     regression_metrics,
@@ -92,6 +95,15 @@ class Task:
     def combine_views(self, views):
         """One logits tensor from several views' (scales, flips): their mean."""
         return tf.add_n(views) / len(views)
+
+    def statistics(self, labels, predictions, logits):
+        """Each example's additive share of the headline metrics: `{name: [B, k]}` ({}: none)."""
+        return {}
+
+    def from_sums(self, sums):
+        """numpy: `{name: float64 [R, k]}` sums of `statistics()` over R sets of examples ->
+        `{metric: float64 [R]}`, each metric as `eval_metrics()` defines it."""
+        return {}
 
 
 class _Categorical(Task):
@@ -288,29 +300,42 @@ class Segmentation(_Categorical):
         """Each example's mean IoU over the classes in its labels or predictions (lower is worse)."""
         return {"mean_iou": per_example_mean_iou(labels, predictions["classes"], self.num_classes, self.ignore_label)}
 
+    def statistics(self, labels, predictions, logits):
+        """Each example's confusion counts (non-ignored pixels): int32 [B, C * C]."""
+        confusion = per_example_confusion(labels, predictions["classes"], self.num_classes, self.ignore_label)
+        return {"confusion": tf.reshape(confusion, [-1, self.num_classes**2])}
+
+    def from_sums(self, sums):
+        confusion = sums["confusion"].reshape(-1, self.num_classes, self.num_classes)
+        return bootstrap.confusion_metrics(confusion, self.class_names)
+
     per_example_score, worst_is_lowest = "mean_iou", True
 
     def panels(self, tensors):
         return summaries.mask_panels(tensors["image"], tensors["labels"], tensors["classes"], self.ignore_label)
 
 
-def per_example_mean_iou(labels, predictions, num_classes: int, ignore_label: int = IGNORE_LABEL):
-    """Mean IoU of each example, over the classes present in its labels or predictions.
-
-    One bincount over `example * C * C + label * C + prediction` per batch.
-
-    Returns:
-      float64 [B]; NaN for an example whose pixels are all ignored.
-    """
+def per_example_confusion(labels, predictions, num_classes: int, ignore_label: int = IGNORE_LABEL):
+    """Each example's confusion matrix over its non-ignored pixels: int32 [B, C, C] (rows =
+    ground truth). One bincount over `example * C * C + label * C + prediction` per batch."""
     labels = tf.cast(labels, tf.int32)
     predictions = tf.cast(predictions, tf.int32)
     batch = tf.shape(labels)[0]
     cells = num_classes * num_classes
-    example = tf.reshape(tf.range(batch), [-1, 1, 1])
+    example = tf.reshape(tf.range(batch), [-1] + [1] * (labels.shape.rank - 1))
     valid = tf.not_equal(labels, ignore_label)
     ids = tf.where(valid, example * cells + labels * num_classes + predictions, batch * cells)
     counts = tf.math.bincount(tf.reshape(ids, [-1]), minlength=batch * cells + 1, maxlength=batch * cells + 1)
-    confusion = tf.cast(tf.reshape(counts[:-1], [batch, num_classes, num_classes]), tf.float64)
+    return tf.reshape(counts[:-1], [batch, num_classes, num_classes])
+
+
+def per_example_mean_iou(labels, predictions, num_classes: int, ignore_label: int = IGNORE_LABEL):
+    """Mean IoU of each example, over the classes present in its labels or predictions.
+
+    Returns:
+      float64 [B]; NaN for an example whose pixels are all ignored.
+    """
+    confusion = tf.cast(per_example_confusion(labels, predictions, num_classes, ignore_label), tf.float64)
     true_positive = tf.linalg.diag_part(confusion)
     union = tf.reduce_sum(confusion, 2) + tf.reduce_sum(confusion, 1) - true_positive
     present = union > 0
@@ -376,6 +401,15 @@ class Classification(_Categorical):
         columns = {key: tf.stack([ops[f"{key}/{name}"][0] for name in self.class_names]) for key in self.per_class_keys}
         ops.update(summaries.confusion_summaries(confusion, self.class_names, columns, update))
         return ops
+
+    def statistics(self, labels, predictions, logits):
+        """Each example's cell of the confusion matrix, one-hot: [B, K * K]."""
+        cells = tf.cast(labels, tf.int32) * self.num_classes + tf.cast(predictions["classes"], tf.int32)
+        return {"confusion": tf.one_hot(cells, self.num_classes**2, dtype=tf.int32)}
+
+    def from_sums(self, sums):
+        confusion = sums["confusion"].reshape(-1, self.num_classes, self.num_classes)
+        return bootstrap.classification_metrics(confusion, self.class_names)
 
     def per_example(self, labels, predictions, logits):
         """The probability given to the true class (lower is worse), the label and the prediction."""
@@ -453,6 +487,16 @@ class Regression(Task):
                 for key, op in regression_metrics(labels[:, i], values[:, i]).items():
                     ops[f"{key}/{name}"] = op
         return ops
+
+    def statistics(self, labels, predictions, logits):
+        """Each example's sums over its targets: count, squared and absolute error, y, y^2."""
+        labels = tf.cast(labels, tf.float64)
+        error = tf.cast(predictions["predictions"], tf.float64) - labels
+        columns = [tf.ones_like(labels), tf.square(error), tf.abs(error), labels, tf.square(labels)]
+        return {"sums": tf.stack([tf.reduce_sum(column, axis=-1) for column in columns], axis=-1)}
+
+    def from_sums(self, sums):
+        return bootstrap.regression_metrics(sums["sums"])
 
     def per_example(self, labels, predictions, logits):
         """The mean absolute error over the targets (higher is worse), then target and prediction."""

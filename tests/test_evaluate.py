@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from core import results
+from metrics import bootstrap
 from core.evaluation import subset_eval_name
 from tests.conftest import REPO_ROOT, TINY_VAL, tiny_gin_params
 from tests.helpers import event_tags, run_script
@@ -50,8 +51,17 @@ def test_training_writes_panels_tables_csv_best_and_exports(trained):
     assert sorted(index for index, _ in rows) == list(range(TINY_VAL))
     scores = [score for _, score in rows]
     assert scores == sorted(scores)  # Worst first.
-    best = json.loads((trained / "best.json").read_text())
     records = results.read_records(str(eval_dir))
+    # Each example's confusion counts: they sum to the streaming metrics, and give the intervals.
+    checkpoint, index, statistics = results.read_statistics(str(eval_dir / "statistics-6.npz"))
+    assert checkpoint.endswith("model.ckpt-6") and list(index) == list(range(TINY_VAL))
+    whole = bootstrap.confusion_metrics(statistics["confusion"].sum(0).reshape(1, 4, 4), range(4))
+    assert whole["mean_iou"][0] == pytest.approx(records[-1]["metrics"]["mean_iou"], abs=1e-12)
+    interval = records[-1]["ci"]["mean_iou"]
+    assert interval["low"] <= records[-1]["metrics"]["mean_iou"] <= interval["high"]
+    assert set(records[-1]["ci"]) >= {f"iou/{name}" for name in records[-1]["per_class"]}
+    assert tags["confidence_intervals"] == [2, 4, 6]
+    best = json.loads((trained / "best.json").read_text())
     assert best["value"] == max(r["metrics"]["mean_iou"] for r in records)
     assert tf.train.latest_checkpoint(str(trained / "best")).endswith(f"model.ckpt-{best['global_step']}")
     for exporter in ("best", "latest"):
