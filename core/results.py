@@ -25,6 +25,7 @@ from metrics.summaries import STATISTICS_PREFIX as STATISTICS_KEY  # "statistics
 RESULTS_FILE = "results.jsonl"
 PER_EXAMPLE_PREFIX = "per_example-"  # The CSV files: per_example-<step>.csv.
 STATISTICS_PREFIX = "statistics-"  # The per-example sufficient statistics: statistics-<step>.npz.
+STATISTICS_ARRAY = "statistic_"  # Their arrays' names in the file.
 
 
 def _json_float(value):
@@ -150,24 +151,40 @@ def statistics_of(eval_result: dict):
     return index, {name: np.asarray(eval_result[STATISTICS_KEY + name]).reshape(len(index), -1) for name in names}
 
 
-def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, statistics: dict) -> str:
-    """Writes `statistics-<step>.npz`: `index` and each statistic, rows sorted by index."""
+def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, statistics: dict, task, filenames=None):
+    """Writes `statistics-<step>.npz`: `index` and each statistic, rows sorted by index, with
+    what `tools/compare.py` needs to read them alone: the checkpoint, the task's class and
+    class names, and each example's file name when known."""
     order = np.argsort(index, kind="stable")
     arrays = {name: values[order] for name, values in statistics.items()}
     for name, values in arrays.items():
         if np.all(values == np.round(values)) and np.abs(values).max(initial=0) < 2**31:
             arrays[name] = values.astype(np.int32)  # Counts: 4 bytes, and they compress.
+    about = {
+        "checkpoint": np.asarray(checkpoint_path),
+        "task": np.asarray(f"{type(task).__module__}:{type(task).__qualname__}"),
+        "class_names": np.asarray(list(task.class_names), dtype=str),
+    }
+    if filenames is not None:
+        about["filenames"] = np.asarray([filenames[i] for i in index[order]], dtype=str)
     path = os.path.join(eval_dir, f"{STATISTICS_PREFIX}{step}.npz")
     with open(path, "wb") as f:
-        np.savez_compressed(f, index=index[order], checkpoint=np.asarray(checkpoint_path), **arrays)
+        np.savez_compressed(f, index=index[order], **about, **{STATISTICS_ARRAY + k: v for k, v in arrays.items()})
     return path
 
 
-def read_statistics(path: str):
-    """`(checkpoint_path, index [N], {name: [N, k]})` from a `statistics-<step>.npz`."""
+def read_statistics(path: str) -> dict:
+    """A `statistics-<step>.npz` as `{"checkpoint", "task", "class_names", "filenames"
+    (or None), "index" [N], "statistics": {name: [N, k]}}`."""
     with np.load(path) as data:
-        names = [name for name in data.files if name not in ("index", "checkpoint")]
-        return str(data["checkpoint"]), data["index"], {name: data[name] for name in names}
+        return {
+            "checkpoint": str(data["checkpoint"]),
+            "task": str(data["task"]),
+            "class_names": [str(name) for name in data["class_names"]],
+            "filenames": [str(name) for name in data["filenames"]] if "filenames" in data.files else None,
+            "index": data["index"],
+            "statistics": {k[len(STATISTICS_ARRAY) :]: data[k] for k in data.files if k.startswith(STATISTICS_ARRAY)},
+        }
 
 
 def report(eval_dir: str, eval_result: dict, checkpoint_path: str, task, stream=None, filenames=None) -> dict:
@@ -177,7 +194,7 @@ def report(eval_dir: str, eval_result: dict, checkpoint_path: str, task, stream=
     kept = statistics_of(eval_result)
     if kept is not None:
         tf.io.gfile.makedirs(eval_dir)
-        write_statistics(eval_dir, record["global_step"], checkpoint_path, *kept)
+        write_statistics(eval_dir, record["global_step"], checkpoint_path, *kept, task, filenames)
         record["ci"] = bootstrap.intervals(kept[1], task.from_sums)
         write_interval_summary(eval_dir, record)
     append_record(eval_dir, record)

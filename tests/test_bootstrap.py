@@ -42,7 +42,8 @@ def test_95_percent_intervals_cover_the_true_value_95_percent_of_the_time():
     repetitions, covered = 400, {"mean_iou": 0, "iou/rare": 0}
     for _ in range(repetitions):
         sample = population[rng.integers(0, len(population), 300)]
-        found = bootstrap.intervals({"confusion": sample}, _from_sums, num_resamples=1000, seed=int(rng.integers(1 << 30)))
+        seed = int(rng.integers(1 << 30))
+        found = bootstrap.intervals({"confusion": sample}, _from_sums, num_resamples=1000, seed=seed)
         for metric in covered:
             covered[metric] += found[metric]["low"] <= truth[metric][0] <= found[metric]["high"]
     for metric, count in covered.items():

@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 from core import results
-from metrics import bootstrap
 from core.evaluation import subset_eval_name
+from metrics import bootstrap
 from tests.conftest import REPO_ROOT, TINY_VAL, tiny_gin_params
 from tests.helpers import event_tags, run_script
 
@@ -53,9 +53,10 @@ def test_training_writes_panels_tables_csv_best_and_exports(trained):
     assert scores == sorted(scores)  # Worst first.
     records = results.read_records(str(eval_dir))
     # Each example's confusion counts: they sum to the streaming metrics, and give the intervals.
-    checkpoint, index, statistics = results.read_statistics(str(eval_dir / "statistics-6.npz"))
-    assert checkpoint.endswith("model.ckpt-6") and list(index) == list(range(TINY_VAL))
-    whole = bootstrap.confusion_metrics(statistics["confusion"].sum(0).reshape(1, 4, 4), range(4))
+    kept = results.read_statistics(str(eval_dir / "statistics-6.npz"))
+    assert kept["checkpoint"].endswith("model.ckpt-6") and list(kept["index"]) == list(range(TINY_VAL))
+    assert kept["task"] == "models.tasks:Segmentation" and len(kept["filenames"]) == TINY_VAL
+    whole = bootstrap.confusion_metrics(kept["statistics"]["confusion"].sum(0).reshape(1, 4, 4), range(4))
     assert whole["mean_iou"][0] == pytest.approx(records[-1]["metrics"]["mean_iou"], abs=1e-12)
     interval = records[-1]["ci"]["mean_iou"]
     assert interval["low"] <= records[-1]["metrics"]["mean_iou"] <= interval["high"]

@@ -1,0 +1,208 @@
+"""Compares two evaluations of the same examples, paired: is B better than A, or luck?
+
+    python tools/compare.py A B [--top=8] [--level=0.95] [--resamples=1000] [--gin_file=CONFIG]
+
+A and B each name an evaluation: an eval directory (its latest evaluation, e.g.
+`runs/synthetic/eval`), a model directory (its `eval/`), or `DIR@STEP` (the evaluation
+of that checkpoint), from one run or two. Each evaluation keeps its examples'
+sufficient statistics (`statistics-<step>.npz`, see `metrics/bootstrap.py`), so this
+needs no model and no data: it resamples the examples with replacement, the same draws
+for A and B, and recomputes every metric on each resample; the 95% interval of B - A
+says whether the difference is more than the luck of which examples were drawn.
+
+Prints, per metric and per class, A, B, B - A and its interval; a verdict on the
+headline metric ("B is better: mean_iou +0.0120 [+0.0050, +0.0190]" or "no significant
+difference: ..."); and the examples whose own score changed most, with the commands that
+show them as image panels in TensorBoard (evaluate.py --subset with each side's
+checkpoint); with `--gin_file` (the run's config) it runs those evaluations itself, into
+`eval_compare_a/` and `eval_compare_b/` of each side's model directory.
+
+Two evaluations of different examples (other indices, other files, another task) are
+refused with one line; so is a missing or unreadable evaluation.
+"""
+
+import argparse
+import glob
+import importlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from core import runtime  # noqa: E402
+
+runtime.quiet()
+from core import results  # noqa: E402
+from core.errors import UserError  # noqa: E402
+from metrics import bootstrap  # noqa: E402
+
+
+class CompareError(UserError):
+    """Two evaluations that cannot be compared, or one that cannot be found."""
+
+
+def _statistics_files(eval_dir: str) -> dict:
+    files = glob.glob(os.path.join(eval_dir, f"{results.STATISTICS_PREFIX}*.npz"))
+    return {int(os.path.basename(f)[len(results.STATISTICS_PREFIX) : -len(".npz")]): f for f in files}
+
+
+def resolve(name: str) -> str:
+    """The `statistics-<step>.npz` that `name` (DIR, DIR@STEP) names."""
+    directory, _, step = name.partition("@")
+    if not os.path.isdir(directory):
+        raise CompareError(f"{name}: no such directory {directory!r}")
+    found = _statistics_files(directory)
+    if not found and os.path.isdir(os.path.join(directory, "eval")):  # A model directory.
+        directory = os.path.join(directory, "eval")
+        found = _statistics_files(directory)
+    if not found:
+        raise CompareError(f"{name}: no evaluation with per-example statistics (statistics-*.npz) in {directory}")
+    if not step:
+        return found[max(found)]
+    if not step.isdigit() or int(step) not in found:
+        raise CompareError(f"{name}: no evaluation of step {step} in {directory} (there are: {sorted(found)})")
+    return found[int(step)]
+
+
+def load(name: str) -> dict:
+    path = resolve(name)
+    try:
+        kept = results.read_statistics(path)
+    except (OSError, ValueError, KeyError) as error:
+        raise CompareError(f"{path}: not a readable statistics file ({error})") from None
+    kept["path"], kept["name"] = path, name
+    module, _, qualname = kept["task"].partition(":")
+    try:
+        task_class = getattr(importlib.import_module(module), qualname)
+        kept["task_object"] = task_class(len(kept["class_names"]), kept["class_names"])
+    except Exception as error:  # A fork's task with another constructor.
+        raise CompareError(f"{path}: cannot rebuild its task {kept['task']} ({error})") from None
+    return kept
+
+
+def check_same_examples(a: dict, b: dict):
+    """Refuses (one line) two evaluations that are not of the same examples."""
+    if a["task"] != b["task"] or a["class_names"] != b["class_names"]:
+        raise CompareError(
+            f"{a['name']} and {b['name']} are different tasks or classes: "
+            f"{a['task']} {a['class_names']} against {b['task']} {b['class_names']}"
+        )
+    if not np.array_equal(a["index"], b["index"]):
+        only = sorted(set(a["index"].tolist()) ^ set(b["index"].tolist()))
+        raise CompareError(
+            f"{a['name']} ({len(a['index'])} examples) and {b['name']} ({len(b['index'])} examples) are not "
+            f"evaluations of the same examples" + (f": index {only[0]} is in one only" if only else "")
+        )
+    if a["filenames"] is not None and b["filenames"] is not None and a["filenames"] != b["filenames"]:
+        i = next(i for i, (x, y) in enumerate(zip(a["filenames"], b["filenames"])) if x != y)
+        raise CompareError(
+            f"{a['name']} and {b['name']} are not of the same examples: example {a['index'][i]} is "
+            f"{a['filenames'][i]!r} in one and {b['filenames'][i]!r} in the other"
+        )
+
+
+def verdict(metric: str, value: dict, higher_is_better: bool) -> str:
+    """One line: which side is better on `metric`, or that the interval holds 0."""
+    interval = f"{metric} {value['difference']:+.4f} [{value['low']:+.4f}, {value['high']:+.4f}]"
+    if value["low"] is None:
+        return f"undefined: {metric} has no interval (undefined in most resamples)"
+    if value["low"] <= 0 <= value["high"]:
+        return f"no significant difference: {interval}"
+    better = (value["low"] > 0) == higher_is_better
+    return f"B is {'better' if better else 'worse'}: {interval}"
+
+
+def per_example_scores(kept: dict):
+    """Each example's own value of the task's headline metric (its statistics alone)."""
+    task = kept["task_object"]
+    return task.from_sums({name: np.asarray(v, np.float64) for name, v in kept["statistics"].items()})[task.headline]
+
+
+def compare(a: dict, b: dict, level=bootstrap.LEVEL, resamples=bootstrap.NUM_RESAMPLES, seed=bootstrap.SEED):
+    check_same_examples(a, b)
+    task = a["task_object"]
+    return bootstrap.paired_difference(a["statistics"], b["statistics"], task.from_sums, level, resamples, seed)
+
+
+def _format(value) -> str:
+    return "       n/a" if value is None or not np.isfinite(value) else f"{value:10.4f}"
+
+
+def report(a: dict, b: dict, compared: dict, top: int, level: float, stream=None):
+    """Prints the comparison; returns the indices of the examples that changed most."""
+    stream = stream or sys.stdout
+    task = a["task_object"]
+    print(f"A: {a['path']} ({a['checkpoint']})", file=stream)
+    print(f"B: {b['path']} ({b['checkpoint']})", file=stream)
+    print(f"{len(a['index'])} examples, paired bootstrap, {level:.0%} intervals of B - A", file=stream)
+    print(f"\n{'metric':<24} {'A':>10} {'B':>10} {'B - A':>10}  interval", file=stream)
+    for metric, value in compared.items():
+        interval = "n/a" if value["low"] is None else f"[{value['low']:+.4f}, {value['high']:+.4f}]"
+        difference = value["difference"]
+        shown = "       n/a" if not np.isfinite(difference) else f"{difference:+10.4f}"
+        print(f"{metric:<24} {_format(value['a'])} {_format(value['b'])} {shown}  {interval}", file=stream)
+    headline = task.headline
+    print("\n" + verdict(headline, compared[headline], task.higher_is_better(headline)), file=stream)
+    scores_a, scores_b = per_example_scores(a), per_example_scores(b)
+    change = scores_b - scores_a
+    order = [i for i in np.argsort(-np.abs(np.nan_to_num(change)), kind="stable") if np.isfinite(change[i])][:top]
+    print(f"\nexamples whose {headline} changed most:", file=stream)
+    for i in order:
+        name = f"  {a['filenames'][i]}" if a["filenames"] else ""
+        print(
+            f"  index {a['index'][i]:6d}  A {scores_a[i]:.4f}  B {scores_b[i]:.4f}  {change[i]:+.4f}{name}", file=stream
+        )
+    return [int(a["index"][i]) for i in order]
+
+
+def panel_commands(a: dict, b: dict, picked, gin_files=()):
+    """The evaluate.py command lines that show `picked` examples as each side's panels."""
+    commands = []
+    for side, kept in (("a", a), ("b", b)):
+        model_dir = os.path.dirname(os.path.dirname(os.path.abspath(kept["path"])))
+        command = ["evaluate.py", *[f"--gin_file={g}" for g in gin_files], f"--model_dir={model_dir}"]
+        command += [f"--checkpoint={kept['checkpoint']}", f"--subset={','.join(map(str, picked))}"]
+        commands.append(command + [f"--eval_name=compare_{side}"])
+    return commands
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a")
+    parser.add_argument("b")
+    parser.add_argument("--top", type=int, default=8, help="Examples whose score changed most to list.")
+    parser.add_argument("--level", type=float, default=bootstrap.LEVEL)
+    parser.add_argument("--resamples", type=int, default=bootstrap.NUM_RESAMPLES)
+    parser.add_argument("--seed", type=int, default=bootstrap.SEED)
+    parser.add_argument("--gin_file", action="append", default=[], help="The run's config: show the panels too.")
+    args = parser.parse_args(argv)
+    try:
+        a, b = load(args.a), load(args.b)
+        compared = compare(a, b, args.level, args.resamples, args.seed)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    picked = report(a, b, compared, args.top, args.level)
+    commands = panel_commands(a, b, picked, args.gin_file)
+    if not args.gin_file:
+        print("\nto see them as image panels in TensorBoard (with the run's --gin_file):")
+        print("\n".join("  python " + " ".join(command) for command in commands))
+        return 0
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for command in commands:
+        run = subprocess.run(
+            [sys.executable, os.path.join(root, command[0]), *command[1:]], capture_output=True, text=True
+        )
+        if run.returncode:
+            print(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "evaluate.py failed", file=sys.stderr)
+            return 1
+    dirs = [c[2].partition("=")[2] + f"/eval_compare_{side}" for c, side in zip(commands, "ab")]
+    print(f"\npanels: tensorboard --logdir_spec=A:{dirs[0]},B:{dirs[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
