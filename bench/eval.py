@@ -6,7 +6,10 @@ datasets/bench_eval_256/), with the default U-Net at a one-step checkpoint:
     input_fn's enumerate/filter) / a full evaluation of the 2,000;
   - `hooks_overhead_ratio`: a full evaluation with every hook and summary
     (16 image panels, per-example IoU, confusion image and table, per-class
-    logging every 20 batches) / the same evaluation with the metrics only.
+    logging every 20 batches) / the same evaluation with the metrics only;
+  - `intervals_cost_ratio`: the 95% bootstrap intervals every evaluation reports
+    (1,000 resamples of the per-example statistics) / that full evaluation; and their
+    seconds at PASCAL VOC val's size (1,449 examples, 21 classes).
 Each evaluation is timed end to end (graph, session, restore, every batch), the
 variants taking turns; the figure is the median over `--repeats`. The last line
 is one JSON object.
@@ -21,6 +24,8 @@ import os
 import statistics
 import time
 from contextlib import redirect_stdout
+
+import numpy as np
 
 from core import runtime
 
@@ -87,16 +92,33 @@ def main(argv=None):
         "full_all_hooks": (model_fn(True), input_fn()),
     }
     seconds = {name: [] for name in variants}
+    kept_result = None
     for _ in range(args.repeats):
         for name, (fn, inputs) in variants.items():
             estimator = tf.estimator.Estimator(fn, model_dir)
             start = time.perf_counter()
             with redirect_stdout(io.StringIO()):  # The logging hook's lines.
                 result = estimator.evaluate(inputs, checkpoint_path=checkpoint, name=name)
+            kept_result = result if name == "full_all_hooks" else kept_result
             seconds[name].append(time.perf_counter() - start)
             expected = len(subset) if name == "subset_1pct" else NUM_EXAMPLES
             assert result["num_examples"] == expected, (name, result["num_examples"])
     median = {name: statistics.median(values) for name, values in seconds.items()}
+    # The bootstrap intervals every evaluation now reports (core/results.py), from the
+    # per-example statistics the full evaluation kept: their cost against the evaluation.
+    from core import results
+    from metrics import bootstrap
+
+    _, kept = results.statistics_of(kept_result)
+    start = time.perf_counter()
+    bootstrap.intervals(kept, task.from_sums)
+    interval_seconds = time.perf_counter() - start
+    voc = {"confusion": np.random.default_rng(0).integers(0, 50, (1449, 21 * 21))}  # VOC val's size.
+    start = time.perf_counter()
+    bootstrap.intervals(voc, Segmentation(21).from_sums)
+    voc_seconds = time.perf_counter() - start
+    print(f"bootstrap intervals: {interval_seconds:.3f} s ({NUM_EXAMPLES} examples, 4 classes), "
+          f"{voc_seconds:.3f} s (1,449 examples, 21 classes)")  # fmt: skip
     for name, value in median.items():
         print(f"{name:>18}: {value:7.2f} s")
     print(
@@ -104,6 +126,8 @@ def main(argv=None):
             {
                 "subset_1pct_cost_ratio": round(median["subset_1pct"] / median["full_metrics_only"], 4),
                 "hooks_overhead_ratio": round(median["full_all_hooks"] / median["full_metrics_only"], 4),
+                "intervals_cost_ratio": round(interval_seconds / median["full_all_hooks"], 4),
+                "intervals_seconds_voc_size": round(voc_seconds, 3),
                 "seconds": {name: round(value, 3) for name, value in median.items()},
                 "examples": NUM_EXAMPLES,
                 "image_size": SIZE,

@@ -61,6 +61,7 @@ TINY_MAKE_ARGS = f"ARGS={TINY_FLAG}"
 SUBSTITUTIONS = [
     # The documented run checkpoints every 500 of 2,000 steps; tests/tiny.gin every 10 of 20.
     ("runs/synthetic/model.ckpt-1000", "runs/synthetic/model.ckpt-10", "tiny runs checkpoint at steps 0, 10 and 20"),
+    ("runs/synthetic/eval@1000", "runs/synthetic/eval@10", "and evaluate at steps 10 and 20"),
 ]
 
 # Commands not run: a substring of the command as written -> why.

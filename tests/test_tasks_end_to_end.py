@@ -14,8 +14,10 @@ from sklearn import metrics as skm
 
 from core import configurables, results
 from data import synthetic, writer
+from metrics import bootstrap
 from tests.conftest import TINY_SIZE, TINY_TRAIN, TINY_VAL, tiny_gin_params
 from tests.helpers import event_tags, run_script
+from tools import compare
 
 EXPECTED_METRICS = {
     "classification": {"accuracy", "precision", "recall", "f1", "roc_auc", "average_confidence", "precision_at_2"},
@@ -79,6 +81,13 @@ def test_training_reports_the_tasks_own_metrics(trained):
         assert '"value": ' + repr(min(r["metrics"]["rmse"] for r in records)) in best
     tags = event_tags(model_dir / "eval")
     assert tags["images/index_00000/0"] == [3, 6] and tags["images/index_00005/0"] == [3, 6]
+    # The per-example statistics give the streaming headline exactly, and its interval.
+    kept = results.read_statistics(str(model_dir / "eval" / "statistics-6.npz"))
+    task_object = compare.load(str(model_dir / "eval"))["task_object"]
+    whole = task_object.from_sums(bootstrap.totals(kept["statistics"]))
+    assert whole[headline][0] == pytest.approx(last["metrics"][headline], rel=1e-9)
+    interval = last["ci"][headline]
+    assert interval["low"] <= last["metrics"][headline] <= interval["high"]
 
 
 def _per_example(path):
