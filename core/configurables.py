@@ -15,7 +15,7 @@ import sys
 import gin
 import gin.tf  # noqa: F401  Registers TensorFlow's file reader and GinConfigSaverHook.
 
-from core import cluster, evaluation, experiment
+from core import best, cluster, evaluation, experiment
 from core.errors import ConfigError, first_line
 from core.runtime import REPO_ROOT
 from data import augment, preprocess
@@ -49,6 +49,8 @@ gin.external_configurable(preprocess.ScaleAndCrop, "scale_and_crop")
 gin.external_configurable(eval_logging.per_class_logging, "per_class_logging")
 
 # Synchronous training (docs/distributed.md): `STRATEGY = @multi_worker_mirrored()`.
+gin.external_configurable(best.BetterByMargin, "better_by_margin")
+gin.external_configurable(best.SignificantlyBetter, "significantly_better")
 gin.external_configurable(cluster.MultiWorkerMirrored, "multi_worker_mirrored")
 gin.external_configurable(cluster.Mirrored, "mirrored")
 

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import guard, results
-from core.best import BestCheckpointKeeper, is_better
+from core.best import BestCheckpointKeeper, improves
 from core.errors import RunError, reported
 from data.input import parse_subset
 from models.serving import serving_input_receiver_fn
@@ -82,6 +82,7 @@ def build_reporters(
     export_image_size=None,
     stream=None,
     filenames=None,
+    best_rule=None,
 ):
     """The reporters every evaluation of a path runs, in order.
 
@@ -99,10 +100,12 @@ def build_reporters(
     higher_is_better = task.higher_is_better(best_metric) if higher_is_better is None else higher_is_better
     reporters = [results.ResultsReporter(eval_dir, task, stream, expected_examples, filenames)]
     if training_run:
-        reporters.append(BestCheckpointKeeper(model_dir, best_metric, higher_is_better, stream))
+        reporters.append(BestCheckpointKeeper(model_dir, best_metric, higher_is_better, stream, best_rule))
         if export_image_size:
             receiver = serving_input_receiver_fn(*export_image_size)
-            compare = functools.partial(_compare, metric=best_metric, higher_is_better=higher_is_better)
+            compare = functools.partial(
+                _compare, metric=best_metric, higher_is_better=higher_is_better, rule=best_rule, eval_dir=eval_dir
+            )
             reporters.append(tf.estimator.BestExporter("best", receiver, compare_fn=compare, exports_to_keep=1))
             reporters.append(tf.estimator.LatestExporter("latest", receiver, exports_to_keep=2))
     context = types.SimpleNamespace(
@@ -121,11 +124,21 @@ def build_reporters(
     return reporters
 
 
-def _compare(best_eval_result, current_eval_result, metric, higher_is_better):
-    """BestExporter's compare_fn on a configurable metric and direction."""
+def _compare(best_eval_result, current_eval_result, metric, higher_is_better, rule=None, eval_dir=None):
+    """BestExporter's compare_fn on a configurable metric, direction and rule (`core/best.py`)."""
     if best_eval_result is None or metric not in best_eval_result:
         return True
-    return is_better(float(current_eval_result[metric]), float(best_eval_result[metric]), higher_is_better)
+    best_step = best_eval_result.get("global_step")
+    return improves(
+        rule,
+        float(current_eval_result[metric]),
+        float(best_eval_result[metric]),
+        higher_is_better,
+        metric,
+        eval_dir,
+        int(current_eval_result["global_step"]),
+        None if best_step is None else int(best_step),
+    )
 
 
 def evaluate_checkpoint(

@@ -60,6 +60,7 @@ def train_and_evaluate(
     keep_checkpoint_max: int = 5,
     best_metric: str = None,
     higher_is_better: bool = None,
+    best_rule=None,
     early_stopping_evals: int = 0,
     export_image_size=None,
     evaluator_timeout_secs: float = 600,
@@ -89,6 +90,8 @@ def train_and_evaluate(
         `model_dir/best/`, named in `best.json`), the best SavedModel export and
         early stopping; None for the task's headline metric.
       higher_is_better: the direction of `best_metric`; None to ask the task.
+      best_rule: when a checkpoint replaces the best (`core/best.py`): None for any
+        improvement, `BetterByMargin` or `SignificantlyBetter` (gin's `BEST_RULE`).
       early_stopping_evals: stop when `best_metric` has not improved for this many
         evaluations (0: never).
       export_image_size: `(height, width)` of the serving signature, `(None, None)`
@@ -145,6 +148,7 @@ def train_and_evaluate(
             export_image_size=export_image_size,
             stream=stream,
             filenames=evaluation.filenames(eval_input_fn),
+            best_rule=best_rule,
         )
 
     task_type, task_index = cluster.task()

@@ -187,6 +187,19 @@ def read_statistics(path: str) -> dict:
         }
 
 
+def task_of(kept: dict):
+    """The task object a statistics file was written by (its class, built with the class
+    names), whose `from_sums` reads the file's statistics."""
+    import importlib
+
+    module, _, qualname = kept["task"].partition(":")
+    try:
+        task_class = getattr(importlib.import_module(module), qualname)
+        return task_class(len(kept["class_names"]), kept["class_names"])
+    except Exception as error:  # A fork's task with another constructor.
+        raise RunError(f"cannot rebuild the task {kept['task']} of a statistics file ({error})") from None
+
+
 def report(eval_dir: str, eval_result: dict, checkpoint_path: str, task, stream=None, filenames=None) -> dict:
     """Records one evaluation: results.jsonl line (with the bootstrap intervals of the
     task's `from_sums` metrics), per-example CSV and statistics, printed table."""

@@ -1,9 +1,15 @@
-"""tools/compare.py: paired comparison of two evaluations from their statistics files."""
+"""tools/compare.py, paired comparison of two evaluations from their statistics files, and the
+best-checkpoint rules that use it (core/best.py)."""
+
+import os
 
 import numpy as np
 import pytest
 
 from core import results
+from core.best import BetterByMargin, SignificantlyBetter
+from core.errors import ConfigError
+from metrics import bootstrap
 from models.tasks import Regression, Segmentation
 from tools import compare
 
@@ -94,3 +100,45 @@ def test_missing_evaluations_are_named(tmp_path, capsys):
         (tmp_path / "empty").mkdir(exist_ok=True)
         assert compare.main([name, f"{tmp_path}/eval"]) == 1
         assert message in capsys.readouterr().err
+
+
+def _keeper_run(tmp_path, rule, evaluations):
+    """Runs BestCheckpointKeeper over `(step, confusion)` evaluations written like a training
+    run's (statistics file, fake checkpoint files); returns the best step after each."""
+    from core.best import BestCheckpointKeeper
+
+    keeper = BestCheckpointKeeper(str(tmp_path), "mean_iou", True, stream=open(os.devnull, "w"), rule=rule)
+    task, kept = Segmentation(2, NAMES), []
+    for step, confusion in evaluations:
+        _write(tmp_path / "eval", step, confusion)
+        checkpoint = tmp_path / f"model.ckpt-{step}"
+        for suffix in (".index", ".data-00000-of-00001"):
+            (tmp_path / (checkpoint.name + suffix)).write_bytes(b"x")
+        flat = {"confusion": np.asarray(confusion, np.float64).reshape(len(confusion), -1)}
+        value = task.from_sums(bootstrap.totals(flat))["mean_iou"][0]
+        keeper.export(None, None, str(checkpoint), {"mean_iou": value, "global_step": step}, False)
+        kept.append(keeper._best_step)
+    return kept
+
+
+def _improved(confusion, pixels):
+    better = confusion.copy()
+    fixed = np.minimum(better[:, 1, 0], pixels)
+    better[:, 1, 0] -= fixed
+    better[:, 1, 1] += fixed
+    return better
+
+
+def test_best_rules_keep_the_best_unless_beaten_by_a_margin_or_significantly(tmp_path):
+    rng = np.random.default_rng(5)
+    first = _examples(rng, 80, 0.2)
+    lucky = first.copy()  # Two examples happen to be better, one worse: a higher mean IoU by luck.
+    lucky[:2] = _improved(first[:2], 10)
+    lucky[2, 1, 1], lucky[2, 1, 0] = lucky[2, 1, 1] - 2, lucky[2, 1, 0] + 2
+    consistent = _improved(first, 4)  # Every example a little better.
+    evaluations = [(100, first), (200, lucky), (300, consistent)]
+    assert _keeper_run(tmp_path / "any", None, evaluations) == [100, 200, 300]
+    assert _keeper_run(tmp_path / "significant", SignificantlyBetter(), evaluations) == [100, 100, 300]
+    assert _keeper_run(tmp_path / "margin", BetterByMargin(0.5), evaluations) == [100, 100, 100]
+    with pytest.raises(ConfigError, match="margin must be >= 0"):
+        BetterByMargin(-1)

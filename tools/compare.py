@@ -23,7 +23,6 @@ refused with one line; so is a missing or unreadable evaluation.
 
 import argparse
 import glob
-import importlib
 import os
 import subprocess
 import sys
@@ -74,12 +73,10 @@ def load(name: str) -> dict:
     except (OSError, ValueError, KeyError) as error:
         raise CompareError(f"{path}: not a readable statistics file ({error})") from None
     kept["path"], kept["name"] = path, name
-    module, _, qualname = kept["task"].partition(":")
     try:
-        task_class = getattr(importlib.import_module(module), qualname)
-        kept["task_object"] = task_class(len(kept["class_names"]), kept["class_names"])
-    except Exception as error:  # A fork's task with another constructor.
-        raise CompareError(f"{path}: cannot rebuild its task {kept['task']} ({error})") from None
+        kept["task_object"] = results.task_of(kept)
+    except UserError as error:
+        raise CompareError(f"{path}: {error}") from None
     return kept
 
 
