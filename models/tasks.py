@@ -30,6 +30,7 @@ from core.errors import ConfigError
 from data import schema
 from metrics import (
     bootstrap,
+    calibration,
     classification_metrics,
     example_count,
     regression_metrics,
@@ -37,6 +38,8 @@ from metrics import (
     streaming_mean,
     summaries,
 )
+from metrics.boundary import boundary_iou
+from metrics.calibration import calibration_metrics
 from metrics.confusion import fbeta_name
 
 IGNORE_LABEL = 255
@@ -187,6 +190,9 @@ class Segmentation(_Categorical):
         F-beta (`foreground_f1`); None to leave it out.
       fbeta: the beta of that F-beta.
       confusion_summary: write the confusion matrix image and per-class table.
+      boundary_iou: Boundary IoU per class and mean (`metrics/boundary.py`).
+      calibration_bins: bins of the pixels' expected calibration error and reliability
+        diagram (`metrics/calibration.py`); 0 for neither.
       extra_metrics: more metric functions (see `Task.evaluation_metrics`).
     """
 
@@ -204,8 +210,12 @@ class Segmentation(_Categorical):
         background_class=0,
         fbeta: float = 1.0,
         confusion_summary: bool = True,
+        boundary_iou: bool = True,
+        calibration_bins: int = calibration.NUM_BINS,
         extra_metrics=(),
     ):
+        self.boundary_iou, self.calibration_bins = boundary_iou, calibration_bins
+        self.per_class_keys = ("iou", "dice", "boundary_iou") if boundary_iou else ("iou", "dice")
         self.num_classes = self.num_outputs = num_classes
         self.extra_metrics = list(extra_metrics)
         self.class_names = _names(class_names, num_classes, "class")
@@ -281,9 +291,15 @@ class Segmentation(_Categorical):
         # size); this one is exact: the mean cross-entropy over every valid pixel.
         pixel_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
         ops["pixel_loss"] = streaming_mean(pixel_loss, mask=valid, name="pixel_loss")
-        ops["average_confidence"] = streaming_mean(
-            tf.reduce_max(predictions["probabilities"], axis=-1), mask=valid, name="average_confidence"
-        )
+        confidence = tf.reduce_max(predictions["probabilities"], axis=-1)
+        ops["average_confidence"] = streaming_mean(confidence, mask=valid, name="average_confidence")
+        if self.calibration_bins:
+            correct = tf.equal(predictions["classes"], tf.cast(labels, tf.int32))
+            ops.update(calibration_metrics(confidence, correct, self.calibration_bins, mask=valid))
+        if self.boundary_iou and labels.shape[1:3].is_fully_defined():
+            ops.update(
+                boundary_iou(labels, predictions["classes"], self.num_classes, self.class_names, self.ignore_label)
+            )
         if self.confusion_summary:
             confusion, update = ops["confusion_matrix"]
             # The per-class values segmentation_metrics already derived, not a second derivation.
@@ -291,7 +307,7 @@ class Segmentation(_Categorical):
                 key.capitalize() if key == "dice" else key.upper(): tf.stack(
                     [ops[f"{key}/{name}"][0] for name in self.class_names]
                 )
-                for key in self.per_class_keys
+                for key in ("iou", "dice")
             }
             ops.update(summaries.confusion_summaries(confusion, self.class_names, columns, update))
         return ops
@@ -353,6 +369,8 @@ class Classification(_Categorical):
       class_names: K names for the per-class results (default: ids).
       beta: the beta of the F-beta metrics (1: F1).
       top_k: the k of each `precision_at_<k>` to report (each <= K).
+      calibration_bins: bins of the expected calibration error and reliability diagram
+        (`metrics/calibration.py`); 0 for neither.
       extra_metrics: more metric functions (see `Task.evaluation_metrics`).
     """
 
@@ -360,7 +378,16 @@ class Classification(_Categorical):
     headline = "accuracy"
     lower_is_better = frozenset({"loss", "cross_entropy"})
 
-    def __init__(self, num_classes: int, class_names=None, beta: float = 1.0, top_k=(2,), extra_metrics=()):
+    def __init__(
+        self,
+        num_classes: int,
+        class_names=None,
+        beta: float = 1.0,
+        top_k=(2,),
+        calibration_bins: int = calibration.NUM_BINS,
+        extra_metrics=(),
+    ):
+        self.calibration_bins = calibration_bins
         self.num_classes = self.num_outputs = num_classes
         self.extra_metrics = list(extra_metrics)
         self.class_names = _names(class_names, num_classes, "class")
@@ -397,6 +424,10 @@ class Classification(_Categorical):
         )
         cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         ops["cross_entropy"] = streaming_mean(cross_entropy, name="cross_entropy")
+        if self.calibration_bins:
+            correct = tf.equal(predictions["classes"], tf.cast(labels, tf.int32))
+            confidence = tf.reduce_max(predictions["probabilities"], axis=-1)
+            ops.update(calibration_metrics(confidence, correct, self.calibration_bins))
         confusion, update = ops["confusion_matrix"]
         columns = {key: tf.stack([ops[f"{key}/{name}"][0] for name in self.class_names]) for key in self.per_class_keys}
         ops.update(summaries.confusion_summaries(confusion, self.class_names, columns, update))

@@ -61,7 +61,9 @@ def test_training_writes_panels_tables_csv_best_and_exports(trained):
     interval = records[-1]["ci"]["mean_iou"]
     assert interval["low"] <= records[-1]["metrics"]["mean_iou"] <= interval["high"]
     assert set(records[-1]["ci"]) >= {f"iou/{name}" for name in records[-1]["per_class"]}
-    assert tags["confidence_intervals"] == [2, 4, 6]
+    assert tags["confidence_intervals"] == [2, 4, 6] and tags["summary/reliability/0"] == [2, 4, 6]
+    assert {"ece", "boundary_iou"} <= set(records[-1]["metrics"])
+    assert all("boundary_iou" in values for values in records[-1]["per_class"].values())
     best = json.loads((trained / "best.json").read_text())
     assert best["value"] == max(r["metrics"]["mean_iou"] for r in records)
     assert tf.train.latest_checkpoint(str(trained / "best")).endswith(f"model.ckpt-{best['global_step']}")

@@ -1,0 +1,76 @@
+"""Calibration: does a confidence of 0.9 mean right 90% of the time?
+
+Expected calibration error (Naeini et al., 2015; Guo et al., 2017), streaming and exact
+over the whole evaluation: predictions (pixels for segmentation, images for
+classification) fall into `num_bins` equal-width bins of their confidence (the top
+class's probability; bin b holds confidences in [b/B, (b+1)/B), the last one also 1.0),
+and
+
+    ECE = sum over bins b of (n_b / n) * |accuracy_b - mean confidence_b|.
+
+Three float64 sums per bin (count, confidence, correct) are the whole state, so the value
+does not depend on the batch size. The reliability diagram (accuracy per bin against the
+diagonal of perfect calibration) goes to TensorBoard's images as a bytes metric, like the
+panels (`metrics/summaries.py`).
+"""
+
+import tensorflow as tf
+
+from metrics.streaming import flat_mask, metric_variable, safe_divide
+
+NUM_BINS = 15
+
+
+def calibration_bins(confidence, correct, num_bins: int = NUM_BINS, mask=None, name="calibration"):
+    """`({"count", "confidence", "correct"}: float64 [num_bins] running sums, update_op)`."""
+    confidence = flat_mask(tf.cast(confidence, tf.float64), mask)
+    correct = flat_mask(tf.cast(correct, tf.float64), mask)
+    bins = tf.minimum(tf.cast(tf.floor(confidence * num_bins), tf.int32), num_bins - 1)
+    bins = tf.maximum(bins, 0)
+    with tf.compat.v1.variable_scope(None, name):
+        sums, updates = {}, []
+        for key, values in (("count", tf.ones_like(confidence)), ("confidence", confidence), ("correct", correct)):
+            total = metric_variable([num_bins], tf.float64, key)
+            updates.append(total.assign_add(tf.math.unsorted_segment_sum(values, bins, num_bins)))
+            sums[key] = total.read_value()
+    return sums, tf.group(*updates)
+
+
+def expected_calibration_error(sums):
+    """ECE from the per-bin sums (NaN when nothing was counted)."""
+    total = tf.reduce_sum(sums["count"])
+    gap = tf.abs(sums["correct"] - sums["confidence"])  # n_b * |accuracy_b - confidence_b|.
+    return safe_divide(tf.reduce_sum(gap), total)
+
+
+def reliability_diagram(sums, size: int = 128):
+    """uint8 [1, size, size, 3]: per bin, a bar up to its accuracy (blue; grey where empty),
+    the perfectly calibrated diagonal in red, white elsewhere. Bottom is 0, top is 1."""
+    num_bins = sums["count"].shape[0]
+    accuracy = safe_divide(sums["correct"], sums["count"])
+    column = tf.minimum(tf.range(size) * num_bins // size, num_bins - 1)  # Bin of each pixel column.
+    height = (size - 1 - tf.range(size, dtype=tf.float64)[:, None]) / (size - 1)  # 1 at the top row.
+    bar_top = tf.gather(tf.where(tf.math.is_nan(accuracy), tf.zeros_like(accuracy), accuracy), column)[None, :]
+    empty = tf.gather(tf.equal(sums["count"], 0), column)[None, :]
+    x = (tf.range(size, dtype=tf.float64)[None, :] + 0.5) / size
+    diagonal = tf.abs(height - x) < 1.0 / size
+    white, blue = tf.constant([255, 255, 255], tf.uint8), tf.constant([60, 110, 200], tf.uint8)
+    grey, red = tf.constant([220, 220, 220], tf.uint8), tf.constant([200, 40, 40], tf.uint8)
+    in_bar = tf.logical_and(height <= bar_top, tf.logical_not(empty))
+    image = tf.where(in_bar[..., None], blue, tf.broadcast_to(white, [size, size, 3]))
+    image = tf.where(tf.broadcast_to(empty, [size, size])[..., None], grey, image)
+    image = tf.where(diagonal[..., None], red, image)
+    return image[None]
+
+
+def calibration_metrics(confidence, correct, num_bins: int = NUM_BINS, mask=None, name="calibration"):
+    """`{"ece": (value, update), "summary/reliability": (image summary bytes, update)}`.
+
+    Args:
+      confidence: float, the top class's probability per prediction (any shape).
+      correct: bool, whether that class is the label (same shape).
+      mask: optional bool (same shape): count only where True (segmentation's valid pixels).
+    """
+    sums, update_op = calibration_bins(confidence, correct, num_bins, mask, name)
+    image = tf.compat.v1.summary.image("reliability", reliability_diagram(sums), max_outputs=1, collections=[])
+    return {"ece": (expected_calibration_error(sums), update_op), "summary/reliability": (image, update_op)}
