@@ -73,6 +73,24 @@ def test_training_writes_panels_tables_csv_best_and_exports(trained):
 
 
 @pytest.mark.slow
+def test_compare_shows_the_changed_examples_as_each_checkpoints_panels(trained, tiny_dataset, capsys):
+    from tools import compare
+
+    params = [f"--gin_param={p}" for p in tiny_gin_params(tiny_dataset, EVAL_EVERY_STEPS=2)]
+    assert (
+        compare.main([f"{trained}/eval@2", f"{trained}/eval", "--top=2", "--gin_file=configs/synthetic.gin", *params])
+        == 0
+    )
+    out = capsys.readouterr().out
+    changed = [int(line.split()[1]) for line in out.splitlines() if line.startswith("  index ")]
+    assert len(changed) == 2 and "panels: tensorboard --logdir_spec=A:" in out
+    for side, step in (("a", 2), ("b", 6)):
+        record = results.read_records(str(trained / f"eval_compare_{side}"))[-1]
+        assert record["global_step"] == step and record["num_examples"] == 2
+        assert set(_image_tags(trained / f"eval_compare_{side}")) == {f"images/index_{i:05d}/0" for i in changed}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [2, 7])
 def test_subset_evaluates_and_shows_exactly_the_chosen_examples(trained, tiny_dataset, batch_size):
     name = f"pick{batch_size}"

@@ -155,12 +155,13 @@ def report(a: dict, b: dict, compared: dict, top: int, level: float, stream=None
     return [int(a["index"][i]) for i in order]
 
 
-def panel_commands(a: dict, b: dict, picked, gin_files=()):
+def panel_commands(a: dict, b: dict, picked, gin_files=(), gin_params=()):
     """The evaluate.py command lines that show `picked` examples as each side's panels."""
     commands = []
     for side, kept in (("a", a), ("b", b)):
         model_dir = os.path.dirname(os.path.dirname(os.path.abspath(kept["path"])))
         command = ["evaluate.py", *[f"--gin_file={g}" for g in gin_files], f"--model_dir={model_dir}"]
+        command += [f"--gin_param={p}" for p in gin_params]
         command += [f"--checkpoint={kept['checkpoint']}", f"--subset={','.join(map(str, picked))}"]
         commands.append(command + [f"--eval_name=compare_{side}"])
     return commands
@@ -175,6 +176,7 @@ def main(argv=None) -> int:
     parser.add_argument("--resamples", type=int, default=bootstrap.NUM_RESAMPLES)
     parser.add_argument("--seed", type=int, default=bootstrap.SEED)
     parser.add_argument("--gin_file", action="append", default=[], help="The run's config: show the panels too.")
+    parser.add_argument("--gin_param", action="append", default=[], help="And its bindings, as train.py took them.")
     args = parser.parse_args(argv)
     try:
         a, b = load(args.a), load(args.b)
@@ -183,7 +185,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     picked = report(a, b, compared, args.top, args.level)
-    commands = panel_commands(a, b, picked, args.gin_file)
+    commands = panel_commands(a, b, picked, args.gin_file, args.gin_param)
     if not args.gin_file:
         print("\nto see them as image panels in TensorBoard (with the run's --gin_file):")
         print("\n".join("  python " + " ".join(command) for command in commands))
@@ -196,7 +198,8 @@ def main(argv=None) -> int:
         if run.returncode:
             print(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "evaluate.py failed", file=sys.stderr)
             return 1
-    dirs = [c[2].partition("=")[2] + f"/eval_compare_{side}" for c, side in zip(commands, "ab")]
+    dirs = [next(a for a in c if a.startswith("--model_dir=")).partition("=")[2] + f"/eval_compare_{side}"
+            for c, side in zip(commands, "ab")]  # fmt: skip
     print(f"\npanels: tensorboard --logdir_spec=A:{dirs[0]},B:{dirs[1]}")
     return 0
 
