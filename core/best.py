@@ -64,7 +64,7 @@ class SignificantlyBetter:
     def __call__(self, value, best, higher_is_better, metric=None, eval_dir=None, step=None, best_step=None):
         if not is_better(value, best, higher_is_better):
             return False
-        if best_step is None:
+        if best_step is None or step is None:  # Nothing to pair with: any improvement.
             return True
         from metrics import bootstrap
 

@@ -128,17 +128,11 @@ def _compare(best_eval_result, current_eval_result, metric, higher_is_better, ru
     """BestExporter's compare_fn on a configurable metric, direction and rule (`core/best.py`)."""
     if best_eval_result is None or metric not in best_eval_result:
         return True
-    best_step = best_eval_result.get("global_step")
-    return improves(
-        rule,
-        float(current_eval_result[metric]),
-        float(best_eval_result[metric]),
-        higher_is_better,
-        metric,
-        eval_dir,
-        int(current_eval_result["global_step"]),
-        None if best_step is None else int(best_step),
-    )
+    # BestExporter also calls this on results it read back from event files, without a step.
+    steps = [result.get("global_step") for result in (current_eval_result, best_eval_result)]
+    step, best_step = (None if s is None else int(s) for s in steps)
+    value, best = float(current_eval_result[metric]), float(best_eval_result[metric])
+    return improves(rule, value, best, higher_is_better, metric, eval_dir, step, best_step)
 
 
 def evaluate_checkpoint(

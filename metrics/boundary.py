@@ -12,7 +12,8 @@ its contour, i.e. X minus X eroded d times by a 3x3 square (the authors' referen
 implementation, boundary-iou-api's `mask_to_boundary`: `cv2.erode` with a 3x3 kernel
 and `d` iterations after padding the mask with a 1-pixel border of zeros, so the image
 border is a contour too). `d` is `dilation_ratio` (0.02) times the image diagonal,
-rounded, at least 1.
+rounded, at least 1 (of the batch's size: images of different sizes padded to one size
+for evaluation share that size's `d`).
 
 For semantic segmentation the intersections and unions are summed per class over the
 whole evaluation, as the confusion matrix is for mean IoU, then divided: exact and
@@ -39,14 +40,20 @@ def boundary_width(height, width, dilation_ratio: float = DILATION_RATIO) -> int
     return max(1, int(round(dilation_ratio * math.sqrt(height * height + width * width))))
 
 
-def inner_boundary(masks, d: int):
-    """bool [B, H, W]: the pixels of `masks` within (chessboard) distance `d` of their
-    contour, the outside of the image counting as background."""
-    outside = 1.0 - tf.cast(masks, tf.float32)[..., None]
-    outside = tf.pad(outside, [[0, 0], [d, d], [d, d], [0, 0]], constant_values=1.0)
-    # The (2d+1)^2 square is separable: a max over rows, then over columns, 2(2d+1) per pixel.
-    near_outside = tf.nn.max_pool2d(tf.nn.max_pool2d(outside, [2 * d + 1, 1], 1, "VALID"), [1, 2 * d + 1], 1, "VALID")
-    return tf.logical_and(masks, near_outside[..., 0] > 0)
+def inner_boundary(label_map, d: int):
+    """bool [B, H, W]: the pixels whose (2d+1)^2 window (chessboard distance `d`) holds another
+    value, the outside of the image counting as another value. For each pixel, that is
+    whether it lies in its own value's mask's inner boundary region: one pass for every
+    class at once (a window holds only its centre's value iff its max and min both equal it)."""
+    values = tf.cast(label_map, tf.float32)[..., None]
+    padded = tf.pad(values, [[0, 0], [d, d], [d, d], [0, 0]], constant_values=-1.0)  # Not a label value.
+    size = 2 * d + 1
+
+    def window_max(x):  # The square is separable: rows, then columns; 2(2d+1) per pixel.
+        return tf.nn.max_pool2d(tf.nn.max_pool2d(x, [size, 1], 1, "VALID"), [1, size], 1, "VALID")
+
+    highest, lowest = window_max(padded), -window_max(-padded)
+    return tf.logical_or(tf.not_equal(highest, values), tf.not_equal(lowest, values))[..., 0]
 
 
 def boundary_iou(labels, predictions, num_classes: int, class_names=None, ignore_label=IGNORE_LABEL,
@@ -63,17 +70,21 @@ def boundary_iou(labels, predictions, num_classes: int, class_names=None, ignore
     d = boundary_width(height, width, dilation_ratio)
     labels, predictions = tf.cast(labels, tf.int32), tf.cast(predictions, tf.int32)
     valid = tf.not_equal(labels, ignore_label)
-    intersections, unions = [], []
-    for c in range(num_classes):
-        truth = inner_boundary(tf.equal(labels, c), d)
-        predicted = inner_boundary(tf.logical_and(tf.equal(predictions, c), valid), d)
-        count = lambda x: tf.reduce_sum(tf.cast(x, tf.float64))  # noqa: E731
-        intersections.append(count(tf.logical_and(truth, predicted)))
-        unions.append(count(tf.logical_or(truth, predicted)))
+    # Ignored pixels are in neither mask: there the prediction becomes "no class" (C) too.
+    predictions = tf.where(valid, predictions, num_classes)
+    truth_band, predicted_band = inner_boundary(labels, d), inner_boundary(predictions, d)
+
+    def per_class(values, where):  # Pixels per class value in [0, C); others fall off the end.
+        kept = tf.boolean_mask(values, where)
+        return tf.cast(tf.math.bincount(kept, minlength=num_classes, maxlength=num_classes), tf.float64)
+
+    truth = per_class(labels, truth_band)  # |G_d & G| per class (the ignore label falls off).
+    predicted = per_class(predictions, predicted_band)  # |P_d & P| per class.
+    both = per_class(labels, truth_band & predicted_band & tf.equal(labels, predictions))
     with tf.compat.v1.variable_scope(None, name):
         intersection = metric_variable([num_classes], tf.float64, "intersection")
         union = metric_variable([num_classes], tf.float64, "union")
-        update_op = tf.group(intersection.assign_add(tf.stack(intersections)), union.assign_add(tf.stack(unions)))
+        update_op = tf.group(intersection.assign_add(both), union.assign_add(truth + predicted - both))
     per_class = safe_divide(intersection.read_value(), union.read_value())
     names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
     ops = {"boundary_iou": (nanmean(per_class), update_op)}

@@ -45,7 +45,7 @@ def test_train_writes_checkpoint_events_config_and_results(trained):
     every_metric = {"mean_iou", "median_iou", "frequency_weighted_iou", "mean_dice", "pixel_accuracy"}
     every_metric |= {"mean_class_accuracy", "average_confidence", "foreground_f1", "loss"}
     assert every_metric <= set(last["metrics"])
-    assert set(last["per_class"]["circle"]) == {"iou", "dice"}
+    assert set(last["per_class"]["circle"]) == {"iou", "dice", "boundary_iou"}
     confusion = np.array(last["confusion_matrix"])
     assert confusion.shape == (4, 4)
     accuracy = np.trace(confusion) / confusion.sum()
