@@ -165,7 +165,7 @@ def per_example_us(bindings, model_dir, warmup=10, steps=60):
 
     with gin.unlock_config():  # An earlier Estimator in this process may have locked it.
         gin.clear_config()
-    configurables.parse_gin([os.path.join(runtime.REPO_ROOT, "configs", "synthetic.gin")], bindings)
+        configurables.parse_gin([os.path.join(runtime.REPO_ROOT, "configs", "synthetic.gin")], bindings)
     model_fn = gin.query_parameter("train_and_evaluate.model_fn").scoped_configurable_fn()
     train_fn = gin.query_parameter("train_and_evaluate.train_input_fn").scoped_configurable_fn()
     eval_fn = gin.query_parameter("train_and_evaluate.eval_input_fn").scoped_configurable_fn()
