@@ -16,22 +16,31 @@ panels (`metrics/summaries.py`).
 
 import tensorflow as tf
 
-from metrics.streaming import flat_mask, metric_variable, safe_divide
+from metrics.streaming import metric_variable, safe_divide
 
 NUM_BINS = 15
 
 
 def calibration_bins(confidence, correct, num_bins: int = NUM_BINS, mask=None, name="calibration"):
-    """`({"count", "confidence", "correct"}: float64 [num_bins] running sums, update_op)`."""
-    confidence = flat_mask(tf.cast(confidence, tf.float64), mask)
-    correct = flat_mask(tf.cast(correct, tf.float64), mask)
-    bins = tf.minimum(tf.cast(tf.floor(confidence * num_bins), tf.int32), num_bins - 1)
-    bins = tf.maximum(bins, 0)
+    """`({"count", "confidence", "correct"}: float64 [num_bins] running sums, update_op)`.
+
+    Two bincounts per batch: one over `2 * bin + correct` (counts and hits per bin), one
+    over the bin weighted by the confidence; masked entries go to a bin past the end,
+    which `maxlength` drops (no gather of the kept entries).
+    """
+    confidence = tf.reshape(tf.cast(confidence, tf.float64), [-1])
+    correct = tf.reshape(tf.cast(correct, tf.int32), [-1])
+    bins = tf.clip_by_value(tf.cast(tf.floor(confidence * num_bins), tf.int32), 0, num_bins - 1)
+    if mask is not None:
+        bins = tf.where(tf.reshape(tf.cast(mask, tf.bool), [-1]), bins, num_bins)
+    hits = tf.math.bincount(2 * bins + correct, minlength=2 * num_bins, maxlength=2 * num_bins, dtype=tf.float64)
+    mass = tf.math.bincount(bins, weights=confidence, minlength=num_bins, maxlength=num_bins, dtype=tf.float64)
+    batch = {"count": hits[0::2] + hits[1::2], "confidence": mass, "correct": hits[1::2]}
     with tf.compat.v1.variable_scope(None, name):
         sums, updates = {}, []
-        for key, values in (("count", tf.ones_like(confidence)), ("confidence", confidence), ("correct", correct)):
+        for key, values in batch.items():
             total = metric_variable([num_bins], tf.float64, key)
-            updates.append(total.assign_add(tf.math.unsorted_segment_sum(values, bins, num_bins)))
+            updates.append(total.assign_add(values))
             sums[key] = total.read_value()
     return sums, tf.group(*updates)
 
