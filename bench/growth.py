@@ -17,8 +17,8 @@ Dataset size (`--sizes` training records, 16x16 images in 10 shards, written onc
   batches), training from the shuffled stream, evaluation over the whole training split.
 
 A resume, on the largest dataset: the same fresh process from a checkpoint at 1 epoch and
-at 10 epochs (`global_step * batch` records into the stream); the stream starts at its
-epoch and skips within it only (`resume_cost_ratio`, 10 over 1).
+at 10 epochs (`global_step * batch` records into the stream, which the input_fn skips
+before the first step: `resume_cost_ratio`, 10 over 1).
 
 Image size (`--image_sizes`, the default U-Net of configs/synthetic.gin on synthetic
 shapes, 320 train and 256 val images each): training and evaluation microseconds per
