@@ -20,7 +20,8 @@ from tests.helpers import event_tags, run_script
 from tools import compare
 
 EXPECTED_METRICS = {
-    "classification": {"accuracy", "precision", "recall", "f1", "roc_auc", "average_confidence", "precision_at_2"},
+    "classification": {"accuracy", "precision", "recall", "f1", "roc_auc", "average_confidence", "precision_at_2"}
+    | {"ece"},
     "regression": {"rmse", "mae", "mape", "r2", "mape_zero_labels"},
 }
 SCORE = {"classification": "true_class_probability", "regression": "absolute_error"}
