@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from core import results
 from core.errors import ConfigError
+from metrics import bootstrap
 
 BEST_DIR = "best"
 BEST_FILE = "best.json"
@@ -66,9 +67,7 @@ class SignificantlyBetter:
             return False
         if best_step is None or step is None:  # Nothing to pair with: any improvement.
             return True
-        from metrics import bootstrap
-
-        files = [os.path.join(eval_dir, f"{results.STATISTICS_PREFIX}{s}.npz") for s in (best_step, step)]
+        files = [results.statistics_path(eval_dir, s) for s in (best_step, step)]
         for path in files:
             if not os.path.exists(path):
                 raise ConfigError(f"BEST_RULE significantly_better: no per-example statistics {path}")

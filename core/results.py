@@ -126,12 +126,16 @@ def read_per_example(path: str):
     return checkpoint, rows
 
 
+def files_by_step(eval_dir: str, prefix: str, suffix: str) -> dict:
+    """`{step: path}` of the `<prefix><step><suffix>` files in `eval_dir`."""
+    paths = tf.io.gfile.glob(os.path.join(eval_dir, f"{prefix}*{suffix}"))
+    return {int(os.path.basename(p)[len(prefix) : -len(suffix)]): p for p in paths}
+
+
 def latest_per_example(eval_dir: str):
     """The per-example CSV of the highest step in `eval_dir`, or None."""
-    paths = tf.io.gfile.glob(os.path.join(eval_dir, f"{PER_EXAMPLE_PREFIX}*.csv"))
-    if not paths:
-        return None
-    return max(paths, key=lambda p: int(os.path.basename(p)[len(PER_EXAMPLE_PREFIX) : -len(".csv")]))
+    paths = files_by_step(eval_dir, PER_EXAMPLE_PREFIX, ".csv")
+    return paths[max(paths)] if paths else None
 
 
 def check_example_count(eval_result: dict, expected):
@@ -151,6 +155,10 @@ def statistics_of(eval_result: dict):
     return index, {name: np.asarray(eval_result[STATISTICS_KEY + name]).reshape(len(index), -1) for name in names}
 
 
+def statistics_path(eval_dir: str, step: int) -> str:
+    return os.path.join(eval_dir, f"{STATISTICS_PREFIX}{step}.npz")
+
+
 def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, statistics: dict, task, filenames=None):
     """Writes `statistics-<step>.npz`: `index` and each statistic, rows sorted by index, with
     what `tools/compare.py` needs to read them alone: the checkpoint, the task's class and
@@ -167,7 +175,7 @@ def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, stat
     }
     if filenames is not None:
         about["filenames"] = np.asarray([filenames[i] for i in index[order]], dtype=str)
-    path = os.path.join(eval_dir, f"{STATISTICS_PREFIX}{step}.npz")
+    path = statistics_path(eval_dir, step)
     with open(path, "wb") as f:
         np.savez_compressed(f, index=index[order], **about, **{STATISTICS_ARRAY + k: v for k, v in arrays.items()})
     return path

@@ -30,7 +30,7 @@ import math
 import tensorflow as tf
 
 from metrics.confusion import IGNORE_LABEL
-from metrics.streaming import metric_variable, nanmean, safe_divide
+from metrics.streaming import nanmean, safe_divide, streaming_totals
 
 DILATION_RATIO = 0.02
 
@@ -88,16 +88,14 @@ def boundary_iou(labels, predictions, num_classes: int, class_names=None, ignore
 
     def per_class(values, where):  # Pixels per class value in [0, C); others fall off the end.
         kept = tf.boolean_mask(values, where)
-        return tf.cast(tf.math.bincount(kept, minlength=num_classes, maxlength=num_classes), tf.float64)
+        counts = tf.math.bincount(kept, minlength=num_classes, maxlength=num_classes, dtype=tf.float64)
+        return tf.reshape(counts, [num_classes])  # A static shape for the accumulators.
 
     truth = per_class(labels, truth_band)  # |G_d & G| per class (the ignore label falls off).
     predicted = per_class(predictions, predicted_band)  # |P_d & P| per class.
     both = per_class(labels, truth_band & predicted_band & tf.equal(labels, predictions))
-    with tf.compat.v1.variable_scope(None, name):
-        intersection = metric_variable([num_classes], tf.float64, "intersection")
-        union = metric_variable([num_classes], tf.float64, "union")
-        update_op = tf.group(intersection.assign_add(both), union.assign_add(truth + predicted - both))
-    per_class = safe_divide(intersection.read_value(), union.read_value())
+    sums, update_op = streaming_totals({"intersection": both, "union": truth + predicted - both}, name)
+    per_class = safe_divide(sums["intersection"], sums["union"])
     names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
     ops = {"boundary_iou": (nanmean(per_class), update_op)}
     for i, class_name in enumerate(names):

@@ -16,7 +16,7 @@ panels (`metrics/summaries.py`).
 
 import tensorflow as tf
 
-from metrics.streaming import metric_variable, safe_divide
+from metrics.streaming import safe_divide, streaming_totals
 
 NUM_BINS = 15
 
@@ -34,15 +34,10 @@ def calibration_bins(confidence, correct, num_bins: int = NUM_BINS, mask=None, n
     if mask is not None:
         bins = tf.where(tf.reshape(tf.cast(mask, tf.bool), [-1]), bins, num_bins)
     hits = tf.math.bincount(2 * bins + correct, minlength=2 * num_bins, maxlength=2 * num_bins, dtype=tf.float64)
+    hits = tf.reshape(hits, [2 * num_bins])  # Static shapes for the accumulators.
     mass = tf.math.bincount(bins, weights=confidence, minlength=num_bins, maxlength=num_bins, dtype=tf.float64)
-    batch = {"count": hits[0::2] + hits[1::2], "confidence": mass, "correct": hits[1::2]}
-    with tf.compat.v1.variable_scope(None, name):
-        sums, updates = {}, []
-        for key, values in batch.items():
-            total = metric_variable([num_bins], tf.float64, key)
-            updates.append(total.assign_add(values))
-            sums[key] = total.read_value()
-    return sums, tf.group(*updates)
+    mass = tf.reshape(mass, [num_bins])
+    return streaming_totals({"count": hits[0::2] + hits[1::2], "confidence": mass, "correct": hits[1::2]}, name)
 
 
 def expected_calibration_error(sums):

@@ -49,6 +49,29 @@ def flat_mask(values, mask):
     return tf.boolean_mask(values, tf.reshape(tf.cast(mask, tf.bool), [-1]))
 
 
+def streaming_totals(named_values, name):
+    """Accumulates float64 tensors of static shapes (a scalar, a count per bin or per class)
+    across batches, element by element, with one update op.
+
+    Args:
+      named_values: `{key: tensor}`, each this batch's contribution.
+      name: variable scope.
+
+    Returns:
+      `({key: running_total}, update_op)`.
+    """
+    with tf.compat.v1.variable_scope(None, name):
+        totals, updates = {}, []
+        for key, value in named_values.items():
+            value = tf.cast(value, tf.float64)
+            if not value.shape.is_fully_defined():
+                raise ValueError(f"streaming_totals: {key!r} needs a static shape, got {value.shape}")
+            total = metric_variable(value.shape.as_list(), tf.float64, key)
+            updates.append(total.assign_add(value))
+            totals[key] = total.read_value()
+        return totals, tf.group(*updates)
+
+
 def streaming_sums(named_values, name):
     """Accumulates float64 sums of several tensors with one update op.
 
@@ -59,13 +82,7 @@ def streaming_sums(named_values, name):
     Returns:
       `({key: running_sum}, update_op)`.
     """
-    with tf.compat.v1.variable_scope(None, name):
-        totals, updates = {}, []
-        for key, value in named_values.items():
-            total = metric_variable([], tf.float64, key)
-            updates.append(total.assign_add(tf.reduce_sum(tf.cast(value, tf.float64))))
-            totals[key] = total.read_value()
-        return totals, tf.group(*updates)
+    return streaming_totals({key: tf.reduce_sum(tf.cast(v, tf.float64)) for key, v in named_values.items()}, name)
 
 
 def streaming_mean(values, mask=None, name="mean"):

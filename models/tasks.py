@@ -200,7 +200,6 @@ class Segmentation(_Categorical):
     dense_labels = True
     headline = "mean_iou"
     lower_is_better = frozenset({"loss", "pixel_loss"})
-    per_class_keys = ("iou", "dice")
 
     def __init__(
         self,

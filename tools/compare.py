@@ -22,19 +22,16 @@ refused with one line; so is a missing or unreadable evaluation.
 """
 
 import argparse
-import glob
 import os
 import subprocess
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from core import runtime
 
-from core import runtime  # noqa: E402
-
-runtime.quiet()
-from core import results  # noqa: E402
+runtime.quiet()  # Before TensorFlow's first import (core.results).
+from core import cli, results  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from metrics import bootstrap  # noqa: E402
 
@@ -44,8 +41,12 @@ class CompareError(UserError):
 
 
 def _statistics_files(eval_dir: str) -> dict:
-    files = glob.glob(os.path.join(eval_dir, f"{results.STATISTICS_PREFIX}*.npz"))
-    return {int(os.path.basename(f)[len(results.STATISTICS_PREFIX) : -len(".npz")]): f for f in files}
+    return results.files_by_step(eval_dir, results.STATISTICS_PREFIX, ".npz")
+
+
+def _model_dir(kept: dict) -> str:
+    """The model directory of an evaluation (its statistics file is in `<model_dir>/eval*/`)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(kept["path"])))
 
 
 def resolve(name: str) -> str:
@@ -159,15 +160,14 @@ def panel_commands(a: dict, b: dict, picked, gin_files=(), gin_params=()):
     """The evaluate.py command lines that show `picked` examples as each side's panels."""
     commands = []
     for side, kept in (("a", a), ("b", b)):
-        model_dir = os.path.dirname(os.path.dirname(os.path.abspath(kept["path"])))
-        command = ["evaluate.py", *[f"--gin_file={g}" for g in gin_files], f"--model_dir={model_dir}"]
+        command = ["evaluate.py", *[f"--gin_file={g}" for g in gin_files], f"--model_dir={_model_dir(kept)}"]
         command += [f"--gin_param={p}" for p in gin_params]
         command += [f"--checkpoint={kept['checkpoint']}", f"--subset={','.join(map(str, picked))}"]
         commands.append(command + [f"--eval_name=compare_{side}"])
     return commands
 
 
-def main(argv=None) -> int:
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("a")
     parser.add_argument("b")
@@ -178,30 +178,27 @@ def main(argv=None) -> int:
     parser.add_argument("--gin_file", action="append", default=[], help="The run's config: show the panels too.")
     parser.add_argument("--gin_param", action="append", default=[], help="And its bindings, as train.py took them.")
     args = parser.parse_args(argv)
-    try:
-        a, b = load(args.a), load(args.b)
-        compared = compare(a, b, args.level, args.resamples, args.seed)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    a, b = load(args.a), load(args.b)
+    compared = compare(a, b, args.level, args.resamples, args.seed)
     picked = report(a, b, compared, args.top, args.level)
     commands = panel_commands(a, b, picked, args.gin_file, args.gin_param)
     if not args.gin_file:
         print("\nto see them as image panels in TensorBoard (with the run's --gin_file):")
         print("\n".join("  python " + " ".join(command) for command in commands))
         return 0
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for command in commands:
-        run = subprocess.run(
-            [sys.executable, os.path.join(root, command[0]), *command[1:]], capture_output=True, text=True
-        )
+        script = os.path.join(runtime.REPO_ROOT, command[0])
+        run = subprocess.run([sys.executable, script, *command[1:]], capture_output=True, text=True)
         if run.returncode:
-            print(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "evaluate.py failed", file=sys.stderr)
-            return 1
-    dirs = [next(a for a in c if a.startswith("--model_dir=")).partition("=")[2] + f"/eval_compare_{side}"
-            for c, side in zip(commands, "ab")]  # fmt: skip
-    print(f"\npanels: tensorboard --logdir_spec=A:{dirs[0]},B:{dirs[1]}")
+            last = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "failed"
+            raise CompareError(f"evaluate.py: {last.removeprefix('error: ')}")
+    print(f"\npanels: tensorboard --logdir_spec=A:{_model_dir(a)}/eval_compare_a,B:{_model_dir(b)}/eval_compare_b")
     return 0
+
+
+def main(argv=None) -> int:
+    """The command line; a refusal or a missing evaluation is one `error:` line and exit 1."""
+    return cli.call(_main, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
