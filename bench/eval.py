@@ -27,7 +27,7 @@ from contextlib import redirect_stdout
 
 import numpy as np
 
-from core import runtime
+from core import determinism, runtime
 
 SIZE = 256
 NUM_EXAMPLES = 2000
@@ -52,7 +52,7 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=32)
     args = parser.parse_args(argv)
     runtime.quiet()
-    runtime.make_deterministic()
+    determinism.configure()
     import tempfile
 
     import tensorflow as tf

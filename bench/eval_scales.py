@@ -20,7 +20,7 @@ import tempfile
 import time
 from contextlib import redirect_stdout
 
-from core import runtime
+from core import determinism, runtime
 
 SIZE = 64
 NUM_TRAIN, NUM_VAL = 1000, 200
@@ -49,7 +49,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
     runtime.quiet()
-    runtime.make_deterministic()
+    determinism.configure()
     import tensorflow as tf
 
     from data.augment import FlipLeftRight

@@ -16,7 +16,9 @@ configs/synthetic.gin as `make train` runs it (the default U-Net, 64x64 images, 
   Keras `Model.evaluate` with a `MeanIoU` metric over the same images; each timed on
   its second call.
 
-Then what grows with the job (`bench/growth.py`: start-up to the first step at three
+Then what op determinism costs (`determinism_cost_ratio`: the same Estimator training
+from TFRecords, examples/s with `DETERMINISTIC = False` over with it on, alternating
+twice, best of each); then what grows with the job (`bench/growth.py`: start-up to the first step at three
 dataset sizes, a resume's cost at 10 epochs over 1, time per example as the dataset and
 the images grow), and the time to quality: `train.py --gin_file=configs/synthetic.gin`
 (what `make train` runs) in a fresh process, from its start to the first evaluation with
@@ -26,7 +28,7 @@ machine's speed that day).
 Prints each measurement and, last, one JSON object with every figure.
 
     .venv/bin/python bench/train.py [--warmup=20] [--steps=100] [--target=0.95]
-                                    [--sections=keras,growth,target]
+                                    [--sections=keras,determinism,growth,target]
 """
 
 import argparse
@@ -131,12 +133,14 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--target", type=float, default=0.95)
-    parser.add_argument("--sections", default="keras,growth,target")
+    parser.add_argument("--sections", default="keras,determinism,growth,target")
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
     runtime.quiet()
     work = tempfile.mkdtemp(prefix="bench_train_")
     figures = _against_keras(args, work) if "keras" in sections else {}
+    if "determinism" in sections:
+        figures.update(_determinism_cost(args, work))
     if "growth" in sections:
         import growth  # bench/growth.py, beside this file.
 
@@ -149,19 +153,50 @@ def main(argv=None):
     print(json.dumps(figures))
 
 
-def _against_keras(args, work):
-    """The three ratios against Keras and memory (the module's first list)."""
+def _configured():
+    """configs/synthetic.gin parsed (its dataset written first if missing): `(model_fn,
+    train input_fn, eval input_fn)` as train.py builds them."""
     import gin
-    import tensorflow as tf
 
     from core import configurables
     from data import synthetic
 
     synthetic.prepare_for_config(GIN_FILE, runtime.REPO_ROOT)
+    gin.clear_config()
     configurables.parse_gin([GIN_FILE], [])
-    model_fn = gin.query_parameter("train_and_evaluate.model_fn").scoped_configurable_fn()
-    train_fn = gin.query_parameter("train_and_evaluate.train_input_fn").scoped_configurable_fn()
-    eval_fn = gin.query_parameter("train_and_evaluate.eval_input_fn").scoped_configurable_fn()
+    return tuple(
+        gin.query_parameter(f"train_and_evaluate.{name}").scoped_configurable_fn()
+        for name in ("model_fn", "train_input_fn", "eval_input_fn")
+    )
+
+
+def _determinism_cost(args, work):
+    """Training examples/s without op determinism over with it, alternating on and off."""
+    import gin
+    import tensorflow as tf
+
+    from core import determinism
+
+    model_fn, train_fn, _ = _configured()
+    batch = gin.query_parameter("%TRAIN_BATCH_SIZE")
+    rates = {True: [], False: []}
+    for repeat in range(2):
+        for enabled in (True, False):
+            determinism.configure(enabled)
+            directory = os.path.join(work, f"determinism_{enabled}_{repeat}")
+            rate, _ = _estimator_rate(tf, model_fn, train_fn, directory, args.warmup, args.steps, batch)
+            rates[enabled].append(rate)
+            print(f"Estimator, op determinism {'on' if enabled else 'off'}: {rate:.1f} examples/s", flush=True)
+    determinism.configure(True)
+    return {"determinism_cost_ratio": round(max(rates[False]) / max(rates[True]), 3)}
+
+
+def _against_keras(args, work):
+    """The three ratios against Keras and memory (the module's first list)."""
+    import gin
+    import tensorflow as tf
+
+    model_fn, train_fn, eval_fn = _configured()
     batch = gin.query_parameter("%TRAIN_BATCH_SIZE")
     height, width = gin.query_parameter("%IMAGE_HEIGHT"), gin.query_parameter("%IMAGE_WIDTH")
     network, task = gin.query_parameter("%NETWORK").scoped_configurable_fn(), model_fn.task

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from core import runtime
+from core import determinism, runtime
 
 SIZE = 64
 NUM_VAL = 400
@@ -79,7 +79,7 @@ def main(argv=None):
     parser.add_argument("--work_dir", default=None, help="where the runs go (default: a new temporary folder)")
     args = parser.parse_args(argv)
     runtime.quiet()
-    runtime.make_deterministic()
+    determinism.configure()
     from data import synthetic
 
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_warm_start_")

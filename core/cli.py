@@ -14,7 +14,7 @@ import sys
 
 from absl import app
 
-from core import configurables, runtime
+from core import configurables, determinism, runtime
 from core.errors import UserError, first_line
 
 
@@ -33,14 +33,17 @@ def run(main):
     app.run(lambda argv: sys.exit(call(main, argv)))
 
 
-def init(flag_values) -> dict:
-    """Quiet logs, op determinism and strict gin from the shared flags.
+def init(flag_values, report_devices: bool = True) -> dict:
+    """Quiet logs, strict gin, op determinism (gin's DETERMINISTIC) from the shared flags;
+    prints the devices in one line (`report_devices`; off where stdout is a result, e.g. a path).
 
     Returns:
       `{"model_dir": ...}` when --model_dir was given, else `{}`: keyword arguments
       for a root, so the flag overrides the config's MODEL_DIR.
     """
     runtime.quiet(flag_values.verbose)
-    runtime.make_deterministic()
     configurables.parse_gin(flag_values.gin_file, flag_values.gin_param or [])
+    configurables.op_determinism()
+    if report_devices:
+        print(determinism.describe(), flush=True)
     return {"model_dir": flag_values.model_dir} if flag_values.model_dir else {}

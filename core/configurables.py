@@ -15,7 +15,7 @@ import sys
 import gin
 import gin.tf  # noqa: F401  Registers TensorFlow's file reader and GinConfigSaverHook.
 
-from core import best, cluster, evaluation, experiment
+from core import best, cluster, determinism, evaluation, experiment
 from core.errors import ConfigError, first_line
 from core.runtime import REPO_ROOT
 from data import augment, preprocess
@@ -53,6 +53,9 @@ gin.external_configurable(best.BetterByMargin, "better_by_margin")
 gin.external_configurable(best.SignificantlyBetter, "significantly_better")
 gin.external_configurable(cluster.MultiWorkerMirrored, "multi_worker_mirrored")
 gin.external_configurable(cluster.Mirrored, "mirrored")
+
+# Op determinism (core/determinism.py): `DETERMINISTIC = True`.
+op_determinism = gin.external_configurable(determinism.configure, "op_determinism")
 
 # The roots of train.py and evaluate.py.
 train_and_evaluate = gin.external_configurable(experiment.train_and_evaluate, "train_and_evaluate")

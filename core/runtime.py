@@ -26,13 +26,6 @@ def quiet(verbose: bool = False):
         warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
 
 
-def make_deterministic():
-    """Turns on op determinism: same seed, same command, same numbers."""
-    import tensorflow as tf
-
-    tf.config.experimental.enable_op_determinism()
-
-
 def define_flags(gin_required: bool = True):
     """The flags the gin-driven entry points share: --gin_file, --gin_param, --model_dir, --verbose."""
     from absl import flags

@@ -30,7 +30,7 @@ import math
 import tensorflow as tf
 
 from metrics.confusion import IGNORE_LABEL
-from metrics.streaming import nanmean, safe_divide, streaming_totals
+from metrics.streaming import histogram, nanmean, safe_divide, streaming_totals
 
 DILATION_RATIO = 0.02
 
@@ -87,9 +87,7 @@ def boundary_iou(labels, predictions, num_classes: int, class_names=None, ignore
     truth_band, predicted_band = bands[..., 0], bands[..., 1]
 
     def per_class(values, where):  # Pixels per class value in [0, C); others fall off the end.
-        kept = tf.boolean_mask(values, where)
-        counts = tf.math.bincount(kept, minlength=num_classes, maxlength=num_classes, dtype=tf.float64)
-        return tf.reshape(counts, [num_classes])  # A static shape for the accumulators.
+        return histogram(tf.where(where, values, num_classes), num_classes, dtype=tf.float64)
 
     truth = per_class(labels, truth_band)  # |G_d & G| per class (the ignore label falls off).
     predicted = per_class(predictions, predicted_band)  # |P_d & P| per class.

@@ -16,7 +16,7 @@ panels (`metrics/summaries.py`).
 
 import tensorflow as tf
 
-from metrics.streaming import safe_divide, streaming_totals
+from metrics.streaming import histogram, safe_divide, streaming_totals
 
 NUM_BINS = 15
 
@@ -26,17 +26,15 @@ def calibration_bins(confidence, correct, num_bins: int = NUM_BINS, mask=None, n
 
     Two bincounts per batch: one over `2 * bin + correct` (counts and hits per bin), one
     over the bin weighted by the confidence; masked entries go to a bin past the end,
-    which `maxlength` drops (no gather of the kept entries).
+    which the histogram drops (no gather of the kept entries).
     """
     confidence = tf.reshape(tf.cast(confidence, tf.float64), [-1])
     correct = tf.reshape(tf.cast(correct, tf.int32), [-1])
     bins = tf.clip_by_value(tf.cast(tf.floor(confidence * num_bins), tf.int32), 0, num_bins - 1)
     if mask is not None:
         bins = tf.where(tf.reshape(tf.cast(mask, tf.bool), [-1]), bins, num_bins)
-    hits = tf.math.bincount(2 * bins + correct, minlength=2 * num_bins, maxlength=2 * num_bins, dtype=tf.float64)
-    hits = tf.reshape(hits, [2 * num_bins])  # Static shapes for the accumulators.
-    mass = tf.math.bincount(bins, weights=confidence, minlength=num_bins, maxlength=num_bins, dtype=tf.float64)
-    mass = tf.reshape(mass, [num_bins])
+    hits = histogram(2 * bins + correct, 2 * num_bins, dtype=tf.float64)
+    mass = histogram(bins, num_bins, weights=confidence, dtype=tf.float64)
     return streaming_totals({"count": hits[0::2] + hits[1::2], "confidence": mass, "correct": hits[1::2]}, name)
 
 

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from metrics.streaming import metric_variable, safe_divide
+from metrics.streaming import histogram, metric_variable, safe_divide
 
 IGNORE_LABEL = 255
 
@@ -13,7 +13,7 @@ def streaming_confusion_matrix(labels, predictions, num_classes: int, ignore_lab
     Rows are ground truth, columns predictions. Entries labelled `ignore_label`, or
     where `mask` is False, are not counted.
 
-    How: one `tf.math.bincount` over `label * C + prediction` per batch, into
+    How: one histogram (`streaming.histogram`, on the CPU) over `label * C + prediction` per batch, into
     `rows * C` bins where `rows = max(C, ignore_label + 1)`. The ignore label's
     row is dropped, and the labels are validated from the histogram itself: a
     count in a row in [C, rows) names an out-of-range label value, and a total
@@ -53,11 +53,9 @@ def streaming_confusion_matrix(labels, predictions, num_classes: int, ignore_lab
             mask = tf.reshape(tf.cast(mask, tf.bool), [-1])
             ids = tf.where(mask, ids, bins)  # Past the last bin: not counted.
             expected = tf.reduce_sum(tf.cast(mask, tf.int64))
-        # The raw op: `tf.math.bincount` adds a pass to find max(ids) even when the size is
-        # fixed. Bincount is multithreaded on CPU; values >= bins are not counted.
-        counts = tf.raw_ops.Bincount(arr=ids, size=bins, weights=tf.constant([], tf.int64))
-        histogram = tf.reshape(counts, [rows, num_classes])
-        row_totals = tf.reduce_sum(histogram, axis=1)
+        counts = histogram(ids, bins)  # Multithreaded on CPU; values >= bins are not counted.
+        table = tf.reshape(counts, [rows, num_classes])
+        row_totals = tf.reduce_sum(table, axis=1)
         row_ids = tf.range(rows)
         out_of_range_rows = (
             (row_ids >= num_classes)
@@ -82,7 +80,7 @@ def streaming_confusion_matrix(labels, predictions, num_classes: int, ignore_lab
             name="check_values",
         )
         with tf.control_dependencies([check]):
-            update_op = total.assign_add(histogram[:num_classes])
+            update_op = total.assign_add(table[:num_classes])
         return tf.identity(total.read_value(), name="value"), update_op
 
 

@@ -8,6 +8,8 @@ Sums are float64 (exact integer counts up to 2**53).
 
 import tensorflow as tf
 
+from core import determinism
+
 _METRIC_COLLECTIONS = (tf.compat.v1.GraphKeys.LOCAL_VARIABLES, tf.compat.v1.GraphKeys.METRIC_VARIABLES)
 
 
@@ -25,6 +27,21 @@ def metric_variable(shape, dtype, name, validate_shape=True):
         shape=tf.TensorShape(shape) if not validate_shape else None,
         name=name,
     )
+
+
+def histogram(ids, size: int, weights=None, dtype=tf.int64):
+    """Counts (or `weights` summed) of each value of `ids` in [0, size): [size] of `dtype`.
+
+    One raw `Bincount` (tf.math.bincount adds a pass for max(ids), and its DenseBincount is
+    slower on CPU); values >= size are not counted, which is how callers drop entries (a
+    mask sends them to `size`); a negative value fails ("Input arr must be non-negative").
+    On the CPU on purpose (`determinism.on_host()`): Bincount has no deterministic GPU
+    kernel, and its inputs are one int32 per pixel.
+    """
+    with determinism.on_host():
+        weights = tf.constant([], dtype) if weights is None else tf.reshape(tf.cast(weights, dtype), [-1])
+        counts = tf.raw_ops.Bincount(arr=tf.reshape(ids, [-1]), size=size, weights=weights)
+    return tf.reshape(counts, [size]) if isinstance(size, int) else counts
 
 
 def safe_divide(numerator, denominator):

@@ -13,6 +13,7 @@ The model_fn itself knows neither the network's layers nor the task's labels.
 
 import tensorflow as tf
 
+from core import determinism
 from core.errors import ConfigError
 from metrics import summaries
 from models import inference
@@ -150,6 +151,7 @@ def build_model_fn(
                 export_outputs={
                     "serving_default": tf.estimator.export.PredictOutput(task.serving_outputs(predictions))
                 },
+                prediction_hooks=[determinism.GpuOpCheck()],
             )
 
         loss = task.loss(logits, labels)
@@ -171,7 +173,10 @@ def build_model_fn(
             with tf.control_dependencies(updates + [finite]):
                 train_op = optimizer.apply_gradients(gradients, global_step=global_step)
             return tf.estimator.EstimatorSpec(
-                mode, loss=loss, train_op=train_op, training_hooks=[make(tensors) for make in training_hooks]
+                mode,
+                loss=loss,
+                train_op=train_op,
+                training_hooks=[determinism.GpuOpCheck()] + [make(tensors) for make in training_hooks],
             )
 
         eval_metric_ops = task.evaluation_metrics(labels, predictions, logits)
@@ -200,7 +205,7 @@ def build_model_fn(
             loss=loss,
             predictions=predictions,
             eval_metric_ops=eval_metric_ops,
-            evaluation_hooks=[make(tensors) for make in evaluation_hooks],
+            evaluation_hooks=[determinism.GpuOpCheck()] + [make(tensors) for make in evaluation_hooks],
         )
 
     model_fn.task = task

@@ -35,6 +35,7 @@ from metrics import (
     example_count,
     regression_metrics,
     segmentation_metrics,
+    streaming,
     streaming_mean,
     summaries,
 )
@@ -340,8 +341,8 @@ def per_example_confusion(labels, predictions, num_classes: int, ignore_label: i
     example = tf.reshape(tf.range(batch), [-1] + [1] * (labels.shape.rank - 1))
     valid = tf.not_equal(labels, ignore_label)
     ids = tf.where(valid, example * cells + labels * num_classes + predictions, batch * cells)
-    counts = tf.math.bincount(tf.reshape(ids, [-1]), minlength=batch * cells + 1, maxlength=batch * cells + 1)
-    return tf.reshape(counts[:-1], [batch, num_classes, num_classes])
+    counts = streaming.histogram(ids, batch * cells, dtype=tf.int32)
+    return tf.reshape(counts, [batch, num_classes, num_classes])
 
 
 def per_example_mean_iou(labels, predictions, num_classes: int, ignore_label: int = IGNORE_LABEL):

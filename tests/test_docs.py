@@ -51,6 +51,7 @@ MIN_COMMANDS = {
     "docs/distributed.md": 2,
     "docs/evaluation.md": 2,
     "docs/fork.md": 9,
+    "docs/gpu.md": 1,
 }
 
 TINY_GIN = "tests/tiny.gin"

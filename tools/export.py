@@ -77,7 +77,7 @@ def export(model_dir: str, export_dir: str, checkpoint=None, model_fn=None, imag
 
 def main(argv):
     del argv
-    model_dir = cli.init(FLAGS).get("model_dir") or configurables.macro("MODEL_DIR")
+    model_dir = cli.init(FLAGS, report_devices=False).get("model_dir") or configurables.macro("MODEL_DIR")
     if not model_dir:
         raise ExportError("no model directory: pass --model_dir or set MODEL_DIR in the gin file")
     print(export(model_dir, FLAGS.export_dir, FLAGS.checkpoint))
