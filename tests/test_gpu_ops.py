@@ -3,8 +3,12 @@
 The TRAIN, EVAL (train_and_evaluate's and the separate evaluator's), evaluate.py's (a
 subset, two scales, mirrored) and PREDICT (the SavedModel's) graphs of every gin file in
 configs/ are built as Estimator builds them and searched with
-`core.determinism.gpu_refusals`, whose list comes from TensorFlow's own kernels
-(core/determinism.py names each source). A fork's new gin file is checked too.
+`core.determinism.gpu_refusals`. Its list (`REFUSED_ON_GPU`) is TensorFlow 2.15.1's own:
+the `UnimplementedError` messages compiled into its kernels, each with the source that
+raises it (tensorflow/core/kernels/bincount_op.cc for Bincount and DenseBincount,
+scatter_op.cc, fused_batch_norm_op.cc, image/resize_nearest_neighbor_op.cc, ...), and the
+op determinism notes of `tf.config.experimental.enable_op_determinism`
+(tensorflow/python/framework/config.py). A fork's new gin file is checked too.
 """
 
 import glob
