@@ -16,7 +16,11 @@ from core import cli, configurables, runtime
 runtime.define_flags()
 flags.DEFINE_string("checkpoint", None, "Checkpoint to evaluate (default: the latest).")
 flags.DEFINE_bool("all_checkpoints", False, "Every checkpoint in step order, skipping those already evaluated.")
-flags.DEFINE_bool("continuous", False, "Evaluate each new checkpoint until the final step or the timeout.")
+flags.DEFINE_bool(
+    "continuous",
+    False,
+    "Evaluate each new checkpoint until the trainer's last (its TRAIN_STEPS or early stop), or the timeout.",
+)
 flags.DEFINE_float("timeout_secs", 600, "Continuous mode: stop after this long with no new checkpoint.")
 flags.DEFINE_string("subset", None, "Example indices to evaluate: '3,17,42' or '@file' (one or more per line).")
 flags.DEFINE_string("eval_name", None, "Results go to model_dir/eval_<name> (default: eval, or one per subset).")

@@ -44,9 +44,8 @@ def clear_done(model_dir):
 
 
 def mark_done(model_dir, task_type, task_index=0, **fields):
-    """Writes this task's marker atomically (write then rename); nothing outside a TF_CONFIG cluster."""
-    if not cluster():
-        return
+    """Writes this task's marker atomically (write then rename). The chief's (or a lone
+    trainer's) says where training stopped: what evaluators and parameter servers wait for."""
     path = done_path(model_dir, task_type, task_index)
     tf.io.gfile.makedirs(os.path.dirname(path))
     tmp = path + ".tmp"
@@ -68,6 +67,18 @@ def read_done(model_dir, task_type="chief", task_index=0, train_steps=None):
     except (tf.errors.NotFoundError, json.JSONDecodeError):
         return None
     return done if train_steps is None or done.get("train_steps") == train_steps else None
+
+
+def final_marker(model_dir, train_steps):
+    """`() -> step or None`: the step where the trainer of this job (this `train_steps`)
+    stopped, once it has: `TRAIN_STEPS`, past it (asynchronous workers), or before it
+    (early stopping). For `core.evaluation.follow_checkpoints`."""
+
+    def marked():
+        done = read_done(model_dir, "chief", train_steps=train_steps)
+        return done["final_step"] if done else None
+
+    return marked
 
 
 def run_ps(model_dir, train_steps, stream, poll=0.5):

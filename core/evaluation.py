@@ -33,7 +33,7 @@ import gin.tf
 import numpy as np
 import tensorflow as tf
 
-from core import guard, results
+from core import cluster, guard, results
 from core.best import BestCheckpointKeeper, improves
 from core.errors import RunError, reported
 from data.input import parse_subset
@@ -196,10 +196,13 @@ def follow_checkpoints(
     latest checkpoint only: when evaluation is slower than training it skips
     intermediate ones (`--all_checkpoints` backfills them).
 
-    `final_marker`, if given, returns the step of the trainer's true final
-    checkpoint once training is over (None before): asynchronous workers overshoot
-    `final_step` (checkpoints 200 then 202), so a checkpoint at or past
-    `final_step` is only final once the marker names it; until then it waits.
+    `final_marker`, if given, returns the step of the trainer's last checkpoint once
+    training is over (None before): the trainer records where it stopped
+    (`core.cluster.mark_done`). Then that step is the final one, whether training
+    stopped early (before `final_step`: early stopping) or past it (asynchronous
+    workers overshoot: checkpoints 200 then 202); a follower that has already
+    evaluated it ends there. A checkpoint at or past `final_step` is only final once
+    the marker names it; until then it waits.
 
     Raises:
       TrainerGoneError: after `timeout_secs` without a new checkpoint.
@@ -209,34 +212,34 @@ def follow_checkpoints(
     print(f"{who}: following {model_dir} until step {final_step}", file=stream, flush=True)
     try:
         while True:
+            marked = final_marker() if final_marker is not None else None
+            # Read after the marker: the trainer saves its last checkpoint before writing it.
             latest = tf.train.latest_checkpoint(model_dir)
             step = guard.step_of(latest)
-            marked = None
-            if final_marker is not None and final_step is not None and step > last_step and step >= final_step:
-                marked = final_marker()
-                if marked is None:  # Past the budget, but the trainer may save again: wait.
-                    if time.time() - last_new > timeout_secs:
-                        raise TrainerGoneError(
-                            f"{who}: checkpoint at step {step} but no end-of-training marker in {model_dir} "
-                            f"for {timeout_secs:g} s: the trainer died or stalled"
-                        )
-                    time.sleep(poll)
-                    continue
-                latest = tf.train.latest_checkpoint(model_dir)  # Saved before the marker was written.
-                step = guard.step_of(latest)
+            waiting = marked is None and final_marker is not None and final_step is not None
+            if waiting and step > last_step and step >= final_step:  # Past the budget; it may save again.
+                if time.time() - last_new > timeout_secs:
+                    raise TrainerGoneError(
+                        f"{who}: checkpoint at step {step} but no end-of-training marker in {model_dir} "
+                        f"for {timeout_secs:g} s: the trainer died or stalled"
+                    )
+                time.sleep(poll)
+                continue
+            final = marked if marked is not None else final_step
             if step > last_step:
                 last_step, last_new = step, time.time()  # Each step once, evaluated or skipped.
                 copy = snapshot(latest, snapshot_dir)
                 if copy is None:
                     print(f"{who}: {latest} was deleted before it could be read; skipped", file=stream, flush=True)
                     continue
-                is_final = final_step is not None and step >= (
-                    final_step if marked is None else max(marked, final_step)
-                )
+                is_final = final is not None and step >= final
                 yield latest, copy, is_final
                 if is_final:
                     print(f"{who}: evaluated the final step {step}; done.", file=stream, flush=True)
                     return
+            elif marked is not None and last_step >= marked:  # Its last step came before its marker.
+                print(f"{who}: training stopped at step {marked}, evaluated already; done.", file=stream, flush=True)
+                return
             elif time.time() - last_new > timeout_secs:
                 raise TrainerGoneError(
                     f"{who}: no new checkpoint in {model_dir} for {timeout_secs:g} s "
@@ -297,8 +300,10 @@ def evaluate(
       checkpoint: evaluate this checkpoint (default: the latest).
       all_checkpoints: evaluate every checkpoint in step order, skipping those
         already in this eval directory's results.jsonl (a backfill that resumes).
-      continuous: evaluate each new checkpoint as it appears, until `final_step`
-        is evaluated or `timeout_secs` pass with no new checkpoint.
+      continuous: evaluate each new checkpoint as it appears, until the trainer's
+        last one is evaluated (`final_step`, or where the trainer says it stopped:
+        early stopping, asynchronous overshoot) or `timeout_secs` pass with no new
+        checkpoint.
       timeout_secs: see `continuous`.
       subset: example indices (list, "3,17,42" or "@file") to evaluate alone,
         under an eval name of their own.
@@ -365,7 +370,13 @@ def evaluate(
 
     if continuous:
         follower = follow_checkpoints(
-            model_dir, os.path.join(eval_dir, ".snapshot"), final_step, timeout_secs, "evaluate", stream
+            model_dir,
+            os.path.join(eval_dir, ".snapshot"),
+            final_step,
+            timeout_secs,
+            "evaluate",
+            stream,
+            final_marker=cluster.final_marker(model_dir, final_step),
         )
         return [run(copy, path, is_final) for path, copy, is_final in follower]
     if all_checkpoints:

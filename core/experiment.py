@@ -154,11 +154,7 @@ def train_and_evaluate(
     task_type, task_index = cluster.task()
     if task_type == "evaluator":  # TF_CONFIG: a separate evaluator process.
         estimator = tf.estimator.Estimator(model_fn=model_fn, model_dir=model_dir)
-
-        def final_marker():  # The chief's last checkpoint (async workers overshoot train_steps).
-            done = cluster.read_done(model_dir, "chief", train_steps=train_steps)
-            return done["final_step"] if done else None
-
+        final_marker = cluster.final_marker(model_dir, train_steps)
         records = results.read_records(eval_dir)
         if records and records[-1]["global_step"] == final_marker():  # A finished job, run again.
             step = records[-1]["global_step"]
@@ -193,6 +189,15 @@ def train_and_evaluate(
         step = checkpoint_step(latest) if latest else None
         if latest is None:
             cluster.clear_done(model_dir)
+        stopped = cluster.read_done(model_dir, "chief", train_steps=train_steps)
+        if early_stopping_evals and stopped and stopped.get("early_stopped") and stopped["final_step"] == step:
+            print(
+                f"{model_dir}: stopped early at step {step} (early_stopping_evals); nothing to do "
+                "(train_and_evaluate.early_stopping_evals = 0 trains on)",
+                file=stream,
+            )
+            records = results.read_records(eval_dir)
+            return records[-1] if records else None
         if step is not None and step >= train_steps:
             cluster.mark_done(model_dir, "chief", final_step=step, checkpoint=latest, train_steps=train_steps)
             records = results.read_records(eval_dir)
@@ -263,6 +268,7 @@ def train_and_evaluate(
             checkpoint=final,
             local_steps=local_steps.count,
             train_steps=train_steps,
+            early_stopped=checkpoint_step(final) < train_steps,
         )
         if cluster.cluster():  # The evaluator evaluates it, maybe not yet.
             print(f"done in {time.time() - start:.0f}s: final step {checkpoint_step(final)}", file=stream, flush=True)

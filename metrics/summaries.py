@@ -7,8 +7,8 @@ text into TensorBoard from an evaluation (a `tf.summary` op in the EVAL graph is
 never run by Estimator's evaluation loop), so these builders return
 `{name: (value, update_op)}` entries to merge into `eval_metric_ops`, like any metric:
 
-- `subset_image_summaries`: one panel per chosen example index, tag
-  `images/index_<i>`; the task draws the panel. The chosen frames are picked in the
+- `subset_image_summaries`: one panel per chosen example index, tag `images/index_<iiiii>`
+  (zero-padded: `images/index_00003`); the task draws the panel. The chosen frames are picked in the
   graph (a hash-table lookup on the `index` feature), so no other frame is copied
   out, and each index appears exactly once per evaluation whatever the batch size.
 - `per_example_values`: every evaluated example's index and the task's per-example

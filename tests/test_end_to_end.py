@@ -3,12 +3,13 @@ determinism, idempotent re-runs, and gin errors before any graph is built."""
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import TINY_VAL, tiny_gin_params
+from tests.conftest import REPO_ROOT, TINY_VAL, tiny_gin_params
 from tests.helpers import event_tags, run_script
 
 
@@ -90,3 +91,36 @@ def test_unknown_gin_binding_fails_before_any_graph(tiny_dataset, tmp_path):
     assert result.returncode != 0
     assert "not_a_parameter" in result.stderr
     assert not os.path.exists(tmp_path / "model")
+
+
+def _documented_tree():
+    """`[(regex, optional)]` for the paths in docs/evaluation.md's annotated model directory:
+    two spaces of indent per level, the name first; a directory listed without children
+    stands for everything in it; "(when" or "(while" in a line marks it optional."""
+    text = open(os.path.join(REPO_ROOT, "docs", "evaluation.md")).read()
+    block = text.split("## 11. The model directory, annotated", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    entries, parents = [], []
+    for line in block.splitlines()[1:]:  # The first line is the directory itself.
+        depth = (len(line) - len(line.lstrip())) // 2 - 1
+        parents[depth:] = [line.split()[0]]
+        entries.append(("".join(parents), "(when" in line or "(while" in line))
+    tree = []
+    for path, optional in entries:
+        if any(other.startswith(path) and other != path for other, _ in entries):
+            continue  # A directory whose files are listed.
+        regex = re.escape(path).replace("<step>", r"\d+").replace("<timestamp>", r"\d+")
+        regex = regex.replace("<name>", r"[\w.-]+").replace(r"\*", r"[^/]*")
+        tree.append((re.compile(regex + ".*" if path.endswith("/") else regex), optional))
+    return tree
+
+
+def test_the_annotated_model_directory_in_the_docs_is_what_a_run_leaves(trained):
+    model_dir, _ = trained
+    documented = _documented_tree()
+    real = [
+        os.path.relpath(os.path.join(root, name), model_dir) for root, _, files in os.walk(model_dir) for name in files
+    ]
+    unexplained = [path for path in real if not any(regex.fullmatch(path) for regex, _ in documented)]
+    assert not unexplained, f"in the run, not in docs/evaluation.md section 11: {unexplained}"
+    missing = [regex.pattern for regex, optional in documented if not optional and not any(map(regex.fullmatch, real))]
+    assert not missing, f"in docs/evaluation.md section 11, not in the run: {missing}"

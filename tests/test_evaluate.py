@@ -208,21 +208,6 @@ def test_best_checkpoint_survives_keep_checkpoint_max_1_and_a_restart(tiny_datas
         assert not (model_dir / "best.json").exists()
 
 
-@pytest.mark.slow
-def test_early_stopping_on_a_metric_that_does_not_improve(tiny_dataset, tmp_path):
-    # The loss falls, so "higher is better" on the loss never improves after the first evaluation.
-    overrides = {
-        "BEST_METRIC": "'loss'",
-        "HIGHER_IS_BETTER": True,
-        "train_and_evaluate.early_stopping_evals": 1,
-        "TRAIN_STEPS": 40,
-        "train_and_evaluate.export_image_size": None,
-    }
-    run_script("train.py", *_args(tmp_path / "model", tiny_dataset, **overrides))
-    step = int(tf.train.latest_checkpoint(str(tmp_path / "model")).rsplit("-", 1)[1])
-    assert step < 40
-
-
 def test_panels_are_image_truth_prediction_errors():
     from metrics.summaries import mask_panels as make_panels
 

@@ -10,9 +10,11 @@ import subprocess
 import sys
 import time
 
+import gin
 import pytest
+import tensorflow as tf
 
-from core import results
+from core import cluster, configurables, results
 from tests.conftest import REPO_ROOT, tiny_gin_params
 
 FINAL_STEP = 6
@@ -69,6 +71,55 @@ def test_twenty_trainer_evaluator_runs_with_keep_checkpoint_max_1_end_cleanly(ti
         assert not leftovers, leftovers
         skipped += eval_out.count("was deleted before it could be read; skipped")
     print(f"checkpoints deleted under the evaluator and skipped: {skipped}")
+
+
+# The loss falls, so with "higher is better" on the loss no evaluation after the first
+# improves: training stops after the second, long before TRAIN_STEPS.
+EARLY_STOPPING = {
+    "BEST_METRIC": "'loss'",
+    "HIGHER_IS_BETTER": True,
+    "train_and_evaluate.early_stopping_evals": 1,
+    "TRAIN_STEPS": 10**6,
+    "EVAL_EVERY_STEPS": 5,
+    "train_and_evaluate.keep_checkpoint_max": 5,
+    "train_and_evaluate.evaluator_timeout_secs": 600,  # What the evaluator used to wait out.
+    "train_and_evaluate.export_image_size": None,
+}
+
+
+@pytest.mark.slow
+def test_an_early_stopped_trainer_and_its_evaluators_all_end_at_its_last_checkpoint(tiny_dataset, tmp_path):
+    """The trainer records where it stopped (cluster_done/chief-0.json); the separate
+    evaluator and `evaluate.py --continuous` end there with exit 0, not at TRAIN_STEPS
+    after their timeout; a rerun of the stopped job does nothing."""
+    model_dir = tmp_path / "model"
+    port = _free_port()
+    evaluator = _start("evaluator", model_dir, tiny_dataset, port, **EARLY_STOPPING)
+    chief = _start("chief", model_dir, tiny_dataset, port, **EARLY_STOPPING)
+    _, chief_err = chief.communicate(timeout=300)
+    chief_end = time.time()
+    eval_out, eval_err = evaluator.communicate(timeout=120)
+    assert chief.returncode == 0, chief_err[-2000:]
+    assert evaluator.returncode == 0, eval_err[-2000:]
+    assert time.time() - chief_end < 60
+    step = int(tf.train.latest_checkpoint(str(model_dir)).rsplit("-", 1)[1])
+    stopped = cluster.read_done(str(model_dir), "chief")
+    assert stopped["early_stopped"] and stopped["final_step"] == step < 10**6
+    assert results.read_records(str(model_dir / "eval"))[-1]["global_step"] == step
+    assert f"evaluated the final step {step}; done." in eval_out or "evaluated already; done." in eval_out
+
+    # evaluate.py --continuous, and the same job run again (no TF_CONFIG: one process), in-process.
+    gin.clear_config()
+    try:
+        configurables.parse_gin(["configs/synthetic.gin"], tiny_gin_params(tiny_dataset, **EARLY_STOPPING))
+        started = time.time()
+        records = configurables.evaluate(model_dir=str(model_dir), continuous=True, eval_name="follow")
+        assert [record["global_step"] for record in records] == [step] and time.time() - started < 60
+        again = configurables.train_and_evaluate(model_dir=str(model_dir))
+        assert again["global_step"] == step
+        assert tf.train.latest_checkpoint(str(model_dir)).endswith(f"-{step}")
+    finally:
+        gin.clear_config()
 
 
 @pytest.mark.slow
