@@ -507,3 +507,31 @@ def test_documented_commands_run(doc, scratch):
     for command, outcome in timings:
         shown = outcome if isinstance(outcome, str) else f"{outcome:5.1f} s"
         print(f"  {command.where():>22}  {shown}  {command.text[:90]}")
+
+
+def test_the_evaluation_cycle_picture_names_only_what_exists():
+    """docs/evaluation.md's `train_and_evaluate` cycle names code: each dotted name in it
+    (`core.results.ResultsReporter`, `tf.estimator.BestExporter`, ...) must resolve."""
+    import importlib
+
+    import tensorflow as tf
+
+    text = open(os.path.join(REPO_ROOT, "docs", "evaluation.md")).read()
+    picture = text.split("### One `train_and_evaluate` cycle, in order", 1)[1].split("```text\n", 1)[1]
+    picture = picture.split("```", 1)[0]
+    names = sorted(set(re.findall(r"\b(?:tf|core|hooks|metrics|models)(?:\.\w+)+", picture)))
+    names += ["tf.compat.v1.train.SessionRunHook.before_run", "tf.compat.v1.train.SessionRunHook.after_run"]
+    names += ["tf.compat.v1.train.SessionRunHook.begin", "tf.compat.v1.train.SessionRunHook.end"]
+    assert len(names) >= 10, names
+    for name in names:
+        parts = name.split(".")
+        if parts[0] == "tf":
+            value = tf
+        else:
+            value = importlib.import_module(".".join(parts[:2]))
+            parts = parts[1:]
+        for part in parts[1:]:
+            assert hasattr(value, part), f"docs/evaluation.md's cycle names {name}, which does not exist"
+            value = getattr(value, part)
+    for name in ("SessionRunHook.begin", "SessionRunHook.before_run", "SessionRunHook.after_run", "FinalOpsHook"):
+        assert name in picture
