@@ -1,9 +1,12 @@
 """Docs cannot rot: every shell command in README.md and docs/*.md is run here.
 
 What counts as a command: the text of a fenced block whose info string is exactly
-`bash`. Any other block (plain ``` with no language, ```python, ```gin ...) is text
-and is never run; `sh`, `shell`, `console` and `zsh` blocks are refused (they would
-be skipped silently), so write `bash`. Commands in running prose are not run either.
+`bash`. A ```python block is run too, in this process (`test_documented_python_runs`):
+each document's blocks in page order, sharing one namespace, from the repository root,
+so a snippet builds on the one before it and its `assert`s are checked. Any other block
+(plain ``` with no language, ```gin, ```text ...) is text and is never run; `sh`,
+`shell`, `console` and `zsh` blocks are refused (they would be skipped silently), so
+write `bash`. Commands in running prose are not run either.
 
 Inside a bash block, as bash reads it: a backslash-newline joins two lines (also inside
 double quotes), a newline inside quotes or `$(...)` continues the command, `#` at the
@@ -535,3 +538,21 @@ def test_the_evaluation_cycle_picture_names_only_what_exists():
             value = getattr(value, part)
     for name in ("SessionRunHook.begin", "SessionRunHook.before_run", "SessionRunHook.after_run", "FinalOpsHook"):
         assert name in picture
+
+
+def _python_blocks(doc):
+    with open(os.path.join(REPO_ROOT, doc)) as f:
+        return [(line, body) for info, line, body in fenced_blocks(f.read()) if info == "python"]
+
+
+PYTHON_DOCUMENTS = [doc for doc in DOCUMENTS if _python_blocks(doc)]
+
+
+@pytest.mark.parametrize("document", PYTHON_DOCUMENTS)
+def test_documented_python_runs(document, monkeypatch):
+    """Every ```python block of `document`, in page order, in one namespace."""
+    monkeypatch.chdir(REPO_ROOT)
+    blocks = _python_blocks(document)
+    namespace = {"__name__": f"docs_{os.path.basename(document)}"}
+    for line, body in blocks:
+        exec(compile(body, f"{document}:{line}", "exec"), namespace)  # noqa: S102  The page's own code.
