@@ -53,9 +53,10 @@ MIN_COMMANDS = {
     "README.md": 22,
     "docs/benchmarks.md": 0,  # Its commands are the benchmarks (minutes each), in prose: `make bench` runs them.
     "docs/distributed.md": 2,
-    "docs/evaluation.md": 2,
+    "docs/evaluation.md": 7,
     "docs/fork.md": 9,
     "docs/gpu.md": 1,
+    "docs/recipes.md": 4,
 }
 
 TINY_GIN = "tests/tiny.gin"
