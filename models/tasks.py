@@ -200,7 +200,7 @@ class Segmentation(_Categorical):
     name = "segmentation"
     dense_labels = True
     headline = "mean_iou"
-    lower_is_better = frozenset({"loss", "pixel_loss"})
+    lower_is_better = frozenset({"loss", "pixel_loss", "ece"})
 
     def __init__(
         self,
@@ -376,7 +376,7 @@ class Classification(_Categorical):
 
     name = "classification"
     headline = "accuracy"
-    lower_is_better = frozenset({"loss", "cross_entropy"})
+    lower_is_better = frozenset({"loss", "cross_entropy", "ece"})
 
     def __init__(
         self,

@@ -138,3 +138,10 @@ def test_a_prediction_right_on_every_counted_pixel_scores_one_despite_an_ignored
     predictions[0, 7:25, 7:25] = 1  # The band predicted as the object: ignored either way.
     got = stream(lambda y, p: boundary_iou(y, p, 2), [labels, predictions], 1)
     assert got["boundary_iou/0"] == 1.0 and got["boundary_iou/1"] == 1.0
+
+
+def test_lower_ece_is_better_for_the_best_checkpoint():
+    from models.tasks import Classification, Segmentation
+
+    for task in (Segmentation(3, ["a", "b", "c"]), Classification(3, ["a", "b", "c"])):
+        assert task.higher_is_better("ece") is False and task.higher_is_better(task.headline) is True
