@@ -1,8 +1,9 @@
 """No op that TensorFlow 2.15 refuses on a GPU under op determinism, checked on the CPU.
 
-The TRAIN, EVAL (train_and_evaluate's and the separate evaluator's), evaluate.py's (a
-subset, two scales, mirrored) and PREDICT (the SavedModel's) graphs of every gin file in
-configs/ are built as Estimator builds them and searched with
+The TRAIN, EVAL (train_and_evaluate's and the separate evaluator's) and PREDICT (the
+SavedModel's) graphs of every gin file in configs/, and evaluate.py's (a subset, two
+scales, mirrored) once per network and task, are built as Estimator builds them and
+searched with
 `core.determinism.gpu_refusals`. Its list (`REFUSED_ON_GPU`) is TensorFlow 2.15.1's own:
 the `UnimplementedError` messages compiled into its kernels, each with the source that
 raises it (tensorflow/core/kernels/bincount_op.cc for Bincount and DenseBincount,
