@@ -185,11 +185,16 @@ def configure(enabled: bool = True):
         tf_config.disable_op_determinism()
 
 
+def enabled() -> bool:
+    """Whether op determinism is on in this process."""
+    return tf_config.is_op_determinism_enabled()
+
+
 def describe() -> str:
     """One line: the GPUs TensorFlow sees (or none) and whether op determinism is on."""
     gpus = [device.name.split(":", 1)[1] for device in tf.config.list_physical_devices("GPU")]
     devices = f"{len(gpus)} GPU(s) ({', '.join(gpus)})" if gpus else "no GPU, running on the CPU"
-    state = "on" if tf_config.is_op_determinism_enabled() else "off (DETERMINISTIC = False)"
+    state = "on" if enabled() else "off (DETERMINISTIC = False)"
     return f"devices: {devices}; op determinism {state}"
 
 
@@ -203,7 +208,7 @@ class GpuOpCheck(tf.compat.v1.train.SessionRunHook):
     """
 
     def begin(self):
-        if not tf_config.is_op_determinism_enabled():
+        if not enabled():
             return
         refusals = gpu_refusals(tf.compat.v1.get_default_graph())
         if refusals and tf.config.list_physical_devices("GPU"):

@@ -259,19 +259,20 @@ def train_and_evaluate(
         )
         tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
         final = tf.train.latest_checkpoint(model_dir)
+        final_step = checkpoint_step(final)
         # What the evaluator and the parameter servers wait for; with asynchronous
-        # workers the final step may be past train_steps.
+        # workers the final step may be past train_steps, with early stopping before it.
         cluster.mark_done(
             model_dir,
             "chief",
-            final_step=checkpoint_step(final),
+            final_step=final_step,
             checkpoint=final,
             local_steps=local_steps.count,
             train_steps=train_steps,
-            early_stopped=checkpoint_step(final) < train_steps,
+            early_stopped=final_step < train_steps,
         )
         if cluster.cluster():  # The evaluator evaluates it, maybe not yet.
-            print(f"done in {time.time() - start:.0f}s: final step {checkpoint_step(final)}", file=stream, flush=True)
+            print(f"done in {time.time() - start:.0f}s: final step {final_step}", file=stream, flush=True)
             return None
         records = results.read_records(eval_dir)
         last = records[-1] if records else None

@@ -37,9 +37,7 @@ THIS_FILE = os.path.relpath(__file__, REPO_ROOT)
 
 @pytest.fixture(scope="module", autouse=True)
 def op_determinism():
-    from tensorflow.python.framework import config
-
-    was = config.is_op_determinism_enabled()
+    was = determinism.enabled()
     determinism.configure(True)  # Before any graph: the Python API picks deterministic paths.
     yield
     determinism.configure(was)
@@ -269,13 +267,11 @@ def test_devices_are_reported_in_one_line(monkeypatch):
 
 
 def test_the_gin_switch_turns_op_determinism_off_and_on():
-    from tensorflow.python.framework import config
-
     try:
         for value in (False, True):
             _parse("configs/synthetic.gin", extra=[f"DETERMINISTIC = {value}"])
             configurables.op_determinism()
-            assert config.is_op_determinism_enabled() is value
+            assert determinism.enabled() is value
             assert determinism.describe().endswith("op determinism on" if value else "off (DETERMINISTIC = False)")
     finally:
         gin.clear_config()
