@@ -32,8 +32,8 @@ def metric_variable(shape, dtype, name, validate_shape=True):
 def histogram(ids, size: int, weights=None, dtype=tf.int64):
     """Counts (or `weights` summed) of each value of `ids` in [0, size): [size] of `dtype`.
 
-    One raw `Bincount` (tf.math.bincount adds a pass for max(ids), and its DenseBincount is
-    slower on CPU); values >= size are not counted, which is how callers drop entries (a
+    One raw `Bincount` (tf.math.bincount adds a pass for max(ids) even when the size is
+    fixed, and runs DenseBincount); values >= size are not counted, which is how callers drop entries (a
     mask sends them to `size`); a negative value fails ("Input arr must be non-negative").
     On the CPU on purpose (`determinism.on_host()`): Bincount has no deterministic GPU
     kernel, and its inputs are one int32 per pixel.
