@@ -93,7 +93,8 @@ def bca_interval(resampled, estimate, jackknife, level: float = LEVEL):
         return percentile_interval(finite, level)
     normal = NormalDist()
     bias = normal.inv_cdf(below)
-    spread = np.mean(jackknife[np.isfinite(jackknife)]) - jackknife[np.isfinite(jackknife)]
+    jackknife = jackknife[np.isfinite(jackknife)]  # None finite (one example): no acceleration.
+    spread = jackknife.mean() - jackknife if jackknife.size else jackknife
     denominator = 6.0 * np.sum(spread**2) ** 1.5
     acceleration = np.sum(spread**3) / denominator if denominator > 0 else 0.0
     quantiles = []
