@@ -11,10 +11,14 @@ configs/synthetic.gin as `make train` runs it (the default U-Net, 64x64 images, 
   tf.data pipeline;
 - `pipeline_vs_memory`: the same Estimator training fed from the TFRecords over fed
   from the same batches already decoded in memory (`Dataset.from_tensor_slices`);
+  the three trainings take turns `--rounds` times and each figure is the median of its
+  rounds (this machine's speed drifts by about 10% over minutes);
 - `eval_throughput_vs_keras`: a full evaluation of the 400 val images, every metric and
   summary on (`Estimator.evaluate`: graph, session, restore, metrics, panels), over
-  Keras `Model.evaluate` with a `MeanIoU` metric over the same images; each timed on
-  its second call.
+  Keras `Model.evaluate` with a `MeanIoU` metric over the same images, taking turns,
+  the median of `--rounds` calls after a first one of each; and `eval_loop_vs_keras`,
+  the same with Estimator's batches' loop alone (from its session's creation to the
+  last batch: what a call costs without rebuilding the graph).
 
 Then what op determinism costs (`determinism_cost_ratio`: the same Estimator training
 from TFRecords, examples/s with `DETERMINISTIC = False` over with it on, taking turns
@@ -27,7 +31,7 @@ machine's speed that day).
 
 Prints each measurement and, last, one JSON object with every figure.
 
-    .venv/bin/python bench/train.py [--warmup=20] [--steps=100] [--target=0.95]
+    .venv/bin/python bench/train.py [--warmup=20] [--steps=100] [--rounds=3] [--target=0.95]
                                     [--sections=keras,determinism,growth,target]
 """
 
@@ -133,6 +137,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sections", default="keras,determinism,growth,target")
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
@@ -202,34 +207,13 @@ def _against_keras(args, work):
     network, task = gin.query_parameter("%NETWORK").scoped_configurable_fn(), model_fn.task
     figures = {}
 
-    # Keras first: layers made in Estimator's graphs would invalidate its functional model.
+    # Keras traces its functions first: layers made in Estimator's graphs invalidate a Keras
+    # model whose fit or evaluate is traced after them (its traced functions stay valid).
     model = _keras_model(tf, network, task, height, width)
-    rate = _Rate(args.warmup, args.steps, batch)
-
-    class Callback(tf.keras.callbacks.Callback):
-        def on_train_batch_end(self, number, logs=None):
-            if rate.step():
-                self.model.stop_training = True
-
     keras_data = train_fn().map(lambda f, label: (f["image"], label))
-    model.fit(keras_data, steps_per_epoch=args.warmup + args.steps + 1, epochs=1, callbacks=[Callback()], verbose=0)
-    print(f"Keras fit, same network and pipeline: {rate.rate:.1f} examples/s", flush=True)
-
     num_val = eval_fn.num_examples
     keras_val = eval_fn().map(lambda f, label: (f["image"], label))
-    times = []
-    for _ in range(2):
-        started = time.perf_counter()
-        model.evaluate(keras_val, verbose=0)
-        times.append(time.perf_counter() - started)
-    keras_eval = num_val / times[-1]
-    print(f"Keras evaluate, MeanIoU: {keras_eval:.1f} examples/s", flush=True)
-
-    estimator_rate, estimator = _estimator_rate(
-        tf, model_fn, train_fn, os.path.join(work, "records"), args.warmup, args.steps, batch
-    )
-    print(f"Estimator, from TFRecords: {estimator_rate:.1f} examples/s", flush=True)
-
+    model.evaluate(keras_val, verbose=0)  # Traced here; a warm-up, not counted.
     batches = list(train_fn().take(args.warmup + args.steps + 1).as_numpy_iterator())
     features = {key: np.stack([f[key] for f, _ in batches]) for key in batches[0][0]}
     labels = np.stack([label for _, label in batches])
@@ -237,22 +221,82 @@ def _against_keras(args, work):
     def memory_fn():
         return tf.data.Dataset.from_tensor_slices((features, labels)).repeat()
 
-    memory_rate, _ = _estimator_rate(
-        tf, model_fn, memory_fn, os.path.join(work, "memory"), args.warmup, args.steps, batch
+    def keras_fit():
+        rate = _Rate(args.warmup, args.steps, batch)
+
+        class Callback(tf.keras.callbacks.Callback):
+            def on_train_batch_end(self, number, logs=None):
+                if rate.step():
+                    self.model.stop_training = True
+
+        model.fit(keras_data, steps_per_epoch=args.warmup + args.steps + 1, epochs=1, callbacks=[Callback()], verbose=0)
+        return rate.rate
+
+    # Taking turns, `--rounds` times: this machine's speed drifts by about 10% over minutes,
+    # so each figure is the median of its rounds, each measured next to the others.
+    rates = {"keras": [], "records": [], "memory": []}
+    estimator = None
+    for number in range(args.rounds):
+        rates["keras"].append(keras_fit())
+        directory = os.path.join(work, f"records_{number}")
+        rate, estimator = _estimator_rate(tf, model_fn, train_fn, directory, args.warmup, args.steps, batch)
+        rates["records"].append(rate)
+        directory = os.path.join(work, f"memory_{number}")
+        rates["memory"].append(_estimator_rate(tf, model_fn, memory_fn, directory, args.warmup, args.steps, batch)[0])
+        print(
+            f"round {number + 1}: Keras fit {rates['keras'][-1]:.1f}, Estimator from TFRecords "
+            f"{rates['records'][-1]:.1f}, from memory {rates['memory'][-1]:.1f} examples/s",
+            flush=True,
+        )
+    keras_rate, estimator_rate, memory_rate = (float(np.median(rates[key])) for key in ("keras", "records", "memory"))
+    print(
+        f"medians: Keras fit {keras_rate:.1f}, Estimator from TFRecords {estimator_rate:.1f}, "
+        f"the same batches from memory {memory_rate:.1f} examples/s",
+        flush=True,
     )
-    print(f"Estimator, the same batches from memory: {memory_rate:.1f} examples/s", flush=True)
 
     checkpoint = estimator.latest_checkpoint()
-    times = []
-    for _ in range(2):
+
+    class Timer(tf.compat.v1.train.SessionRunHook):
+        """Times an evaluation's loop: from the session's creation to `end`."""
+
+        def after_create_session(self, session, coord):
+            self.started = time.perf_counter()
+
+        def end(self, session):
+            self.seconds = time.perf_counter() - self.started
+
+    timer = Timer()
+    keras_times, estimator_times, loops = [], [], []
+    for _ in range(args.rounds + 1):  # Estimator's first call is a warm-up, not counted.
         started = time.perf_counter()
-        estimator.evaluate(eval_fn, checkpoint_path=checkpoint, name="bench")
-        times.append(time.perf_counter() - started)
-    estimator_eval = num_val / times[-1]
-    print(f"Estimator evaluate, every metric and summary: {estimator_eval:.1f} examples/s", flush=True)
-    figures["train_throughput_vs_keras"] = round(estimator_rate / rate.rate, 3)
+        model.evaluate(keras_val, verbose=0)
+        keras_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        estimator.evaluate(eval_fn, checkpoint_path=checkpoint, name="bench", hooks=[timer])
+        estimator_times.append(time.perf_counter() - started)
+        loops.append(timer.seconds)
+    keras_eval = num_val / float(np.median(keras_times[1:]))
+    estimator_eval = num_val / float(np.median(estimator_times[1:]))
+    loop = float(np.median(loops[1:]))
+    print(
+        "evaluation seconds, round by round: Keras " + ", ".join(f"{t:.2f}" for t in keras_times[1:])
+        + "; Estimator " + ", ".join(f"{t:.2f}" for t in estimator_times[1:]),
+        flush=True,
+    )  # fmt: skip
+    print(f"Keras evaluate, MeanIoU: {keras_eval:.1f} examples/s", flush=True)
+    print(
+        f"Estimator evaluate, every metric and summary: {estimator_eval:.1f} examples/s "
+        f"({float(np.median(estimator_times[1:])):.2f} s a call, {loop:.2f} s of it in the batches' loop)",
+        flush=True,
+    )
+    figures["train_throughput_vs_keras"] = round(estimator_rate / keras_rate, 3)
     figures["pipeline_vs_memory"] = round(estimator_rate / memory_rate, 3)
     figures["eval_throughput_vs_keras"] = round(estimator_eval / keras_eval, 3)
+    # Estimator's evaluation loop alone (from the session's creation to the end of the last
+    # batch: no graph build, no session set-up) over Keras' whole evaluate().
+    figures["eval_loop_vs_keras"] = round((num_val / loop) / keras_eval, 3)
+    figures["rounds"] = {key: [round(value, 1) for value in values] for key, values in rates.items()}
 
     # Thread pools: TensorFlow's default (0: one thread per core in each pool) against
     # explicit sizes, the same training from TFRecords.
