@@ -176,6 +176,26 @@ def _resume_position(batch_size: int, config=None, input_context=None):
     return tf.cast(global_step, tf.int64) * batch_size
 
 
+def _epochs_from(records, num_records: int, start, seed: int, shuffle_buffer: int):
+    """The training stream from position `start`: `(position, (index, record))` elements.
+
+    Epoch e is `records` shuffled with the seed `(seed, e)`, at positions
+    `[e * num_records, (e + 1) * num_records)`; the stream begins with epoch
+    `start // num_records`, skipping `start % num_records` of its records.
+    """
+    first = start // num_records
+
+    def epoch(number):
+        shuffled = records.shuffle(
+            shuffle_buffer, seed=tf.cast(seed, tf.int64) * 1_000_003 + number, reshuffle_each_iteration=False
+        )
+        positions = tf.data.Dataset.range(number * num_records, (number + 1) * num_records)
+        return tf.data.Dataset.zip((positions, shuffled))
+
+    epochs = tf.data.Dataset.range(first, np.iinfo(np.int64).max).flat_map(epoch)
+    return epochs.skip(start - first * num_records)
+
+
 def _training_shard(config, input_context=None):
     """`(index, count)` of this task's share of the training stream.
 
@@ -338,13 +358,14 @@ def make_input_fn(
             # Filter on the index before decoding, and stop reading once all are found.
             dataset = dataset.filter(lambda index, _: table.lookup(index) > 0).take(len(indices))
         if training:
-            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-            dataset = dataset.repeat().enumerate()  # (position in the stream, (index, record))
-            # Exact resume: start where the restored global step left off. The skip runs
-            # on undecoded records, and Estimator initialises the iterator after
-            # restoring the checkpoint, so this reads the restored step.
+            # Exact resume: start where the restored global step left off (Estimator
+            # initialises the iterator after restoring the checkpoint, so this reads the
+            # restored step). Each epoch is shuffled with its own seed, from the seed and
+            # the epoch number, so the stream can start at any epoch without reading the
+            # ones before: a resume reads at most one epoch (the skip inside it runs on
+            # undecoded records).
             start = _resume_position(batch_size, config, input_context) if resume else tf.constant(0, tf.int64)
-            dataset = dataset.skip(start)
+            dataset = _epochs_from(dataset, num_records, start, seed, shuffle_buffer)
             # Between-graph replication: every trainer reads the same seeded stream and
             # keeps the positions of its shard, so within a pass no two trainers read
             # the same example. The global step counts every trainer's batches, so

@@ -65,11 +65,27 @@ def state_updates(graph, first_op: int):
     return updates + [op for op in collected if op not in updates]
 
 
+def learning_rate_at(global_step, peak: float, decay_steps: int = 0, warmup_steps: int = 0):
+    """The learning rate at `global_step`: linear from `peak / warmup_steps` to `peak` over
+    the first `warmup_steps`, then a cosine from `peak` to 0 over the rest of
+    `decay_steps` (0: constant after the warm-up)."""
+    rate = peak
+    if decay_steps:
+        after = tf.maximum(global_step - warmup_steps, 0)
+        rate = tf.compat.v1.train.cosine_decay(peak, after, max(decay_steps - warmup_steps, 1))
+        rate = rate() if callable(rate) else rate  # Eagerly, TF's v1 schedules return a function.
+    if warmup_steps:
+        ramp = tf.cast(global_step + 1, tf.float32) / warmup_steps
+        rate = rate * tf.minimum(ramp, 1.0)
+    return rate
+
+
 def build_model_fn(
     network,
     task,
     learning_rate: float = 1e-3,
     decay_steps: int = 0,
+    warmup_steps: int = 0,
     summary_indices=(),
     per_example: bool = True,
     training_hooks=(),
@@ -84,8 +100,10 @@ def build_model_fn(
         num_outputs]`, images float32 [B, H, W, 3] in about [-1, 1].
       task: a task object (`models/tasks.py`): head, loss, predictions, metrics,
         per-example values, panels and serving outputs.
-      learning_rate: Adam's learning rate.
+      learning_rate: Adam's peak learning rate (see `warmup_steps` and `decay_steps`).
       decay_steps: cosine-decay the learning rate to 0 over this many steps (0: constant).
+      warmup_steps: raise the learning rate linearly from 0 over the first this many
+        steps (0: none), then decay it over the rest of `decay_steps`.
       summary_indices: example indices whose panel (the task draws it) is written
         to TensorBoard at each evaluation.
       per_example: collect every example's index and the task's per-example values
@@ -158,9 +176,7 @@ def build_model_fn(
         tensors = {"features": features, "labels": labels, "predictions": predictions, "loss": loss, "task": task}
         if training:
             global_step = tf.compat.v1.train.get_or_create_global_step()
-            rate = learning_rate
-            if decay_steps:
-                rate = tf.compat.v1.train.cosine_decay(learning_rate, global_step, decay_steps)
+            rate = learning_rate_at(global_step, learning_rate, decay_steps, warmup_steps)
             optimizer = tf.compat.v1.train.AdamOptimizer(rate)
             # A NaN or Inf loss fails the step before the optimizer changes any weight, so
             # no NaN weights can ever be saved; the message names the step (NAN_LOSS_MESSAGE).

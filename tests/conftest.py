@@ -40,6 +40,7 @@ def tiny_gin_params(dataset_root, **overrides):
         "EVAL_BATCH_SIZE": "3",
         "unet.base_filters": "4",
         "unet.depth": "2",
+        "build_model_fn.warmup_steps": "0",  # A few steps: no warm-up, so the weights move from the first.
     }
     params.update({key: str(value) for key, value in overrides.items()})
     return [f"{key} = {value}" for key, value in params.items()]

@@ -185,3 +185,27 @@ def test_an_empty_shard_counts_nothing_and_an_empty_split_is_named(tiny_dataset,
     (tmp_path / "none-0.tfrecord").write_bytes(b"")
     with pytest.raises(DataError, match="no records in .*none-"):
         data_input.make_input_fn(str(tmp_path / "none-*.tfrecord"), 3, TINY_SIZE, TINY_SIZE, SEGMENTATION)
+
+
+def test_the_stream_resumes_anywhere_reading_at_most_one_epoch():
+    """Each epoch is its own seeded shuffle: the stream from position p equals the stream from 0
+    with p elements dropped, and starting 10 epochs in reads no more than one epoch."""
+    n = 12
+    reads = tf.Variable(0, dtype=tf.int64)
+    records = tf.data.Dataset.range(n).map(lambda i: (i, reads.assign_add(1)))
+
+    def stream(start, count):
+        dataset = data_input._epochs_from(records, n, tf.constant(start, tf.int64), seed=5, shuffle_buffer=64)
+        return [(int(p), int(pair[0])) for p, pair in dataset.take(count)]
+
+    whole = stream(0, 4 * n)
+    assert [p for p, _ in whole] == list(range(4 * n))
+    epochs = [sorted(i for _, i in whole[e * n : (e + 1) * n]) for e in range(4)]
+    assert all(e == list(range(n)) for e in epochs)  # Every record once per epoch.
+    orders = {tuple(i for _, i in whole[e * n : (e + 1) * n]) for e in range(4)}
+    assert len(orders) == 4  # Each epoch its own order.
+    for start in (1, n - 1, n, 2 * n + 5):
+        assert stream(start, 4 * n - start) == whole[start:]
+    reads.assign(0)
+    assert stream(10 * n + 3, 1)[0][0] == 10 * n + 3
+    assert int(reads.numpy()) <= n  # The epoch it starts in, no earlier one.

@@ -159,3 +159,20 @@ def test_regression_head_in_every_mode():
     )
     np.testing.assert_allclose(values["per_example/absolute_error"], np.abs(predictions - labels).mean(-1), rtol=1e-5)
     _run_mode(task, labels, tf.estimator.ModeKeys.TRAIN)
+
+
+def test_the_learning_rate_warms_up_then_follows_a_cosine():
+    """`learning_rate_at` against the schedule written out in numpy: a linear warm-up over
+    `warmup_steps`, then a cosine to 0 over the rest of `decay_steps`, 0 after it."""
+    from models.model_fn import learning_rate_at
+
+    peak, decay, warmup = 2e-3, 50, 10
+    steps = np.array([0, 1, 4, 9, 10, 11, 25, 49, 50, 80], np.int64)
+    after = np.clip(steps - warmup, 0, decay - warmup)
+    expected = peak * 0.5 * (1 + np.cos(np.pi * after / (decay - warmup))) * np.minimum((steps + 1) / warmup, 1.0)
+    got = [float(learning_rate_at(tf.constant(s), peak, decay, warmup)) for s in steps]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+    assert got[3] == max(got)  # Step 9, the peak is reached at the end of the warm-up.
+    constant = [float(learning_rate_at(tf.constant(s), peak, 0, warmup)) for s in (0, 9, 100)]
+    np.testing.assert_allclose(constant, [peak / warmup, peak, peak], rtol=1e-6)
+    assert float(learning_rate_at(tf.constant(7, tf.int64), peak)) == peak
