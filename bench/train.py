@@ -84,7 +84,7 @@ def _estimator_rate(tf, model_fn, input_fn, model_dir, warmup, steps, batch, ses
     return rate.rate, estimator
 
 
-def _keras_model(tf, network, task, height, width):
+def _keras_model(tf, network, task, height, width, learning_rate):
     from models.inference import normalise
 
     images = tf.keras.Input((height, width, 3), dtype=tf.uint8)
@@ -106,7 +106,7 @@ def _keras_model(tf, network, task, height, width):
             safe = tf.where(valid, labels, 0)
             return super().update_state(safe, tf.argmax(logits, -1), tf.cast(valid, tf.float32))
 
-    model.compile(tf.keras.optimizers.Adam(1e-3), loss=loss, metrics=[MeanIoU(task.num_classes)])
+    model.compile(tf.keras.optimizers.Adam(learning_rate), loss=loss, metrics=[MeanIoU(task.num_classes)])
     return model
 
 
@@ -209,7 +209,8 @@ def _against_keras(args, work):
 
     # Keras traces its functions first: layers made in Estimator's graphs invalidate a Keras
     # model whose fit or evaluate is traced after them (its traced functions stay valid).
-    model = _keras_model(tf, network, task, height, width)
+    learning_rate = gin.query_parameter("build_model_fn.learning_rate")  # Its peak, constant for Keras.
+    model = _keras_model(tf, network, task, height, width, learning_rate)
     keras_data = train_fn().map(lambda f, label: (f["image"], label))
     num_val = eval_fn.num_examples
     keras_val = eval_fn().map(lambda f, label: (f["image"], label))

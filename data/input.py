@@ -369,7 +369,7 @@ def make_input_fn(
             # Between-graph replication: every trainer reads the same seeded stream and
             # keeps the positions of its shard, so within a pass no two trainers read
             # the same example. The global step counts every trainer's batches, so
-            # skipping `global_step * batch_size` positions of the whole stream is
+            # starting at position `global_step * batch_size` of the whole stream is
             # still where the cluster left off (exactly with one trainer).
             shard, stride = _training_shard(config, input_context)
             if stride > 1:

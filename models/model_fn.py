@@ -68,7 +68,10 @@ def state_updates(graph, first_op: int):
 def learning_rate_at(global_step, peak: float, decay_steps: int = 0, warmup_steps: int = 0):
     """The learning rate at `global_step`: linear from `peak / warmup_steps` to `peak` over
     the first `warmup_steps`, then a cosine from `peak` to 0 over the rest of
-    `decay_steps` (0: constant after the warm-up)."""
+    `decay_steps` (0: constant after the warm-up). With `decay_steps`, the warm-up is at
+    most a tenth of them, so a short run (`TRAIN_STEPS = 100`) still peaks and decays."""
+    if decay_steps:
+        warmup_steps = min(warmup_steps, decay_steps // 10)
     rate = peak
     if decay_steps:
         after = tf.maximum(global_step - warmup_steps, 0)
@@ -102,8 +105,9 @@ def build_model_fn(
         per-example values, panels and serving outputs.
       learning_rate: Adam's peak learning rate (see `warmup_steps` and `decay_steps`).
       decay_steps: cosine-decay the learning rate to 0 over this many steps (0: constant).
-      warmup_steps: raise the learning rate linearly from 0 over the first this many
-        steps (0: none), then decay it over the rest of `decay_steps`.
+      warmup_steps: raise the learning rate linearly to `learning_rate` over the first
+        this many steps (0: none; at most a tenth of `decay_steps`), then decay it over
+        the rest of `decay_steps`.
       summary_indices: example indices whose panel (the task draws it) is written
         to TensorBoard at each evaluation.
       per_example: collect every example's index and the task's per-example values

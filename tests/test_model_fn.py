@@ -166,8 +166,8 @@ def test_the_learning_rate_warms_up_then_follows_a_cosine():
     `warmup_steps`, then a cosine to 0 over the rest of `decay_steps`, 0 after it."""
     from models.model_fn import learning_rate_at
 
-    peak, decay, warmup = 2e-3, 50, 10
-    steps = np.array([0, 1, 4, 9, 10, 11, 25, 49, 50, 80], np.int64)
+    peak, decay, warmup = 2e-3, 100, 10
+    steps = np.array([0, 1, 4, 9, 10, 11, 50, 99, 100, 130], np.int64)
     after = np.clip(steps - warmup, 0, decay - warmup)
     expected = peak * 0.5 * (1 + np.cos(np.pi * after / (decay - warmup))) * np.minimum((steps + 1) / warmup, 1.0)
     got = [float(learning_rate_at(tf.constant(s), peak, decay, warmup)) for s in steps]
@@ -176,3 +176,6 @@ def test_the_learning_rate_warms_up_then_follows_a_cosine():
     constant = [float(learning_rate_at(tf.constant(s), peak, 0, warmup)) for s in (0, 9, 100)]
     np.testing.assert_allclose(constant, [peak / warmup, peak, peak], rtol=1e-6)
     assert float(learning_rate_at(tf.constant(7, tf.int64), peak)) == peak
+    # A warm-up longer than a tenth of the decay is cut to that tenth: the run still peaks.
+    short = [float(learning_rate_at(tf.constant(s), peak, 30, 100)) for s in (0, 2, 4)]
+    np.testing.assert_allclose(short, [peak / 3, peak, peak * 0.5 * (1 + np.cos(np.pi / 27))], rtol=1e-6)
