@@ -23,7 +23,7 @@ configs/synthetic.gin as `make train` runs it (the default U-Net, 64x64 images, 
 Then what op determinism costs (`determinism_cost_ratio`: the same Estimator training
 from TFRecords, examples/s with `DETERMINISTIC = False` over with it on, taking turns
 three times, the median of each); then what grows with the job (`bench/growth.py`: start-up to the first step at three
-dataset sizes, a resume's cost at 10 epochs over 1, time per example as the dataset and
+dataset sizes, a resume's cost at 10.9 epochs over 1.9, time per example as the dataset and
 the images grow), and the time to quality: `train.py --gin_file=configs/synthetic.gin`
 (what `make train` runs) in a fresh process, from its start to the first evaluation with
 mean IoU >= `--target` (`time_to_target_miou_s`; stopped there), with its steps/s (the
@@ -269,7 +269,7 @@ def _against_keras(args, work):
 
     timer = Timer()
     keras_times, estimator_times, loops = [], [], []
-    for _ in range(args.rounds + 1):  # Estimator's first call is a warm-up, not counted.
+    for _ in range(args.rounds + 1):  # The first call of each is a warm-up, not counted.
         started = time.perf_counter()
         model.evaluate(keras_val, verbose=0)
         keras_times.append(time.perf_counter() - started)
@@ -277,8 +277,9 @@ def _against_keras(args, work):
         estimator.evaluate(eval_fn, checkpoint_path=checkpoint, name="bench", hooks=[timer])
         estimator_times.append(time.perf_counter() - started)
         loops.append(timer.seconds)
+    estimator_seconds = float(np.median(estimator_times[1:]))
     keras_eval = num_val / float(np.median(keras_times[1:]))
-    estimator_eval = num_val / float(np.median(estimator_times[1:]))
+    estimator_eval = num_val / estimator_seconds
     loop = float(np.median(loops[1:]))
     print(
         "evaluation seconds, round by round: Keras " + ", ".join(f"{t:.2f}" for t in keras_times[1:])
@@ -288,7 +289,7 @@ def _against_keras(args, work):
     print(f"Keras evaluate, MeanIoU: {keras_eval:.1f} examples/s", flush=True)
     print(
         f"Estimator evaluate, every metric and summary: {estimator_eval:.1f} examples/s "
-        f"({float(np.median(estimator_times[1:])):.2f} s a call, {loop:.2f} s of it in the batches' loop)",
+        f"({estimator_seconds:.2f} s a call, {loop:.2f} s of it in the batches' loop)",
         flush=True,
     )
     figures["train_throughput_vs_keras"] = round(estimator_rate / keras_rate, 3)

@@ -70,10 +70,9 @@ def learning_rate_at(global_step, peak: float, decay_steps: int = 0, warmup_step
     the first `warmup_steps`, then a cosine from `peak` to 0 over the rest of
     `decay_steps` (0: constant after the warm-up). With `decay_steps`, the warm-up is at
     most a tenth of them, so a short run (`TRAIN_STEPS = 100`) still peaks and decays."""
-    if decay_steps:
-        warmup_steps = min(warmup_steps, decay_steps // 10)
     rate = peak
     if decay_steps:
+        warmup_steps = min(warmup_steps, decay_steps // 10)
         after = tf.maximum(global_step - warmup_steps, 0)
         rate = tf.compat.v1.train.cosine_decay(peak, after, max(decay_steps - warmup_steps, 1))
         rate = rate() if callable(rate) else rate  # Eagerly, TF's v1 schedules return a function.

@@ -113,6 +113,8 @@ class Task:
 class _Categorical(Task):
     """Tasks whose logits end in one score per class: argmax classes and softmax probabilities."""
 
+    lower_is_better = Task.lower_is_better | {"ece"}  # The expected calibration error.
+
     def combine_views(self, views):
         """The log of the views' mean probabilities (DeepLab averages softmax over scales and flips).
 
@@ -200,7 +202,7 @@ class Segmentation(_Categorical):
     name = "segmentation"
     dense_labels = True
     headline = "mean_iou"
-    lower_is_better = frozenset({"loss", "pixel_loss", "ece"})
+    lower_is_better = _Categorical.lower_is_better | {"pixel_loss"}
 
     def __init__(
         self,
@@ -376,7 +378,7 @@ class Classification(_Categorical):
 
     name = "classification"
     headline = "accuracy"
-    lower_is_better = frozenset({"loss", "cross_entropy", "ece"})
+    lower_is_better = _Categorical.lower_is_better | {"cross_entropy"}
 
     def __init__(
         self,
