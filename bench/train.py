@@ -5,7 +5,7 @@ configs/synthetic.gin as `make train` runs it (the default U-Net, 64x64 images, 
 4 classes), on `datasets/synthetic/` (written first if missing), all in this process:
 
 - `train_throughput_vs_keras`: steady-state training examples/s (steps `--warmup` to
-  `--warmup + --steps`) of `tf.estimator.Estimator.train` with the template's model_fn
+  `--warmup + --steps`) of the template's Estimator (`core.estimator.Estimator`) training with its model_fn
   and input_fn, over Keras `Model.fit` on the same U-Net object (a functional model of
   its layers), the same loss (cross-entropy over non-ignored pixels), Adam, batch and
   tf.data pipeline;
@@ -14,11 +14,12 @@ configs/synthetic.gin as `make train` runs it (the default U-Net, 64x64 images, 
   the three trainings take turns `--rounds` times and each figure is the median of its
   rounds (this machine's speed drifts by about 10% over minutes);
 - `eval_throughput_vs_keras`: a full evaluation of the 400 val images, every metric and
-  summary on (`Estimator.evaluate`: graph, session, restore, metrics, panels), over
-  Keras `Model.evaluate` with a `MeanIoU` metric over the same images, taking turns,
-  the median of `--rounds` calls after a first one of each; and `eval_loop_vs_keras`,
-  the same with Estimator's batches' loop alone (from its session's creation to the
-  last batch: what a call costs without rebuilding the graph).
+  summary on (`Estimator.evaluate` of the checkpoint: restore, metrics, panels, event
+  file), over Keras `Model.evaluate` with a `MeanIoU` metric over the same images,
+  taking turns, the median of `--rounds` calls after a first one of each (Keras traces
+  its function in its first call, the template's Estimator builds its EVAL graph and
+  session in its own: `eval_first_call_s` gives both); and `eval_loop_vs_keras`, the same
+  with Estimator's batches' loop alone (from its session's creation to the last batch).
 
 Then what op determinism costs (`determinism_cost_ratio`: the same Estimator training
 from TFRecords, examples/s with `DETERMINISTIC = False` over with it on, taking turns
@@ -79,7 +80,9 @@ def _estimator_rate(tf, model_fn, input_fn, model_dir, warmup, steps, batch, ses
     config = tf.estimator.RunConfig(model_dir=model_dir, tf_random_seed=0, save_checkpoints_steps=10**9,
                                     save_checkpoints_secs=None, log_step_count_steps=None,
                                     session_config=session_config)  # fmt: skip
-    estimator = tf.estimator.Estimator(model_fn, config=config)
+    from core.estimator import Estimator  # Evaluates as the template does: one EVAL graph, kept.
+
+    estimator = Estimator(model_fn, config=config)
     estimator.train(input_fn, hooks=[Hook()], max_steps=warmup + steps + 1)
     return rate.rate, estimator
 
@@ -278,6 +281,7 @@ def _against_keras(args, work):
         estimator_times.append(time.perf_counter() - started)
         loops.append(timer.seconds)
     estimator_seconds = float(np.median(estimator_times[1:]))
+    figures["eval_first_call_s"] = {"keras": round(keras_times[0], 2), "estimator": round(estimator_times[0], 2)}
     keras_eval = num_val / float(np.median(keras_times[1:]))
     estimator_eval = num_val / estimator_seconds
     loop = float(np.median(loops[1:]))

@@ -36,6 +36,7 @@ import tensorflow as tf
 from core import cluster, guard, results
 from core.best import BestCheckpointKeeper, improves
 from core.errors import RunError, reported
+from core.estimator import Estimator
 from data.input import parse_subset
 from models.serving import serving_input_receiver_fn
 
@@ -350,7 +351,7 @@ def evaluate(
         eval_name += "_flipped" if views.get("add_flipped_images") else ""
     model_fn = model_fn_builder(summary_indices=list(summary_indices), **views)
     input_fn = input_fn_builder(subset=None if indices is None else indices.tolist())
-    estimator = tf.estimator.Estimator(model_fn=model_fn, model_dir=model_dir)
+    estimator = Estimator(model_fn=model_fn, model_dir=model_dir)
     eval_dir = os.path.join(model_dir, eval_dir_name(eval_name))
     reporters = build_reporters(
         model_dir,

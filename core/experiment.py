@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from core import cluster, evaluation, guard, results, warm_start
 from core.errors import ConfigError, reported
+from core.estimator import Estimator
 from hooks.progress import ProgressHook
 
 
@@ -25,8 +26,9 @@ def build_estimator(
     warm_start_from=None,
     strategy=None,
 ):
-    """A `tf.estimator.Estimator` with a seeded RunConfig (and `WarmStartSettings`, and a
-    synchronous strategy from `core/cluster.py`, if any)."""
+    """A `core.estimator.Estimator` (its evaluations keep one EVAL graph) with a seeded
+    RunConfig (and `WarmStartSettings`, and a synchronous strategy from `core/cluster.py`,
+    if any)."""
     run_config = tf.estimator.RunConfig(
         model_dir=model_dir,
         tf_random_seed=seed,
@@ -41,7 +43,7 @@ def build_estimator(
         train_distribute=strategy.build() if strategy else None,
         session_config=strategy.session_config() if strategy else None,
     )
-    return tf.estimator.Estimator(model_fn=model_fn, config=run_config, warm_start_from=warm_start_from)
+    return Estimator(model_fn=model_fn, config=run_config, warm_start_from=warm_start_from)
 
 
 def checkpoint_step(checkpoint_path: str) -> int:
@@ -153,7 +155,7 @@ def train_and_evaluate(
 
     task_type, task_index = cluster.task()
     if task_type == "evaluator":  # TF_CONFIG: a separate evaluator process.
-        estimator = tf.estimator.Estimator(model_fn=model_fn, model_dir=model_dir)
+        estimator = Estimator(model_fn=model_fn, model_dir=model_dir)
         final_marker = cluster.final_marker(model_dir, train_steps)
         records = results.read_records(eval_dir)
         if records and records[-1]["global_step"] == final_marker():  # A finished job, run again.

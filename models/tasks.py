@@ -197,6 +197,9 @@ class Segmentation(_Categorical):
       calibration_bins: bins of the pixels' expected calibration error and reliability
         diagram (`metrics/calibration.py`); 0 for neither.
       extra_metrics: more metric functions (see `Task.evaluation_metrics`).
+      dice_weight: adds `dice_weight * (1 - soft Dice)` to the cross-entropy (`soft_dice`):
+        an overlap term that weighs each class alike, however few its pixels. 0: the
+        cross-entropy alone.
     """
 
     name = "segmentation"
@@ -215,7 +218,11 @@ class Segmentation(_Categorical):
         boundary_iou: bool = True,
         calibration_bins: int = calibration.NUM_BINS,
         extra_metrics=(),
+        dice_weight: float = 0.0,
     ):
+        if dice_weight < 0:
+            raise ValueError(f"segmentation: dice_weight must be >= 0, got {dice_weight}")
+        self.dice_weight = dice_weight
         self.boundary_iou, self.calibration_bins = boundary_iou, calibration_bins
         self.per_class_keys = ("iou", "dice", "boundary_iou") if boundary_iou else ("iou", "dice")
         self.num_classes = self.num_outputs = num_classes
@@ -272,11 +279,15 @@ class Segmentation(_Categorical):
         return valid, tf.where(valid, labels, tf.zeros_like(labels))
 
     def loss(self, logits, labels):
-        """Mean cross-entropy over the non-ignored pixels (ignored ones: dummy label 0, weight 0)."""
+        """Mean cross-entropy over the non-ignored pixels (ignored ones: dummy label 0, weight 0),
+        plus `dice_weight` times `1 - soft_dice`."""
         valid, safe_labels = self._valid(labels)
-        return tf.compat.v1.losses.sparse_softmax_cross_entropy(
+        loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(
             labels=safe_labels, logits=logits, weights=tf.cast(valid, tf.float32)
         )
+        if self.dice_weight:
+            loss += self.dice_weight * (1.0 - soft_dice(logits, safe_labels, valid, self.num_classes))
+        return loss
 
     def eval_metrics(self, labels, predictions, logits):
         ops = segmentation_metrics(
@@ -331,6 +342,21 @@ class Segmentation(_Categorical):
 
     def panels(self, tensors):
         return summaries.mask_panels(tensors["image"], tensors["labels"], tensors["classes"], self.ignore_label)
+
+
+def soft_dice(logits, labels, valid, num_classes: int, smooth: float = 1.0):
+    """The batch's soft Dice, the mean over classes of `(2 sum(p y) + s) / (sum(p) + sum(y) + s)`.
+
+    p is the softmax probability of the class and y its one-hot label, summed over every
+    valid pixel of the batch (Milletari et al. 2016, V-Net, per class; `smooth` s keeps a
+    class absent from labels and predictions at 1, not 0/0).
+    """
+    mask = tf.cast(valid, tf.float32)[..., None]
+    probabilities = tf.nn.softmax(logits) * mask
+    onehot = tf.one_hot(labels, num_classes) * mask
+    overlap = tf.reduce_sum(probabilities * onehot, [0, 1, 2])
+    total = tf.reduce_sum(probabilities + onehot, [0, 1, 2])
+    return tf.reduce_mean((2.0 * overlap + smooth) / (total + smooth))
 
 
 def per_example_confusion(labels, predictions, num_classes: int, ignore_label: int = IGNORE_LABEL):

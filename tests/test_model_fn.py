@@ -2,10 +2,11 @@
 label 255; it runs a network's state updates without the network's help."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from models import build_model_fn
-from models.tasks import Classification, Regression, Segmentation
+from models.tasks import Classification, Regression, Segmentation, soft_dice
 from models.unet import UNet
 
 NUM_CLASSES = 3
@@ -19,8 +20,8 @@ def _features_labels(batch=2, height=8, width=12, seed=0):
     return {"image": tf.constant(images), "index": tf.constant(np.arange(batch, dtype=np.int64))}, labels
 
 
-def _spec(mode, labels=None, **kwargs):
-    model_fn = build_model_fn(UNet(4, 2), Segmentation(NUM_CLASSES, ["a", "b", "c"]), **kwargs)
+def _spec(mode, labels=None, task=None, **kwargs):
+    model_fn = build_model_fn(UNet(4, 2), task or Segmentation(NUM_CLASSES, ["a", "b", "c"]), **kwargs)
     features, default_labels = _features_labels()
     labels = default_labels if labels is None else labels
     label_tensor = None if mode == tf.estimator.ModeKeys.PREDICT else tf.constant(labels)
@@ -49,7 +50,34 @@ def test_eval_loss_is_the_mean_cross_entropy_over_non_ignored_pixels():
     np.testing.assert_allclose(loss, reference, rtol=1e-5)
 
 
-def test_train_mode_steps_and_ignored_pixels_have_no_gradient():
+def test_the_dice_term_is_the_soft_dice_over_valid_pixels_an_absent_class_counting_one():
+    _, labels = _features_labels()
+    labels[labels == 2] = 1  # Class 2 in no label: its term is (0 + 1) / (sum of p + 1).
+    with tf.Graph().as_default():
+        spec, _ = _spec(tf.estimator.ModeKeys.EVAL, labels, Segmentation(NUM_CLASSES, dice_weight=0.5))
+        with tf.compat.v1.Session() as session:
+            session.run([tf.compat.v1.global_variables_initializer(), tf.compat.v1.local_variables_initializer()])
+            loss, probabilities = session.run([spec.loss, spec.predictions["probabilities"]])
+    valid = labels != 255
+    p, y = probabilities[valid].astype(np.float64), np.eye(NUM_CLASSES)[labels[valid]]
+    cross_entropy = -np.log((p * y).sum(1)).mean()
+    dice = (2 * (p * y).sum(0) + 1) / (p.sum(0) + y.sum(0) + 1)
+    assert y[:, 2].sum() == 0 and 0 < dice[2] < 1
+    np.testing.assert_allclose(loss, cross_entropy + 0.5 * (1 - dice.mean()), rtol=1e-5)
+    # Ignored pixels take no part: no gradient reaches their logits.
+    with tf.Graph().as_default():
+        logits = tf.constant(np.random.default_rng(1).normal(size=(*labels.shape, NUM_CLASSES)), tf.float32)
+        dice_value = soft_dice(logits, tf.constant(np.where(valid, labels, 0)), tf.constant(valid), NUM_CLASSES)
+        (gradient,) = tf.compat.v1.gradients(dice_value, logits)
+        with tf.compat.v1.Session() as session:
+            gradient = session.run(gradient)
+    assert not np.abs(gradient[~valid]).any() and np.abs(gradient[valid]).sum(-1).min() > 0
+    with pytest.raises(ValueError, match="dice_weight must be >= 0, got -1"):
+        Segmentation(NUM_CLASSES, dice_weight=-1)
+
+
+@pytest.mark.parametrize("dice_weight", [0.0, 0.5])
+def test_train_mode_steps_and_ignored_pixels_have_no_gradient(dice_weight):
     features, labels = _features_labels()
     changed = labels.copy()
     changed[:, :2, :] = 255  # Already ignored: set the same rows to another class below.
@@ -59,7 +87,7 @@ def test_train_mode_steps_and_ignored_pixels_have_no_gradient():
     for label_set in (changed, other):
         with tf.Graph().as_default():
             tf.compat.v1.set_random_seed(0)
-            spec, _ = _spec(tf.estimator.ModeKeys.TRAIN, labels=label_set)
+            spec, _ = _spec(tf.estimator.ModeKeys.TRAIN, label_set, Segmentation(NUM_CLASSES, dice_weight=dice_weight))
             assert spec.train_op is not None
             with tf.compat.v1.Session() as session:
                 session.run(tf.compat.v1.global_variables_initializer())
