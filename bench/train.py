@@ -7,7 +7,7 @@ configs/synthetic.gin as `make train` runs it (the default U-Net, 64x64 images, 
 - `train_throughput_vs_keras`: steady-state training examples/s (steps `--warmup` to
   `--warmup + --steps`) of the template's Estimator (`core.estimator.Estimator`) training with its model_fn
   and input_fn, over Keras `Model.fit` on the same U-Net object (a functional model of
-  its layers), the same loss (cross-entropy over non-ignored pixels), Adam, batch and
+  its layers), the same loss (the task's: cross-entropy over non-ignored pixels and the Dice term), Adam, batch and
   tf.data pipeline;
 - `pipeline_vs_memory`: the same Estimator training fed from the TFRecords over fed
   from the same batches already decoded in memory (`Dataset.from_tensor_slices`);
@@ -16,7 +16,7 @@ configs/synthetic.gin as `make train` runs it (the default U-Net, 64x64 images, 
 - `eval_throughput_vs_keras`: a full evaluation of the 400 val images, every metric and
   summary on (`Estimator.evaluate` of the checkpoint: restore, metrics, panels, event
   file), over Keras `Model.evaluate` with a `MeanIoU` metric over the same images,
-  taking turns, the median of `--rounds` calls after a first one of each (Keras traces
+  taking turns, the median of `--eval_calls` calls after a first one of each (Keras traces
   its function in its first call, the template's Estimator builds its EVAL graph and
   session in its own: `eval_first_call_s` gives both); and `eval_loop_vs_keras`, the same
   with Estimator's batches' loop alone (from its session's creation to the last batch).
@@ -32,7 +32,7 @@ machine's speed that day).
 
 Prints each measurement and, last, one JSON object with every figure.
 
-    .venv/bin/python bench/train.py [--warmup=20] [--steps=100] [--rounds=3] [--target=0.95]
+    .venv/bin/python bench/train.py [--warmup=20] [--steps=100] [--rounds=3] [--eval_calls=9] [--target=0.95]
                                     [--sections=keras,determinism,growth,target]
 """
 
@@ -95,12 +95,8 @@ def _keras_model(tf, network, task, height, width, learning_rate):
     model = tf.keras.Model(images, logits)
     ignore = task.ignore_label
 
-    def loss(labels, logits):
-        labels = tf.cast(labels, tf.int32)
-        valid = tf.cast(tf.not_equal(labels, ignore), tf.float32)
-        safe = tf.where(tf.equal(labels, ignore), 0, labels)
-        per_pixel = tf.keras.losses.sparse_categorical_crossentropy(safe, logits, from_logits=True)
-        return tf.reduce_sum(per_pixel * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
+    def loss(labels, logits):  # The task's own loss, as the model_fn's (the Dice term included).
+        return task.loss(logits, tf.cast(labels, tf.int32))
 
     class MeanIoU(tf.keras.metrics.MeanIoU):
         def update_state(self, labels, logits, sample_weight=None):
@@ -141,6 +137,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--eval_calls", type=int, default=9)
     parser.add_argument("--sections", default="keras,determinism,growth,target")
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
@@ -272,7 +269,7 @@ def _against_keras(args, work):
 
     timer = Timer()
     keras_times, estimator_times, loops = [], [], []
-    for _ in range(args.rounds + 1):  # The first call of each is a warm-up, not counted.
+    for _ in range(args.eval_calls + 1):  # The first call of each is a warm-up, not counted.
         started = time.perf_counter()
         model.evaluate(keras_val, verbose=0)
         keras_times.append(time.perf_counter() - started)
