@@ -223,6 +223,7 @@ class Segmentation(_Categorical):
         if dice_weight < 0:
             raise ValueError(f"segmentation: dice_weight must be >= 0, got {dice_weight}")
         self.dice_weight = dice_weight
+        self._cross_entropy_memo = None
         self.boundary_iou, self.calibration_bins = boundary_iou, calibration_bins
         self.per_class_keys = ("iou", "dice", "boundary_iou") if boundary_iou else ("iou", "dice")
         self.num_classes = self.num_outputs = num_classes
@@ -278,13 +279,22 @@ class Segmentation(_Categorical):
         valid = tf.not_equal(labels, self.ignore_label)
         return valid, tf.where(valid, labels, tf.zeros_like(labels))
 
+    def _cross_entropy(self, logits, labels):
+        """`(valid, safe_labels, per-pixel cross-entropy)`, made once for the loss and the
+        metrics of one graph (the model_fn asks for the loss, then the metrics)."""
+        key = (logits.ref(), labels.ref())
+        if self._cross_entropy_memo is None or self._cross_entropy_memo[0] != key:
+            valid, safe_labels = self._valid(labels)
+            per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
+            self._cross_entropy_memo = (key, valid, safe_labels, per_pixel)
+        return self._cross_entropy_memo[1:]
+
     def loss(self, logits, labels):
         """Mean cross-entropy over the non-ignored pixels (ignored ones: dummy label 0, weight 0),
         plus `dice_weight` times `1 - soft_dice`."""
-        valid, safe_labels = self._valid(labels)
-        loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(
-            labels=safe_labels, logits=logits, weights=tf.cast(valid, tf.float32)
-        )
+        valid, safe_labels, per_pixel = self._cross_entropy(logits, labels)
+        # What tf.compat.v1.losses.sparse_softmax_cross_entropy does with the same op.
+        loss = tf.compat.v1.losses.compute_weighted_loss(per_pixel, weights=tf.cast(valid, tf.float32))
         if self.dice_weight:
             loss += self.dice_weight * (1.0 - soft_dice(logits, safe_labels, valid, self.num_classes))
         return loss
@@ -299,10 +309,9 @@ class Segmentation(_Categorical):
             self.background_class,
             self.fbeta,
         )
-        valid, safe_labels = self._valid(labels)
+        valid, _, pixel_loss = self._cross_entropy(logits, labels)
         # Estimator's own `loss` is the mean of per-batch means (it depends on the batch
         # size); this one is exact: the mean cross-entropy over every valid pixel.
-        pixel_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
         ops["pixel_loss"] = streaming_mean(pixel_loss, mask=valid, name="pixel_loss")
         confidence = tf.reduce_max(predictions["probabilities"], axis=-1)
         ops["average_confidence"] = streaming_mean(confidence, mask=valid, name="average_confidence")
