@@ -16,9 +16,18 @@ the batches. Results, event files and hooks' calls are those of the stock path:
   graph is finalized, so that raises, and the estimator says so once and goes back to
   the stock path (a new graph each evaluation) for good;
 - an evaluation that fails drops the kept graph; the next one builds a new one.
+  (On that fallback, the hooks before the one that failed have had `begin` called on
+  the kept graph; the stock evaluation calls it again.)
 
-Distributed evaluation (`eval_distribute`) and an evaluation with no checkpoint (fresh
-or warm-started weights) take the stock path; `keep_eval_graph=False` always does.
+Three kinds of graph cannot be kept, and the estimator says so once and uses the stock
+path: an input_fn that returns tensors, not a `tf.data.Dataset` (nothing would restart
+it), queue runners, and stateful random ops that the evaluation runs (they would go on
+drawing where the last evaluation stopped). Random ops inside the Dataset's functions
+are fine: the pipeline starts again with the iterator.
+
+Distributed evaluation (`eval_distribute`), a remote `evaluation_master` and an
+evaluation with no checkpoint (fresh or warm-started weights) take the stock path;
+`keep_eval_graph=False` always does.
 """
 
 import sys
@@ -27,6 +36,14 @@ import tensorflow as tf
 from tensorflow.python.eager import context
 from tensorflow.python.training import evaluation as tf_evaluation
 from tensorflow_estimator.python.estimator import estimator as estimator_lib
+from tensorflow_estimator.python.estimator import util as estimator_util
+
+# Ops whose state lives in the session: kept, they would draw on where the last evaluation
+# stopped, where stock's new session starts from the graph's seed again.
+_STATEFUL_RANDOM_OPS = frozenset(
+    "RandomUniform RandomUniformInt RandomStandardNormal TruncatedNormal ParameterizedTruncatedNormal "
+    "RandomShuffle Multinomial RandomGamma RandomPoisson RandomPoissonV2 RandomCrop".split()
+)
 
 
 class _Marker(tf.compat.v1.train.SessionRunHook):
@@ -79,6 +96,27 @@ class _KeptGraph:
             eval_step = tf_evaluation._get_or_create_eval_step()
             self.eval_ops = [update_op, tf.compat.v1.assign_add(eval_step, 1, use_locking=True)]
             self.eval_step_value = tf_evaluation._get_latest_eval_step_value(self.eval_ops)
+        self.unkeepable = self._unkeepable()
+
+    def _unkeepable(self):
+        """Why this graph cannot serve a second evaluation as stock would, or None."""
+        if not any(isinstance(hook, estimator_util._DatasetInitializerHook) for hook in self.input_hooks):
+            return "the input_fn returns no tf.data.Dataset, so nothing restarts its input"
+        if self.graph.get_collection(tf.compat.v1.GraphKeys.QUEUE_RUNNERS):
+            return "the input uses queue runners"
+        fetches = [item for item in tf.nest.flatten([self.eval_ops, self.eval_dict]) if item is not None]
+        fetched = [item if isinstance(item, tf.Operation) else item.op for item in fetches]
+        seen, todo = set(), list(fetched)
+        while todo:  # Every op the evaluation runs: the fetches and their inputs, recursively.
+            op = todo.pop()
+            if op in seen:
+                continue
+            seen.add(op)
+            if op.type in _STATEFUL_RANDOM_OPS or op.type.startswith("Stateful"):
+                return f"the EVAL graph draws random numbers with a stateful op ({op.name}: {op.type})"
+            todo.extend(tensor.op for tensor in op.inputs)
+            todo.extend(op.control_inputs)
+        return None
 
     def close(self):
         if self.session is not None:
@@ -112,9 +150,21 @@ class Estimator(tf.estimator.Estimator):
     def _stock_eval(self, *args):
         return tf.estimator.Estimator._actual_eval(self, *args)
 
+    def _give_up(self, reason, *args):
+        """Says why in one line, then evaluates as stock Estimator does, from now on."""
+        self.close_eval_graph()
+        self._keep_eval_graph = False
+        print(
+            f"evaluation: {reason}; each evaluation builds its graph again (stock Estimator)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return self._stock_eval(*args)
+
     def _evaluate_kept(self, input_fn, strategy=None, steps=None, hooks=None, checkpoint_path=None, name=None):
         checkpoint_path = checkpoint_path or tf.train.latest_checkpoint(self._model_dir)
-        if not self._keep_eval_graph or strategy is not None or not checkpoint_path:
+        remote = self.config.evaluation_master  # A lost remote session must be recreated: stock does.
+        if not self._keep_eval_graph or strategy is not None or not checkpoint_path or remote:
             return self._stock_eval(input_fn, strategy, steps, hooks, checkpoint_path, name)
         caller_hooks = hooks
         hooks = estimator_lib._check_hooks_type(hooks) + self._convert_eval_steps_to_hooks(steps)
@@ -122,6 +172,10 @@ class Estimator(tf.estimator.Estimator):
             self.close_eval_graph()
             with context.graph_mode():
                 self._kept = _KeptGraph(self, input_fn, checkpoint_path)
+            if self._kept.unkeepable:
+                return self._give_up(
+                    self._kept.unkeepable, input_fn, strategy, steps, caller_hooks, checkpoint_path, name
+                )
         kept = self._kept
         for hook in hooks:
             if isinstance(hook, tf_evaluation._StopAfterNEvalsHook):
@@ -141,17 +195,11 @@ class Estimator(tf.estimator.Estimator):
                 estimator_lib._write_checkpoint_path_to_summary(output_dir, checkpoint_path, step)
                 return results
         except RuntimeError as error:
-            self.close_eval_graph()
             if "Graph is finalized" not in str(error):
+                self.close_eval_graph()
                 raise
-            print(
-                "evaluation: a hook adds ops to the EVAL graph after its first evaluation; "
-                "each evaluation builds its graph again from now on (stock Estimator)",
-                file=sys.stderr,
-                flush=True,
-            )
-            self._keep_eval_graph = False
-            return self._stock_eval(input_fn, strategy, steps, caller_hooks, checkpoint_path, name)
+            reason = "a hook adds ops to the EVAL graph after its first evaluation"
+            return self._give_up(reason, input_fn, strategy, steps, caller_hooks, checkpoint_path, name)
         except BaseException:
             self.close_eval_graph()
             raise

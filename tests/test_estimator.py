@@ -145,3 +145,52 @@ def test_a_failed_evaluation_drops_the_kept_graph(checkpoints, tmp_path):
         estimator.evaluate(eval_fn, checkpoint_path=paths[0], name="fails"),
         Estimator(model_fn, model_dir, keep_eval_graph=False).evaluate(eval_fn, checkpoint_path=paths[0], name="x"),
     )
+
+
+def _dropout_model_fn(features, labels, mode, config):
+    """A linear model whose EVAL graph runs a stateful random op (dropout)."""
+    weights = tf.compat.v1.get_variable("w", [4, 1], initializer=tf.compat.v1.ones_initializer())
+    outputs = tf.nn.dropout(tf.matmul(features["x"], weights), rate=0.5, seed=1)
+    loss = tf.reduce_mean(tf.square(outputs - labels))
+    train_op = tf.compat.v1.assign_add(tf.compat.v1.train.get_or_create_global_step(), 1)
+    metrics = {"mean_output": tf.compat.v1.metrics.mean(outputs)}
+    return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, eval_metric_ops=metrics)
+
+
+def _arrays():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(20, 4)).astype(np.float32), rng.normal(size=(20, 1)).astype(np.float32)
+
+
+def _dataset_fn():
+    x, y = _arrays()
+    return tf.data.Dataset.from_tensor_slices(({"x": x}, y)).batch(8)
+
+
+def _tensors_fn():  # Tensors from a one-shot iterator: nothing in the graph restarts them.
+    return tf.compat.v1.data.make_one_shot_iterator(_dataset_fn()).get_next()
+
+
+@pytest.mark.parametrize(
+    "input_fn, model_fn, reason",
+    [(_tensors_fn, "linear", "returns no tf.data.Dataset"), (_dataset_fn, "dropout", "stateful op")],
+)
+def test_graphs_a_second_evaluation_could_not_repeat_take_the_stock_path(input_fn, model_fn, reason, tmp_path, capsys):
+    def linear(features, labels, mode, config):  # The same model without dropout.
+        weights = tf.compat.v1.get_variable("w", [4, 1], initializer=tf.compat.v1.ones_initializer())
+        outputs = tf.matmul(features["x"], weights)
+        loss = tf.reduce_mean(tf.square(outputs - labels))
+        train_op = tf.compat.v1.assign_add(tf.compat.v1.train.get_or_create_global_step(), 1)
+        metrics = {"mean_output": tf.compat.v1.metrics.mean(outputs)}
+        return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, eval_metric_ops=metrics)
+
+    model_fn = {"linear": linear, "dropout": _dropout_model_fn}[model_fn]
+    config = tf.estimator.RunConfig(model_dir=str(tmp_path), tf_random_seed=42)
+    tf.estimator.Estimator(model_fn, config=config).train(_dataset_fn, max_steps=1)
+    kept, stock = Estimator(model_fn, config=config), Estimator(model_fn, config=config, keep_eval_graph=False)
+    results = [kept.evaluate(input_fn, name="kept") for _ in range(3)]
+    assert f"{reason}" in capsys.readouterr().err and kept._kept is None and not kept._keep_eval_graph
+    expected = [stock.evaluate(input_fn, name="stock") for _ in range(3)]
+    for result, reference in zip(results, expected):
+        _same(result, reference)
+    assert results[0]["loss"] > 0 and results[2]["loss"] == results[0]["loss"]  # Not the zeros of an exhausted input.
