@@ -5,10 +5,10 @@ configs/synthetic.gin as `make train` runs it (the default U-Net, 64x64 images, 
 4 classes), on `datasets/synthetic/` (written first if missing), all in this process:
 
 - `train_throughput_vs_keras`: steady-state training examples/s (steps `--warmup` to
-  `--warmup + --steps`) of the template's Estimator (`core.estimator.Estimator`) training with its model_fn
-  and input_fn, over Keras `Model.fit` on the same U-Net object (a functional model of
-  its layers), the same loss (the task's: cross-entropy over non-ignored pixels and the Dice term), Adam, batch and
-  tf.data pipeline;
+  `--warmup + --steps`) of the template's Estimator (`core.estimator.Estimator`) with
+  its model_fn and input_fn, over Keras `Model.fit` on the same U-Net object (a
+  functional model of its layers), the same loss (the task's: cross-entropy over
+  non-ignored pixels and the Dice term), Adam, batch and tf.data pipeline;
 - `pipeline_vs_memory`: the same Estimator training fed from the TFRecords over fed
   from the same batches already decoded in memory (`Dataset.from_tensor_slices`);
   the three trainings take turns `--rounds` times and each figure is the median of its

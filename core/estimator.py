@@ -73,7 +73,8 @@ class _Restore(tf.compat.v1.train.SessionCreator):
         kept = self._kept
         if kept.session is None:  # The first evaluation: as ChiefSessionCreator does.
             kept.scaffold.finalize()
-            kept.session = tf.compat.v1.Session(kept.master, graph=kept.graph, config=kept.config)
+            # A local session: an evaluation_master takes the stock path.
+            kept.session = tf.compat.v1.Session(graph=kept.graph, config=kept.config)
         kept.scaffold.saver.restore(kept.session, self._checkpoint_path)
         kept.session.run(kept.scaffold.local_init_op)
         return _KeptSession(kept.session)
@@ -84,7 +85,7 @@ class _KeptGraph:
 
     def __init__(self, estimator, input_fn, checkpoint_path):
         self.input_fn, self.graph, self.session = input_fn, tf.Graph(), None
-        self.master, self.config = estimator.config.evaluation_master, estimator._session_config
+        self.config = estimator._session_config
         with self.graph.as_default():
             scaffold, update_op, self.eval_dict, hooks = estimator._evaluate_build_graph(
                 input_fn, [_Marker()], checkpoint_path
