@@ -46,7 +46,8 @@ class AddsOpsInBegin(tf.compat.v1.train.SessionRunHook):
 
 @pytest.fixture(scope="module")
 def checkpoints(tiny_dataset, tmp_path_factory):
-    """A tiny run's model_fn, eval input_fn and checkpoints at steps 2, 4 and 6."""
+    """A tiny run's model_fn, eval input_fn and checkpoints at steps 2, 4 and 6 (gin stays
+    configured for the module: a test makes another input_fn)."""
     gin.clear_config()
     params = tiny_gin_params(tiny_dataset, SUMMARY_INDICES=[0, 5], DETERMINISTIC=True)
     configurables.parse_gin([os.path.join(REPO_ROOT, "configs/synthetic.gin")], params)
@@ -59,7 +60,8 @@ def checkpoints(tiny_dataset, tmp_path_factory):
     config = tf.estimator.RunConfig(model_dir=model_dir, tf_random_seed=42, save_checkpoints_steps=2)
     tf.estimator.Estimator(model_fn, config=config).train(train_fn, max_steps=6)
     paths = [os.path.join(model_dir, f"model.ckpt-{step}") for step in (2, 4, 6)]
-    return model_fn, eval_fn, model_dir, paths
+    yield model_fn, eval_fn, model_dir, paths
+    gin.clear_config()  # Unlocked again for the modules after this one, as the others leave it.
 
 
 def _evaluate_all(estimator, eval_fn, paths, name, hook=None):
