@@ -11,7 +11,8 @@ import time
 
 from absl import flags
 
-from core import cli, configurables, runtime
+from common import runtime
+from core import cli, configurables
 
 runtime.define_flags()
 flags.DEFINE_string("checkpoint", None, "Checkpoint to evaluate (default: the latest).")

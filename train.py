@@ -9,7 +9,8 @@ what is at fault, exit code 1, and the model directory as it was.
 
 from absl import flags
 
-from core import cli, configurables, runtime
+from common import runtime
+from core import cli, configurables
 
 runtime.define_flags()
 FLAGS = flags.FLAGS

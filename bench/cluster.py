@@ -27,7 +27,8 @@ import sys
 import tempfile
 import time
 
-from core import cluster, results, runtime
+from common import runtime
+from core import cluster, results
 from tools import launch_local_cluster
 
 GIN_FILE = os.path.join(runtime.REPO_ROOT, "configs", "synthetic.gin")

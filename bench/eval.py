@@ -27,7 +27,7 @@ from contextlib import redirect_stdout
 
 import numpy as np
 
-from core import determinism, runtime
+from common import determinism, runtime
 
 SIZE = 256
 NUM_EXAMPLES = 2000

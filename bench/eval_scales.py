@@ -20,7 +20,7 @@ import tempfile
 import time
 from contextlib import redirect_stdout
 
-from core import determinism, runtime
+from common import determinism, runtime
 
 SIZE = 64
 NUM_TRAIN, NUM_VAL = 1000, 200

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 
-from core import runtime
+from common import runtime
 
 SIZE = 16
 VAL = 100
@@ -80,7 +80,7 @@ def _hidden_indexes(root: str):
 FIRST_STEP = """
 import sys, time
 spawned = float(sys.argv[1])
-from core import runtime
+from common import runtime
 runtime.quiet()
 import tensorflow as tf
 from core import configurables

@@ -19,7 +19,7 @@ import json
 import statistics
 import time
 
-from core import runtime
+from common import runtime
 
 NUM_CLASSES = 21
 SHAPE = (8, 256, 256)

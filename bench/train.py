@@ -47,7 +47,7 @@ import time
 
 import numpy as np
 
-from core import runtime
+from common import runtime
 
 GIN_FILE = os.path.join(runtime.REPO_ROOT, "configs", "synthetic.gin")
 
@@ -180,7 +180,7 @@ def _determinism_cost(args, work):
     import gin
     import tensorflow as tf
 
-    from core import determinism
+    from common import determinism
 
     model_fn, train_fn, _ = _configured()
     batch = gin.query_parameter("%TRAIN_BATCH_SIZE")

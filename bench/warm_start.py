@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from core import determinism, runtime
+from common import determinism, runtime
 
 SIZE = 64
 NUM_VAL = 400

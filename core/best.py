@@ -17,8 +17,8 @@ import sys
 
 import tensorflow as tf
 
+from common.errors import ConfigError
 from core import results
-from core.errors import ConfigError
 from metrics import bootstrap
 
 BEST_DIR = "best"

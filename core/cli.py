@@ -5,17 +5,27 @@
     if __name__ == "__main__":
         cli.run(main)
 
-A `core.errors.UserError` (bad config, bad data, bad model directory) prints one
+A `common.errors.UserError` (bad config, bad data, bad model directory) prints one
 line, `error: ...`, on stderr and exits 1; any other exception is a bug and keeps
 its traceback.
+
+Importing this module, the entry points' harness (never a library module), first hides
+TensorFlow's C++ start-up chatter (cuDNN/cuFFT factory "errors" on CPU-only hosts): it
+must be set before TensorFlow loads. Real failures still raise Python exceptions; set
+TF_CPP_MIN_LOG_LEVEL yourself to see more.
 """
 
 import sys
 
-from absl import app
+from common import runtime
 
-from core import configurables, determinism, runtime
-from core.errors import UserError, first_line
+runtime.hide_native_logs()
+
+from absl import app  # noqa: E402  After the line above, as every import below.
+
+from common import determinism  # noqa: E402
+from common.errors import UserError, first_line  # noqa: E402
+from core import configurables  # noqa: E402
 
 
 def call(main, argv) -> int:

@@ -103,21 +103,6 @@ def run_ps(model_dir, train_steps, stream, poll=0.5):
     print(f"ps {task_index}: the chief and every worker are done; exiting", file=stream, flush=True)
 
 
-class LocalSteps(tf.compat.v1.train.SessionRunHook):
-    """Counts this task's own training steps (the global step counts every trainer's)."""
-
-    def __init__(self):
-        self.count = 0
-        self.first_global_step = None
-
-    def after_create_session(self, session, coord):
-        del coord
-        self.first_global_step = int(session.run(tf.compat.v1.train.get_global_step()))
-
-    def after_run(self, run_context, run_values):
-        self.count += 1
-
-
 class MultiWorkerMirrored:
     """Synchronous training over TF_CONFIG's chief and workers (`STRATEGY = @multi_worker_mirrored()`).
 
@@ -168,7 +153,7 @@ class Mirrored:
 
 def check_strategy(strategy):
     """A ConfigError when TF_CONFIG's cluster and the gin STRATEGY cannot work together."""
-    from core.errors import ConfigError
+    from common.errors import ConfigError
 
     jobs = cluster()
     if strategy is None:

@@ -15,9 +15,10 @@ import sys
 import gin
 import gin.tf  # noqa: F401  Registers TensorFlow's file reader and GinConfigSaverHook.
 
-from core import best, cluster, determinism, evaluation, experiment
-from core.errors import ConfigError, first_line
-from core.runtime import REPO_ROOT
+from common import determinism
+from common.errors import ConfigError, first_line
+from common.runtime import REPO_ROOT
+from core import best, cluster, evaluation, experiment
 from data import augment, preprocess
 from data import input as data_input
 from hooks import eval_logging
@@ -54,7 +55,7 @@ gin.external_configurable(best.SignificantlyBetter, "significantly_better")
 gin.external_configurable(cluster.MultiWorkerMirrored, "multi_worker_mirrored")
 gin.external_configurable(cluster.Mirrored, "mirrored")
 
-# Op determinism (core/determinism.py): `DETERMINISTIC = True`.
+# Op determinism (common/determinism.py): `DETERMINISTIC = True`.
 op_determinism = gin.external_configurable(determinism.configure, "op_determinism")
 
 # The roots of train.py and evaluate.py.

@@ -33,20 +33,12 @@ import gin.tf
 import numpy as np
 import tensorflow as tf
 
+from common.errors import EvaluationError, TrainerGoneError, reported
 from core import cluster, guard, results
 from core.best import BestCheckpointKeeper, improves
-from core.errors import RunError, reported
 from core.estimator import Estimator
 from data.input import parse_subset
 from models.serving import serving_input_receiver_fn
-
-
-class EvaluationError(RunError):
-    """An evaluation that cannot go on, with a message for the user."""
-
-
-class TrainerGoneError(RunError):
-    """No new checkpoint came for the timeout: the trainer died or stalled."""
 
 
 def eval_dir_name(eval_name) -> str:

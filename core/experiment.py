@@ -11,10 +11,11 @@ import time
 import gin.tf
 import tensorflow as tf
 
+from common.errors import ConfigError, TrainerGoneError, reported
 from core import cluster, evaluation, guard, results, warm_start
-from core.errors import ConfigError, reported
 from core.estimator import Estimator
 from hooks.progress import ProgressHook
+from hooks.train_steps import LocalSteps
 
 
 def build_estimator(
@@ -225,7 +226,7 @@ def train_and_evaluate(
             variables = guard.model_variables(model_fn, train_input_fn, estimator.config)
             guard.check_model_matches(model_dir, latest, variables, gin.operative_config_str())
         progress = ProgressHook(train_steps, progress_every_secs, stream)
-        local_steps = cluster.LocalSteps()
+        local_steps = LocalSteps()
         train_hooks = [progress, local_steps, gin.tf.GinConfigSaverHook(model_dir, summarize_config=True)]
         if early_stopping_evals:
             stop_if = (
@@ -299,7 +300,7 @@ def _run_worker(
         print(f"worker {task_index}: {model_dir} is trained to step {train_steps}; nothing to do", file=stream)
         return
     estimator = build_estimator(model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max, strategy=strategy)
-    local_steps = cluster.LocalSteps()
+    local_steps = LocalSteps()
     train_spec = tf.estimator.TrainSpec(
         input_fn=train_input_fn,
         max_steps=train_steps,
@@ -314,7 +315,7 @@ def _run_worker(
         waited = time.time()
         while not tf.train.latest_checkpoint(model_dir):
             if time.time() - waited > timeout_secs:
-                raise evaluation.TrainerGoneError(
+                raise TrainerGoneError(
                     f"worker {task_index}: no checkpoint from the chief in {model_dir} after {timeout_secs:g} s"
                 )
             time.sleep(0.2)

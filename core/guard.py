@@ -21,17 +21,14 @@ import time
 
 import tensorflow as tf
 
-from core.errors import ModelDirError, first_line
+from common import gin_text
+from common.errors import ModelDirError, first_line
 
 LOCK_FILE = ".trainer.lock"
 TORN_DIR = "torn"
 SAVED_CONFIG = "operative_config-0.gin"
 # The configurable whose bindings (and everything they reference) shape the model.
 MODEL_ROOT = "build_model_fn"
-
-
-class GuardError(ModelDirError):
-    """A model directory that cannot be trained as asked, with a one-line reason."""
 
 
 class ModelDirLock:
@@ -52,7 +49,7 @@ class ModelDirLock:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise GuardError(
+            raise ModelDirError(
                 f"{os.path.dirname(self._path)} is already being trained by {holder}; "
                 "stop that trainer or use another --model_dir"
             ) from None
@@ -155,7 +152,7 @@ def repair_latest_checkpoint(model_dir: str, log=print):
       The checkpoint training will resume from, or None for a fresh directory.
 
     Raises:
-      GuardError: checkpoints exist but none can be restored (naming the newest).
+      ModelDirError: checkpoints exist but none can be restored (naming the newest).
     """
     paths = listed_checkpoints(model_dir)
     torn = []
@@ -168,7 +165,7 @@ def repair_latest_checkpoint(model_dir: str, log=print):
         return paths[-1] if paths else None
     if not paths:
         newest, problem = torn[0]
-        raise GuardError(f"no readable checkpoint in {model_dir}: the newest, {newest}, is torn ({problem})")
+        raise ModelDirError(f"no readable checkpoint in {model_dir}: the newest, {newest}, is torn ({problem})")
     aside = os.path.join(model_dir, TORN_DIR)
     os.makedirs(aside, exist_ok=True)
     for path, problem in torn:
@@ -181,35 +178,23 @@ def repair_latest_checkpoint(model_dir: str, log=print):
 
 
 def parse_bindings(config_text: str) -> dict:
-    """`{"[scope/]selector.param": value text}` of a gin config, parsed by gin itself.
+    """`{"[scope/]selector.param": value text}` of a gin config (`common/gin_text.py`).
 
     Macros are resolved (`%X` -> X's value); includes and imports are ignored.
     """
-    from gin import config, config_parser
-
-    statements = config_parser.ConfigParser(config_text, config.ParserDelegate(skip_unknown=True))
-    macros, bindings = {}, {}
-    for statement in statements:
-        if not isinstance(statement, config_parser.BindingStatement):
-            continue
-        if not statement.arg_name:
-            macros[statement.selector] = statement.value
-        else:
-            scope = f"{statement.scope}/" if statement.scope else ""
-            bindings[f"{scope}{statement.selector}.{statement.arg_name}"] = statement.value
+    macros, bindings = gin_text.parse(config_text)
 
     def text(value, depth=0):
-        scoped = getattr(value, "scoped_selector", None) or getattr(value, "selector", None)
-        if scoped and scoped.endswith("/gin.macro"):  # %NAME
-            name = scoped[: -len("/gin.macro")]
-            return text(macros[name], depth + 1) if name in macros and depth < 10 else f"%{name}"
-        if scoped and scoped.endswith("/gin.constant"):  # %gin.REQUIRED and other constants.
-            return f"%{scoped[: -len('/gin.constant')]}"
+        ref = gin_text.reference(value)
+        if ref and ref[0] == "macro":  # %NAME
+            return text(macros[ref[1]], depth + 1) if ref[1] in macros and depth < 10 else f"%{ref[1]}"
+        if ref and ref[0] == "constant":  # %gin.REQUIRED and other constants.
+            return f"%{ref[1]}"
         if isinstance(value, (list, tuple)):
             inner = ", ".join(text(item, depth) for item in value)
             return f"[{inner}]" if isinstance(value, list) else f"({inner})"
-        if scoped:  # A configurable reference, @name or @name().
-            return f"@{scoped}{'()' if getattr(value, 'evaluate', False) else ''}"
+        if ref:  # A configurable reference, @name or @name().
+            return f"@{ref[1]}{'()' if ref[2] else ''}"
         return repr(value)
 
     return {key: text(value) for key, value in bindings.items()}
@@ -243,7 +228,7 @@ def model_variables(model_fn, input_fn, run_config) -> dict:
 
 
 def check_model_matches(model_dir: str, checkpoint: str, variables: dict, current_config: str):
-    """Raises GuardError if `checkpoint` cannot be restored into a model with `variables`.
+    """Raises ModelDirError if `checkpoint` cannot be restored into a model with `variables`.
 
     Args:
       model_dir: the model directory (its `operative_config-0.gin` explains a mismatch).
@@ -276,7 +261,7 @@ def check_model_matches(model_dir: str, checkpoint: str, variables: dict, curren
         if changed
         else (f"variable {name} is {saved.get(name, 'absent')} in the checkpoint, {shape} in this model")
     )
-    raise GuardError(
+    raise ModelDirError(
         f"{model_dir} was trained with {what}: the checkpoint cannot be restored; "
         "use another --model_dir or the original config"
     )

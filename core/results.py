@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from core.errors import RunError
+from common.errors import RunError
 from metrics import bootstrap
 from metrics.summaries import PER_EXAMPLE_PREFIX as PER_EXAMPLE_KEY  # "per_example/<name>" result keys.
 from metrics.summaries import STATISTICS_PREFIX as STATISTICS_KEY  # "statistics/<name>" result keys.

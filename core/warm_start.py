@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from core.errors import ConfigError, DataError, first_line
+from common.errors import ConfigError, DataError, first_line
 
 DEFAULT_SKIP = r"(^|/)logits/"  # The final layer of every shipped network.
 WARM_START_DIR = "warm_start"

@@ -16,7 +16,8 @@ import struct
 import numpy as np
 import tensorflow as tf
 
-from core.errors import DataError
+from common.constants import IGNORE_LABEL
+from common.errors import DataError
 from data import augment as augment_ops
 from data import preprocess as preprocess_ops
 from data import records_index, schema
@@ -332,7 +333,7 @@ def make_input_fn(
         )
     num_records = split_size if indices is None else len(indices)  # An epoch.
 
-    ignore_label = getattr(task, "ignore_label", schema.IGNORE_LABEL)
+    ignore_label = getattr(task, "ignore_label", IGNORE_LABEL)
     preprocess = preprocess if preprocess is not None else preprocess_ops.ScaleAndCrop()
     examples = None
     if not training:

@@ -27,7 +27,7 @@ import math
 
 import tensorflow as tf
 
-from core.errors import DataError
+from common.errors import DataError
 
 # The uint8 value padding takes: about the mean pixel (DeepLab pads with 127.5), so
 # it is 0.004 after the model's scaling to [-1, 1].

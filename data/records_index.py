@@ -11,14 +11,13 @@ records, as a shard without an index does.
 The converter (`data/writer.py`, behind `tools/build_tfrecords.py` and the synthetic
 datasets) writes it. For shards made elsewhere (DeepLab's own converters):
 
-    .venv/bin/python -m data.records_index 'datasets/voc/*.tfrecord'
+    .venv/bin/python tools/index_records.py 'datasets/voc/*.tfrecord'
 
 File patterns never match an index: `list_files` leaves them out.
 """
 
 import json
 import os
-import sys
 
 SUFFIX = ".index.json"
 VERSION = 1
@@ -62,29 +61,3 @@ def read(shard: str):
     if (index.get("size"), index.get("mtime_ns")) != current or len(index.get("examples", ())) != index.get("count"):
         return None
     return index
-
-
-def main(argv=None):
-    """Writes the index of every shard matching the patterns given (reading each once)."""
-    from core import runtime
-
-    runtime.quiet()
-    from core.errors import UserError
-    from data import input as data_input
-
-    patterns = sys.argv[1:] if argv is None else argv
-    if not patterns:
-        print("usage: python -m data.records_index 'PATTERN' [...]", file=sys.stderr)
-        return 2
-    try:
-        for shard in data_input.list_files(patterns):
-            examples = data_input.scan_shard(shard)
-            print(f"{write(shard, examples)}: {len(examples)} examples")
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

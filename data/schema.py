@@ -14,9 +14,7 @@ import struct
 import numpy as np
 from PIL import Image
 
-from core.errors import DataError
-
-IGNORE_LABEL = 255
+from common.errors import DataError
 
 IMAGE_ENCODED = "image/encoded"
 IMAGE_FORMAT = "image/format"

@@ -36,6 +36,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from common import gin_text
+from common.palette import voc_colour_map
+
 TASKS = ("segmentation", "classification", "regression")
 CLASS_NAMES = ("background", "circle", "square", "triangle")  # Segmentation: the mask values.
 SHAPE_NAMES = ("circle", "square", "triangle")  # Classification: label k is shape kind k + 1.
@@ -249,22 +252,6 @@ def voc_image_size(seed: int, split: str, index: int, min_size: int = 48, max_si
     return int(height), int(width)
 
 
-def voc_palette() -> np.ndarray:
-    """PASCAL VOC's 256 mask colours, uint8 [256, 3]: 0 black, 1 (128, 0, 0), ..., 255 (224, 224, 192).
-
-    VOCdevkit's `labelcolormap`: the id's bits dealt round-robin to R, G, B, most
-    significant colour bit first. (`metrics/palette.py` has the same map for the
-    summaries; data/ keeps its own rather than load metrics/, and TensorFlow with it.)
-    """
-    ids = np.arange(256)
-    colours = np.zeros((256, 3), np.int64)
-    for shift in range(7, -1, -1):
-        for channel in range(3):
-            colours[:, channel] |= ((ids >> channel) & 1) << shift
-        ids = ids >> 3
-    return colours.astype(np.uint8)
-
-
 def voc_example_id(split: str, index: int) -> str:
     """The id of example `index` of `split`: its file stem and its line in the split list."""
     return f"{split}_{index:06d}"
@@ -293,7 +280,7 @@ def write_voc_tree(voc_root, num_train=600, num_val=100, seed=0, min_size=48, ma
 
     from data import writer
 
-    palette = voc_palette().tobytes()
+    palette = voc_colour_map(256).tobytes()
     folders = {
         name: os.path.join(voc_root, name) for name in ("JPEGImages", "SegmentationClass", "SegmentationClassRaw")
     }
@@ -417,43 +404,22 @@ def read_config(config_path: str, repo_root: str = None) -> dict:
     None, and `%OTHER_MACRO` as OTHER_MACRO's value. Includes resolve relative to
     `repo_root`, as `train.py` resolves them; later bindings override earlier ones.
     """
-    import gin
-    from gin import config_parser
+    with open(config_path) as f:
+        raw, _ = gin_text.parse(f.read(), repo_root or REPO_ROOT, os.path.abspath(config_path))
 
-    repo_root = repo_root or REPO_ROOT
-    macros = {}
-
-    def value_of(value):
+    def value_of(value, depth=0):
         if isinstance(value, (list, tuple)):
-            return type(value)(value_of(item) for item in value)
-        selector = getattr(value, "selector", None)
-        if selector is None:
+            return type(value)(value_of(item, depth) for item in value)
+        ref = gin_text.reference(value)
+        if ref is None:
             return value
-        scoped = getattr(value, "scoped_selector", selector)
-        if selector == "gin.macro":  # %NAME
-            return macros.get(scoped.rsplit("/", 1)[0])
-        if selector == "gin.constant":  # %gin.REQUIRED and other constants: not a value here.
+        if ref[0] == "macro":  # %NAME: its value (as gin resolves it: the last binding).
+            return value_of(raw[ref[1]], depth + 1) if ref[1] in raw and depth < 10 else None
+        if ref[0] == "constant":  # %gin.REQUIRED and other constants: not a value here.
             return None
-        return "@" + selector
+        return "@" + ref[1]
 
-    def parse(path, seen):
-        if path in seen:
-            raise ValueError(f"{path}: includes itself")
-        with open(path) as f:
-            text = f.read()
-        parser = config_parser.ConfigParser(text, gin.config.ParserDelegate(skip_unknown=True))
-        for statement in parser:
-            if isinstance(statement, config_parser.IncludeStatement):
-                included = os.path.join(repo_root, statement.filename)
-                if not os.path.exists(included):
-                    raise ValueError(f"{path}: include {statement.filename!r}: no such file in {repo_root}")
-                parse(included, seen | {path})
-            elif isinstance(statement, config_parser.BindingStatement) and not statement.arg_name:
-                if not statement.scope:
-                    macros[statement.selector] = value_of(statement.value)
-
-    parse(os.path.abspath(config_path), frozenset())
-    return macros
+    return {name: value_of(value) for name, value in raw.items() if "/" not in name}
 
 
 def _train_files_folder(macros: dict):

@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from core.errors import DataError
+from common.constants import IGNORE_LABEL
+from common.errors import DataError
 from data import records_index, schema
 
 
@@ -175,7 +176,7 @@ def format_pixel_counts(pixel_counts, class_names=None) -> str:
     total = max(int(pixel_counts.sum()), 1)
     lines = [f"{'class':>14} {'pixels':>12} {'share':>7}"]
     for value in np.flatnonzero(pixel_counts):
-        if value == schema.IGNORE_LABEL:
+        if value == IGNORE_LABEL:
             name = "ignore"
         elif class_names and value < len(class_names):
             name = f"{value} {class_names[value]}"

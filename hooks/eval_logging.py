@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from core.errors import ConfigError
+from common.errors import ConfigError
 
 
 def per_class_logging(every_n_steps: int = 100, stream=None):

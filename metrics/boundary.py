@@ -29,7 +29,7 @@ import math
 
 import tensorflow as tf
 
-from metrics.confusion import IGNORE_LABEL
+from common.constants import IGNORE_LABEL
 from metrics.streaming import histogram, nanmean, safe_divide, streaming_totals
 
 DILATION_RATIO = 0.02

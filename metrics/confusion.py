@@ -2,9 +2,8 @@
 
 import tensorflow as tf
 
+from common.constants import IGNORE_LABEL
 from metrics.streaming import histogram, metric_variable, safe_divide
-
-IGNORE_LABEL = 255
 
 
 def streaming_confusion_matrix(labels, predictions, num_classes: int, ignore_label=IGNORE_LABEL, mask=None, name=None):

@@ -15,7 +15,8 @@ Usage in a `model_fn`:
 
 import tensorflow as tf
 
-from metrics.confusion import IGNORE_LABEL, fbeta_name, per_class_rates, streaming_confusion_matrix
+from common.constants import IGNORE_LABEL
+from metrics.confusion import fbeta_name, per_class_rates, streaming_confusion_matrix
 from metrics.streaming import nanmean, safe_divide
 
 SUMMARY_KEYS = (

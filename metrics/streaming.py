@@ -8,7 +8,7 @@ Sums are float64 (exact integer counts up to 2**53).
 
 import tensorflow as tf
 
-from core import determinism
+from common import determinism
 
 _METRIC_COLLECTIONS = (tf.compat.v1.GraphKeys.LOCAL_VARIABLES, tf.compat.v1.GraphKeys.METRIC_VARIABLES)
 

@@ -19,10 +19,10 @@ never run by Estimator's evaluation loop), so these builders return
 
 import tensorflow as tf
 
-from metrics.palette import mask_palette
+from common.constants import IGNORE_LABEL
+from common.palette import mask_palette
 from metrics.streaming import metric_variable, streaming_concat
 
-IGNORE_LABEL = 255
 ERROR_COLOUR = (255, 40, 40)
 CORRECT_COLOUR = (30, 30, 30)
 RIGHT_COLOUR = (40, 200, 60)

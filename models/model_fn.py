@@ -13,8 +13,8 @@ The model_fn itself knows neither the network's layers nor the task's labels.
 
 import tensorflow as tf
 
-from core import determinism
-from core.errors import ConfigError
+from common.errors import ConfigError
+from hooks.gpu_check import GpuOpCheck
 from metrics import summaries
 from models import inference
 
@@ -172,7 +172,7 @@ def build_model_fn(
                 export_outputs={
                     "serving_default": tf.estimator.export.PredictOutput(task.serving_outputs(predictions))
                 },
-                prediction_hooks=[determinism.GpuOpCheck()],
+                prediction_hooks=[GpuOpCheck()],
             )
 
         loss = task.loss(logits, labels)
@@ -195,7 +195,7 @@ def build_model_fn(
                 mode,
                 loss=loss,
                 train_op=train_op,
-                training_hooks=[determinism.GpuOpCheck()] + [make(tensors) for make in training_hooks],
+                training_hooks=[GpuOpCheck()] + [make(tensors) for make in training_hooks],
             )
 
         eval_metric_ops = task.evaluation_metrics(labels, predictions, logits)
@@ -224,7 +224,7 @@ def build_model_fn(
             loss=loss,
             predictions=predictions,
             eval_metric_ops=eval_metric_ops,
-            evaluation_hooks=[determinism.GpuOpCheck()] + [make(tensors) for make in evaluation_hooks],
+            evaluation_hooks=[GpuOpCheck()] + [make(tensors) for make in evaluation_hooks],
         )
 
     model_fn.task = task

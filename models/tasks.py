@@ -26,7 +26,8 @@ one more class like these, bound with `TASK = @my_task()` (see docs/fork.md).
 
 import tensorflow as tf
 
-from core.errors import ConfigError
+from common.constants import IGNORE_LABEL
+from common.errors import ConfigError
 from data import schema
 from metrics import (
     bootstrap,
@@ -42,8 +43,6 @@ from metrics import (
 from metrics.boundary import boundary_iou
 from metrics.calibration import calibration_metrics
 from metrics.confusion import fbeta_name
-
-IGNORE_LABEL = 255
 
 
 def _names(names, count, what):
@@ -173,7 +172,7 @@ def _palette_grey_levels(ids):
     import numpy as np
     from PIL import Image
 
-    from metrics.palette import voc_colour_map
+    from common.palette import voc_colour_map
 
     image = Image.fromarray(np.asarray([ids], np.uint8), mode="P")
     image.putpalette(voc_colour_map(256).ravel().tolist())

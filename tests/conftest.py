@@ -2,9 +2,10 @@
 
 import pytest
 
-from core import runtime
+from common import runtime
 
 REPO_ROOT = runtime.REPO_ROOT
+runtime.hide_native_logs()  # Here and in every subprocess a test starts.
 runtime.quiet()
 
 TINY_SIZE = 32

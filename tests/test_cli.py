@@ -3,8 +3,8 @@ its traceback. Gin is strict in every root, at parse time."""
 
 import pytest
 
+from common.errors import ConfigError, DataError
 from core import cli
-from core.errors import ConfigError, DataError
 from tests.conftest import tiny_gin_params
 from tests.helpers import run_script
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.errors import ConfigError
 from core import cluster, results
-from core.errors import ConfigError
 from data import input as data_input
 from models.tasks import Segmentation
 from tests.conftest import REPO_ROOT, TINY_SIZE, TINY_TRAIN, tiny_gin_params

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
+from common.errors import ConfigError
 from core import results
 from core.best import BetterByMargin, SignificantlyBetter
-from core.errors import ConfigError
 from metrics import bootstrap
 from models.tasks import Regression, Segmentation
 from tools import compare

@@ -7,8 +7,8 @@ import re
 import gin
 import pytest
 
+from common.errors import ConfigError
 from core import configurables
-from core.errors import ConfigError
 from tests.conftest import REPO_ROOT
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.gin")))

@@ -4,7 +4,7 @@ The TRAIN, EVAL (train_and_evaluate's and the separate evaluator's) and PREDICT 
 SavedModel's) graphs of every gin file in configs/, and evaluate.py's (a subset, two
 scales, mirrored) once per network and task, are built as Estimator builds them and
 searched with
-`core.determinism.gpu_refusals`. Its list (`REFUSED_ON_GPU`) is TensorFlow 2.15.1's own:
+`common.determinism.gpu_refusals`. Its list (`REFUSED_ON_GPU`) is TensorFlow 2.15.1's own:
 the `UnimplementedError` messages compiled into its kernels, each with the source that
 raises it (tensorflow/core/kernels/bincount_op.cc for Bincount and DenseBincount,
 scatter_op.cc, fused_batch_norm_op.cc, image/resize_nearest_neighbor_op.cc, ...), and the
@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import configurables, determinism
-from core.errors import ConfigError
+from common import determinism
+from common.errors import ConfigError
+from core import configurables
 from data import synthetic, writer
+from hooks.gpu_check import GpuOpCheck
 from models import serving
 from tests.conftest import REPO_ROOT
 
@@ -87,9 +89,9 @@ def _refusals(model_fn, mode, input_fn=None):
             tf.estimator.ModeKeys.EVAL: spec.evaluation_hooks,
             tf.estimator.ModeKeys.PREDICT: spec.prediction_hooks,
         }[mode]
-        assert any(isinstance(hook, determinism.GpuOpCheck) for hook in hooks)  # Every mode checks itself.
+        assert any(isinstance(hook, GpuOpCheck) for hook in hooks)  # Every mode checks itself.
         for hook in hooks:
-            if not isinstance(hook, determinism.GpuOpCheck):
+            if not isinstance(hook, GpuOpCheck):
                 hook.begin()
         return determinism.gpu_refusals(graph)
 
@@ -242,14 +244,14 @@ def test_the_histogram_counts_on_the_host_as_numpy_does():
 def test_the_check_hook_warns_on_a_cpu_and_stops_a_gpu_run_before_its_first_step(monkeypatch, capsys):
     with tf.Graph().as_default():
         tf.math.bincount(tf.constant([1, 2]))
-        determinism.GpuOpCheck().begin()
+        GpuOpCheck().begin()
         assert "warning: on a GPU this would fail: " in capsys.readouterr().err
         monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
         with pytest.raises(ConfigError, match=r"test_gpu_ops\.py:\d+: DenseBincount"):
-            determinism.GpuOpCheck().begin()
+            GpuOpCheck().begin()
         determinism.configure(False)  # Off: nothing is refused, nothing checked.
         try:
-            determinism.GpuOpCheck().begin()
+            GpuOpCheck().begin()
         finally:
             determinism.configure(True)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core.errors import DataError
+from common.errors import DataError
 from data import input as data_input
 from data import schema, synthetic
 from models.tasks import Segmentation

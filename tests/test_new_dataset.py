@@ -154,12 +154,13 @@ def test_build_tfrecords_reads_a_voc_tree_in_split_order(tmp_path):
 
 
 def test_build_tfrecords_names_the_voc_id_without_a_mask(tmp_path):
-    from tools.build_tfrecords import DatasetError, build
+    from common.errors import DataError
+    from tools.build_tfrecords import build
 
     root = tmp_path / "VOC2012"
     _voc_tree(root, ["a", "b"], ["a", "b"])
     (root / "SegmentationClass" / "b.png").unlink()
-    with pytest.raises(DatasetError, match=r"train.txt: line 2, id b: no mask .*SegmentationClass/b.png"):
+    with pytest.raises(DataError, match=r"train.txt: line 2, id b: no mask .*SegmentationClass/b.png"):
         build(None, None, str(tmp_path / "out"), 1, voc_root=str(root))
-    with pytest.raises(DatasetError, match="either --voc_root"):
+    with pytest.raises(DataError, match="either --voc_root"):
         build(str(root), str(root), str(tmp_path / "out"), 1, voc_root=str(root))

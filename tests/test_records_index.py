@@ -2,15 +2,12 @@
 every record, and falls back to the records whenever the shard changed."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from data import input as data_input
 from data import records_index, synthetic, writer
 from models.tasks import Segmentation
-from tests.conftest import REPO_ROOT
 
 SEGMENTATION = Segmentation(4)
 
@@ -64,18 +61,16 @@ def test_a_truncated_shard_still_names_the_record(tmp_path):
         data_input.make_input_fn(str(tmp_path / "val-*"), 4, 20, 28, SEGMENTATION, training=True)
 
 
-def test_the_index_tool_indexes_shards_made_elsewhere(tmp_path, monkeypatch):
+def test_the_index_tool_indexes_shards_made_elsewhere(tmp_path, monkeypatch, capsys):
     paths = _write(tmp_path, count=5, shards=2)
     for path in paths:
         os.remove(records_index.index_path(path))
-    run = subprocess.run(
-        [sys.executable, "-m", "data.records_index", str(tmp_path / "val-*.tfrecord")],
-        cwd=REPO_ROOT,
-        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.count("examples") == 2
+    from core import cli
+    from tools import index_records
+
+    assert cli.call(index_records.main, [str(tmp_path / "val-*.tfrecord")]) == 0
+    assert capsys.readouterr().out.count("examples") == 2
+    assert cli.call(index_records.main, [str(tmp_path / "nothing-*.tfrecord")]) == 1  # One line, exit 1.
+    assert "error: no files match" in capsys.readouterr().err
     _no_record_reads(monkeypatch)
     assert data_input.make_input_fn(str(tmp_path / "val-*"), 2, 20, 28, SEGMENTATION).num_examples == 5

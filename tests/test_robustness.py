@@ -338,7 +338,7 @@ def test_lenient_training_skips_and_counts_bad_records_up_to_a_fraction(tiny_dat
 
 
 def test_lenient_mode_is_refused_for_evaluation(tiny_dataset):
-    from core.errors import DataError
+    from common.errors import DataError
     from data.input import make_input_fn
     from models.tasks import Segmentation
 

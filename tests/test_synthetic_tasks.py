@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.constants import IGNORE_LABEL
 from data import records_index, schema, synthetic
 from tests.conftest import REPO_ROOT
 
@@ -117,7 +118,7 @@ def test_segmentation_mask_is_the_shapes_with_an_ignore_band():
         image, shapes, drawn = synthetic.render("segmentation", 2, "train", index, SIZE, SIZE)
         seg_image, mask = synthetic.make_example(2, "train", index, SIZE, SIZE)
         np.testing.assert_array_equal(seg_image, image)
-        kept = mask != schema.IGNORE_LABEL
+        kept = mask != IGNORE_LABEL
         np.testing.assert_array_equal(mask[kept], shapes[kept])
         assert 1 <= len(drawn) <= 4
         assert np.sum(_paint_order(drawn, SIZE, SIZE) != shapes) <= 3  # Float rounding on a boundary pixel or two.

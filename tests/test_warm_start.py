@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.errors import ConfigError
 from core import configurables
-from core.errors import ConfigError
 from tests.conftest import tiny_gin_params
 
 GIN_FILE = "configs/synthetic.gin"

@@ -17,36 +17,33 @@ import os
 
 from absl import flags
 
-from core import cli, runtime
-from core.errors import DataError
+from common import runtime
+from common.errors import DataError
+from core import cli
 
 FLAGS = flags.FLAGS
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-class DatasetError(DataError):
-    """Bad input, with a message naming the file at fault."""
-
-
 def find_pairs(image_dir: str, mask_dir: str) -> list:
     """`[(image_path, mask_path)]` in image file-name order.
 
     Raises:
-      DatasetError: no images, or an image without its mask (naming it).
+      DataError: no images, or an image without its mask (naming it).
     """
     if not os.path.isdir(image_dir):
-        raise DatasetError(f"image_dir {image_dir!r} is not a folder")
+        raise DataError(f"image_dir {image_dir!r} is not a folder")
     if not os.path.isdir(mask_dir):
-        raise DatasetError(f"mask_dir {mask_dir!r} is not a folder")
+        raise DataError(f"mask_dir {mask_dir!r} is not a folder")
     names = sorted(name for name in os.listdir(image_dir) if name.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
-        raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_dir!r}")
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_dir!r}")
     pairs = []
     for name in names:
         mask_path = os.path.join(mask_dir, os.path.splitext(name)[0] + ".png")
         if not os.path.exists(mask_path):
-            raise DatasetError(f"{os.path.join(image_dir, name)}: no mask {mask_path}")
+            raise DataError(f"{os.path.join(image_dir, name)}: no mask {mask_path}")
         pairs.append((os.path.join(image_dir, name), mask_path))
     return pairs
 
@@ -59,24 +56,24 @@ def find_voc_pairs(voc_root: str, split: str, mask_folder: str = "SegmentationCl
     and `ImageSets/Segmentation/<split>.txt`, one id per line.
 
     Raises:
-      DatasetError: no split list, an empty one, or an id without its image or mask.
+      DataError: no split list, an empty one, or an id without its image or mask.
     """
     listing = os.path.join(voc_root, "ImageSets", "Segmentation", f"{split}.txt")
     if not os.path.isfile(listing):
-        raise DatasetError(f"no split list {listing} (is --voc_root a VOC tree such as VOCdevkit/VOC2012?)")
+        raise DataError(f"no split list {listing} (is --voc_root a VOC tree such as VOCdevkit/VOC2012?)")
     with open(listing) as f:
         ids = [line.split()[0] for line in f if line.strip()]
     if not ids:
-        raise DatasetError(f"{listing}: no ids")
+        raise DataError(f"{listing}: no ids")
     pairs = []
     for number, name in enumerate(ids, 1):
         images = [os.path.join(voc_root, "JPEGImages", name + ext) for ext in (".jpg", ".jpeg", ".png")]
         image_path = next((path for path in images if os.path.exists(path)), None)
         mask_path = os.path.join(voc_root, mask_folder, name + ".png")
         if image_path is None:
-            raise DatasetError(f"{listing}: line {number}, id {name}: no image {images[0]}")
+            raise DataError(f"{listing}: line {number}, id {name}: no image {images[0]}")
         if not os.path.exists(mask_path):
-            raise DatasetError(f"{listing}: line {number}, id {name}: no mask {mask_path}")
+            raise DataError(f"{listing}: line {number}, id {name}: no mask {mask_path}")
         pairs.append((image_path, mask_path))
     return pairs
 
@@ -94,7 +91,7 @@ def load_pair(image_path: str, mask_path: str):
     8 by the high byte, TIFF and odd BMPs through PIL) and stored as a lossless PNG.
 
     Raises:
-      DatasetError: unreadable file, multi-channel mask, or sizes that differ.
+      DataError: unreadable file, multi-channel mask, or sizes that differ.
     """
     import numpy as np
     from PIL import Image
@@ -105,33 +102,33 @@ def load_pair(image_path: str, mask_path: str):
         with open(image_path, "rb") as f:
             image = f.read()
     except OSError as error:
-        raise DatasetError(f"{image_path}: cannot read image: {error.strerror or error}") from None
+        raise DataError(f"{image_path}: cannot read image: {error.strerror or error}") from None
     image_format = schema.sniff_format(image)
     if image_format == "jpeg" or schema.is_rgb8_png(image):
         try:
             with Image.open(io.BytesIO(image)) as header:
                 image_size = header.size
         except OSError as error:
-            raise DatasetError(f"{image_path}: cannot read image: {error}") from None
+            raise DataError(f"{image_path}: cannot read image: {error}") from None
     else:
         try:
             image = schema.decode_image_bytes(image, image_path)
         except DataError as error:
-            raise DatasetError(str(error)) from None
+            raise DataError(str(error)) from None
         image_format = "png"
         image_size = (image.shape[1], image.shape[0])
     try:
         with Image.open(mask_path) as mask_image:
             if mask_image.mode not in ("L", "P"):
-                raise DatasetError(
+                raise DataError(
                     f"{mask_path}: mask mode {mask_image.mode}; masks must be single-channel PNG "
                     "(grey or palette) whose pixel value is the class id"
                 )
             mask = np.asarray(mask_image, dtype=np.uint8)
     except OSError as error:
-        raise DatasetError(f"{mask_path}: cannot read mask: {error}") from None
+        raise DataError(f"{mask_path}: cannot read mask: {error}") from None
     if mask.shape[::-1] != tuple(image_size):
-        raise DatasetError(
+        raise DataError(
             f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is "
             f"{image_size[0]}x{image_size[1]} (width x height)"
         )
@@ -162,12 +159,12 @@ def build(
     from data import writer
 
     if bool(voc_root) == bool(image_dir or mask_dir):
-        raise DatasetError("give either --voc_root (with --split) or both --image_dir and --mask_dir")
+        raise DataError("give either --voc_root (with --split) or both --image_dir and --mask_dir")
     if voc_root:
         pairs = find_voc_pairs(voc_root, split, voc_mask_folder)
     else:
         if not (image_dir and mask_dir):
-            raise DatasetError("--image_dir and --mask_dir go together")
+            raise DataError("--image_dir and --mask_dir go together")
         pairs = find_pairs(image_dir, mask_dir)
     examples = (_example(image_path, mask_path) for image_path, mask_path in pairs)
     stats = writer.write_shards(examples, len(pairs), output_prefix, num_shards)

@@ -28,16 +28,13 @@ import sys
 
 import numpy as np
 
-from core import runtime
+from common import runtime
 
+runtime.hide_native_logs()
 runtime.quiet()  # Before TensorFlow's first import (core.results).
+from common.errors import EvaluationError, UserError  # noqa: E402
 from core import cli, results  # noqa: E402
-from core.errors import UserError  # noqa: E402
 from metrics import bootstrap  # noqa: E402
-
-
-class CompareError(UserError):
-    """Two evaluations that cannot be compared, or one that cannot be found."""
 
 
 def _statistics_files(eval_dir: str) -> dict:
@@ -53,17 +50,17 @@ def resolve(name: str) -> str:
     """The `statistics-<step>.npz` that `name` (DIR, DIR@STEP) names."""
     directory, _, step = name.partition("@")
     if not os.path.isdir(directory):
-        raise CompareError(f"{name}: no such directory {directory!r}")
+        raise EvaluationError(f"{name}: no such directory {directory!r}")
     found = _statistics_files(directory)
     if not found and os.path.isdir(os.path.join(directory, "eval")):  # A model directory.
         directory = os.path.join(directory, "eval")
         found = _statistics_files(directory)
     if not found:
-        raise CompareError(f"{name}: no evaluation with per-example statistics (statistics-*.npz) in {directory}")
+        raise EvaluationError(f"{name}: no evaluation with per-example statistics (statistics-*.npz) in {directory}")
     if not step:
         return found[max(found)]
     if not step.isdigit() or int(step) not in found:
-        raise CompareError(f"{name}: no evaluation of step {step} in {directory} (there are: {sorted(found)})")
+        raise EvaluationError(f"{name}: no evaluation of step {step} in {directory} (there are: {sorted(found)})")
     return found[int(step)]
 
 
@@ -72,31 +69,31 @@ def load(name: str) -> dict:
     try:
         kept = results.read_statistics(path)
     except (OSError, ValueError, KeyError) as error:
-        raise CompareError(f"{path}: not a readable statistics file ({error})") from None
+        raise EvaluationError(f"{path}: not a readable statistics file ({error})") from None
     kept["path"], kept["name"] = path, name
     try:
         kept["task_object"] = results.task_of(kept)
     except UserError as error:
-        raise CompareError(f"{path}: {error}") from None
+        raise EvaluationError(f"{path}: {error}") from None
     return kept
 
 
 def check_same_examples(a: dict, b: dict):
     """Refuses (one line) two evaluations that are not of the same examples."""
     if a["task"] != b["task"] or a["class_names"] != b["class_names"]:
-        raise CompareError(
+        raise EvaluationError(
             f"{a['name']} and {b['name']} are different tasks or classes: "
             f"{a['task']} {a['class_names']} against {b['task']} {b['class_names']}"
         )
     if not np.array_equal(a["index"], b["index"]):
         only = sorted(set(a["index"].tolist()) ^ set(b["index"].tolist()))
-        raise CompareError(
+        raise EvaluationError(
             f"{a['name']} ({len(a['index'])} examples) and {b['name']} ({len(b['index'])} examples) are not "
             f"evaluations of the same examples" + (f": index {only[0]} is in one only" if only else "")
         )
     if a["filenames"] is not None and b["filenames"] is not None and a["filenames"] != b["filenames"]:
         i = next(i for i, (x, y) in enumerate(zip(a["filenames"], b["filenames"])) if x != y)
-        raise CompareError(
+        raise EvaluationError(
             f"{a['name']} and {b['name']} are not of the same examples: example {a['index'][i]} is "
             f"{a['filenames'][i]!r} in one and {b['filenames'][i]!r} in the other"
         )
@@ -191,7 +188,7 @@ def _main(argv) -> int:
         run = subprocess.run([sys.executable, script, *command[1:]], capture_output=True, text=True)
         if run.returncode:
             last = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "failed"
-            raise CompareError(f"evaluate.py: {last.removeprefix('error: ')}")
+            raise EvaluationError(f"evaluate.py: {last.removeprefix('error: ')}")
     print(f"\npanels: tensorboard --logdir_spec=A:{_model_dir(a)}/eval_compare_a,B:{_model_dir(b)}/eval_compare_b")
     return 0
 

@@ -13,39 +13,36 @@ classification `classes` [N] and `probabilities` [N, K]; regression `predictions
 
 from absl import flags
 
-from core import cli, configurables, runtime
-from core.errors import UserError
+from common import runtime
+from common.errors import ModelDirError
+from core import cli, configurables
 
 FLAGS = flags.FLAGS
-
-
-class ExportError(UserError):
-    """Nothing to export, with a message naming the directory or checkpoint at fault."""
 
 
 def resolve_checkpoint(model_dir: str, checkpoint=None) -> str:
     """The checkpoint to export: `checkpoint` if given, else the latest in `model_dir`.
 
     Raises:
-      ExportError: no checkpoint in `model_dir`, or `checkpoint` does not exist.
+      ModelDirError: no checkpoint in `model_dir`, or `checkpoint` does not exist.
     """
     import tensorflow as tf
 
     if checkpoint:
         # A checkpoint is a prefix, not a file: its `.index` file says it exists.
         if not tf.io.gfile.exists(checkpoint + ".index"):
-            raise ExportError(f"checkpoint {checkpoint!r} not found (no {checkpoint}.index)")
+            raise ModelDirError(f"checkpoint {checkpoint!r} not found (no {checkpoint}.index)")
         return checkpoint
     latest = tf.train.latest_checkpoint(model_dir) if tf.io.gfile.isdir(model_dir) else None
     if not latest:
-        raise ExportError(f"no checkpoint in model_dir {model_dir!r}; train first or pass --checkpoint")
+        raise ModelDirError(f"no checkpoint in model_dir {model_dir!r}; train first or pass --checkpoint")
     return latest
 
 
 def export(model_dir: str, export_dir: str, checkpoint=None, model_fn=None, image_size=None) -> str:
     """Writes a SavedModel of `checkpoint` (default: the latest in `model_dir`).
 
-    With the defaults it needs gin parsed first (`core.runtime.parse_gin`): the
+    With the defaults it needs gin parsed first (`common.runtime.parse_gin`): the
     model_fn comes from the configured `build_model_fn`, so the graph matches the
     one trained. The signature takes images of any size.
 
@@ -60,7 +57,7 @@ def export(model_dir: str, export_dir: str, checkpoint=None, model_fn=None, imag
       The path of the written SavedModel folder.
 
     Raises:
-      ExportError: when there is no checkpoint to export.
+      ModelDirError: when there is no checkpoint to export.
     """
     import tensorflow as tf
 
@@ -79,7 +76,7 @@ def main(argv):
     del argv
     model_dir = cli.init(FLAGS, report_devices=False).get("model_dir") or configurables.macro("MODEL_DIR")
     if not model_dir:
-        raise ExportError("no model directory: pass --model_dir or set MODEL_DIR in the gin file")
+        raise ModelDirError("no model directory: pass --model_dir or set MODEL_DIR in the gin file")
     print(export(model_dir, FLAGS.export_dir, FLAGS.checkpoint))
 
 

@@ -23,17 +23,14 @@ import os
 import numpy as np
 from absl import flags
 
-from core import cli, runtime
-from core.errors import UserError
-from metrics.palette import voc_colour_map as colour_map  # The masks' palette, shared with TensorBoard panels.
+from common import runtime
+from common.errors import DataError
+from common.palette import voc_colour_map as colour_map  # The masks' palette, shared with TensorBoard panels.
+from core import cli
 
 FLAGS = flags.FLAGS
 
 OVERLAY_ALPHA = 0.5
-
-
-class PredictError(UserError):
-    """Bad input, with a message naming the file at fault."""
 
 
 def colourise(classes: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -51,19 +48,19 @@ def load_image(path: str, height=None, width=None) -> np.ndarray:
     """Reads an image as RGB uint8 [H, W, 3], with the decoder training uses.
 
     Raises:
-      PredictError: unreadable file, or (for a model exported at a fixed size) a
+      DataError: unreadable file, or (for a model exported at a fixed size) a
         size other than `height` x `width`, naming both.
     """
-    from core.errors import DataError
+
     from data import schema
 
     try:
         # The reader tools/build_tfrecords.py stores records with: the same pixels as training.
         image = schema.read_image_file(path)
     except DataError as error:
-        raise PredictError(str(error)) from None
+        raise DataError(str(error)) from None
     if height is not None and width is not None and image.shape[:2] != (height, width):
-        raise PredictError(
+        raise DataError(
             f"{path}: image is {image.shape[1]}x{image.shape[0]} but the model takes {width}x{height} "
             "(width x height); resize it first"
         )
@@ -89,9 +86,9 @@ class Predictor:
         try:
             self._model = tf.saved_model.load(saved_model_dir)  # Held: the signature needs its variables.
         except (OSError, ValueError) as error:
-            raise PredictError(f"{saved_model_dir}: cannot load a SavedModel: {error}") from None
+            raise DataError(f"{saved_model_dir}: cannot load a SavedModel: {error}") from None
         if signature not in self._model.signatures:
-            raise PredictError(
+            raise DataError(
                 f"{saved_model_dir}: no signature {signature!r} (has {', '.join(self._model.signatures) or 'none'})"
             )
         self._function = self._model.signatures[signature]
@@ -105,7 +102,7 @@ class Predictor:
             self.num_classes = int(outputs["probabilities"].shape[-1])
             self.task = "segmentation" if outputs["classes"].shape.rank == 3 else "classification"
         else:
-            raise PredictError(f"{saved_model_dir}: outputs {sorted(outputs)} are not those of a template task")
+            raise DataError(f"{saved_model_dir}: outputs {sorted(outputs)} are not those of a template task")
 
     def run(self, images: np.ndarray) -> dict:
         """All the signature's outputs for uint8 images [N, H, W, 3], as numpy arrays."""
@@ -142,18 +139,18 @@ def predict(saved_model_dir: str, image_paths, output_dir: str, class_names=None
       (classification) or the values [T] (regression).
 
     Raises:
-      PredictError: naming the file (or the class names) at fault.
+      DataError: naming the file (or the class names) at fault.
     """
     if not image_paths:
-        raise PredictError("no images given")
+        raise DataError("no images given")
     stems = {}
     for path in image_paths:
         if _stem(path) in stems:
-            raise PredictError(f"{path} and {stems[_stem(path)]} would write the same {_stem(path)}_*.png files")
+            raise DataError(f"{path} and {stems[_stem(path)]} would write the same {_stem(path)}_*.png files")
         stems[_stem(path)] = path
     predictor = Predictor(saved_model_dir, signature)
     if class_names is not None and len(class_names) != predictor.num_classes:
-        raise PredictError(f"--class_names has {len(class_names)} names but the model has {predictor.num_classes}")
+        raise DataError(f"--class_names has {len(class_names)} names but the model has {predictor.num_classes}")
     names = list(class_names) if class_names is not None else [str(i) for i in range(predictor.num_classes)]
     images = [load_image(path, predictor.height, predictor.width) for path in image_paths]
     os.makedirs(output_dir, exist_ok=True)

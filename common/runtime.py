@@ -7,6 +7,13 @@ import warnings
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def hide_native_logs():
+    """Hides TensorFlow's C++ start-up chatter (cuDNN/cuFFT factory "errors" on CPU-only
+    hosts). Effective only before TensorFlow loads, so entry points call it first; real
+    failures still raise Python exceptions. A TF_CPP_MIN_LOG_LEVEL already set is kept."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def quiet(verbose: bool = False):
     """Hides TensorFlow's and Estimator's deprecation warnings and INFO logs."""
     import absl.logging

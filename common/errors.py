@@ -4,7 +4,8 @@ A *user error* (a bad config, bad data, a bad model directory or path) is a
 `UserError`: `core.cli.run` prints its first line as `error: ...` and exits 1.
 Anything else is a bug in the program and keeps its traceback.
 
-This module imports nothing from the project, so any folder may raise these.
+This module imports nothing from the project, so any folder may raise these; it is the
+one home of the project's error classes (a tool raises one of these, not its own).
 """
 
 import contextlib
@@ -29,6 +30,14 @@ class ModelDirError(UserError):
 
 class RunError(UserError):
     """Training or evaluation stopped on a failure the user can act on (bad record, NaN loss)."""
+
+
+class EvaluationError(RunError):
+    """An evaluation that cannot go on, or results that cannot be read or compared."""
+
+
+class TrainerGoneError(RunError):
+    """No new checkpoint came for the timeout: the trainer died or stalled."""
 
 
 def first_line(error) -> str:

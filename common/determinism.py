@@ -25,14 +25,12 @@ API takes a deterministic path when determinism is on before the graph is built
 """
 
 import os
-import sys
 from typing import NamedTuple
 
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # is_/disable_op_determinism: not exported in 2.15.
 
-from core.errors import ConfigError
-from core.runtime import REPO_ROOT
+from common.runtime import REPO_ROOT
 
 _KERNELS = "tensorflow/core/kernels/"
 
@@ -85,7 +83,7 @@ class Refusal(NamedTuple):
     def __str__(self):
         return (
             f"{self.where}: {self.op_type} (op {self.op_name!r}) has no deterministic GPU kernel in TensorFlow 2.15 "
-            f"({self.source}): place it on the CPU with core.determinism.on_host(), or set DETERMINISTIC = False"
+            f"({self.source}): place it on the CPU with common.determinism.on_host(), or set DETERMINISTIC = False"
         )
 
 
@@ -196,22 +194,3 @@ def describe() -> str:
     devices = f"{len(gpus)} GPU(s) ({', '.join(gpus)})" if gpus else "no GPU, running on the CPU"
     state = "on" if enabled() else "off (DETERMINISTIC = False)"
     return f"devices: {devices}; op determinism {state}"
-
-
-class GpuOpCheck(tf.compat.v1.train.SessionRunHook):
-    """Checks the graph once, before its session starts: `gpu_refusals` under op determinism.
-
-    Added to every mode by `build_model_fn`. With a GPU visible a refusal fails the run
-    (a ConfigError naming the op and the file) before the first step, where TensorFlow
-    would fail at the op's first run, perhaps at the first evaluation an hour in; on a
-    CPU, where the op runs, each refusal is a one-line warning.
-    """
-
-    def begin(self):
-        if not enabled():
-            return
-        refusals = gpu_refusals(tf.compat.v1.get_default_graph())
-        if refusals and tf.config.list_physical_devices("GPU"):
-            raise ConfigError(str(refusals[0]))
-        for refusal in refusals:
-            print(f"warning: on a GPU this would fail: {refusal}", file=sys.stderr, flush=True)
