@@ -61,7 +61,7 @@ def _train(model_dir: str, params: dict) -> dict:
 
     from core import configurables
 
-    bindings = {"train_and_evaluate.export_image_size": "None", **params}
+    bindings = {"export.image_size": "None", **params}
     gin.clear_config()
     try:
         configurables.parse_gin([GIN_FILE], [f"{key} = {value}" for key, value in bindings.items()])

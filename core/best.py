@@ -82,6 +82,47 @@ class SignificantlyBetter:
         return low is not None and (low > 0 if higher_is_better else high < 0)
 
 
+class BestCheckpoint:
+    """What "best" means: it picks the checkpoint kept in `best/`, the SavedModel in
+    `export/best/`, and when early stopping stops (gin: `best_checkpoint.*`).
+
+    Args:
+      metric: the metric compared (BEST_METRIC); None: the task's headline.
+      higher_is_better: its direction (HIGHER_IS_BETTER); None: the task knows.
+      rule: when a checkpoint replaces the best (BEST_RULE): None for any improvement,
+        `BetterByMargin` or `SignificantlyBetter`.
+      early_stopping_evals: stop when `metric` has not improved for this many
+        evaluations (0: never).
+    """
+
+    def __init__(self, metric: str = None, higher_is_better: bool = None, rule=None, early_stopping_evals: int = 0):
+        self.metric, self.higher_is_better, self.rule = metric, higher_is_better, rule
+        self.early_stopping_evals = early_stopping_evals
+
+    def for_task(self, task) -> "BestCheckpoint":
+        """This choice with the metric and its direction filled in from `task` where unset."""
+        metric = self.metric or task.headline
+        higher = task.higher_is_better(metric) if self.higher_is_better is None else self.higher_is_better
+        return BestCheckpoint(metric, higher, self.rule, self.early_stopping_evals)
+
+    def early_stopping_hook(self, estimator, eval_every_steps: int):
+        """Estimator's own stop-if-no-improvement hook for this choice, or None when off."""
+        if not self.early_stopping_evals:
+            return None
+        stop_if = (
+            tf.estimator.experimental.stop_if_no_increase_hook
+            if self.higher_is_better
+            else tf.estimator.experimental.stop_if_no_decrease_hook
+        )
+        return stop_if(
+            estimator,
+            self.metric,
+            max_steps_without_increase=self.early_stopping_evals * eval_every_steps,
+            run_every_secs=None,
+            run_every_steps=eval_every_steps,
+        )
+
+
 def improves(rule, value, best, higher_is_better, metric, eval_dir, step, best_step) -> bool:
     """Whether the evaluation of `step` (`value`) replaces the best (`best` at `best_step`) under
     `rule` (None: any improvement)."""

@@ -18,14 +18,20 @@ import time
 
 import tensorflow as tf
 
+from common.errors import TrainerGoneError
+from hooks.train_steps import LocalSteps
+
 DONE_DIR = "cluster_done"
 
 
-def task():
-    """`(task type, task index)` from TF_CONFIG; `(None, 0)` without one."""
+def role():
+    """This process's TF_CONFIG role, `(type, index)` (`("worker", 1)`); `(None, 0)` without one.
+
+    (TF_CONFIG calls it the "task"; here a task is the model's head, `models/task.py`.)
+    """
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    t = config.get("task") or {}
-    return t.get("type"), int(t.get("index", 0))
+    entry = config.get("task") or {}
+    return entry.get("type"), int(entry.get("index", 0))
 
 
 def cluster():
@@ -83,7 +89,7 @@ def final_marker(model_dir, train_steps):
 
 def run_ps(model_dir, train_steps, stream, poll=0.5):
     """A parameter server that exits 0 once the chief and every worker are done with this job."""
-    task_type, task_index = task()
+    task_type, task_index = role()
     run_config = tf.estimator.RunConfig()
     server = tf.distribute.Server(
         run_config.cluster_spec,
@@ -174,3 +180,48 @@ def check_strategy(strategy):
             f"STRATEGY = {type(strategy).__name__} trains on one host's devices, but TF_CONFIG names a cluster: "
             "use STRATEGY = @multi_worker_mirrored() across machines"
         )
+
+
+def run_worker(estimator, train_input_fn, eval_input_fn, train_steps, strategy, index, timeout_secs, hooks, stream):
+    """A TF_CONFIG worker: trains with the chief until the global step reaches `train_steps`.
+
+    Args:
+      estimator: built as the chief's is (`core.experiment.build_estimator`).
+      train_input_fn, eval_input_fn: the run's (Estimator wants an EvalSpec; a worker never evaluates).
+      train_steps: the step budget.
+      strategy: None (asynchronous, with ps tasks) or the synchronous strategy object.
+      index: this worker's index.
+      timeout_secs: how long an asynchronous worker waits for the chief's first checkpoint.
+      hooks: training hooks (the progress line).
+      stream: where lines go.
+    """
+    model_dir = estimator.model_dir
+    latest = tf.train.latest_checkpoint(model_dir)
+    if latest and int(tf.train.load_variable(latest, "global_step")) >= train_steps:  # Restarted after the end.
+        mark_done(model_dir, "worker", index, local_steps=0, train_steps=train_steps)
+        print(f"worker {index}: {model_dir} is trained to step {train_steps}; nothing to do", file=stream)
+        return
+    local_steps = LocalSteps()
+    train_spec = tf.estimator.TrainSpec(input_fn=train_input_fn, max_steps=train_steps, hooks=[*hooks, local_steps])
+    eval_spec = tf.estimator.EvalSpec(input_fn=eval_input_fn, steps=None, start_delay_secs=0, throttle_secs=0)
+    if strategy is None:
+        # Asynchronous: a worker whose session comes up before the chief has initialized
+        # the variables sleeps 30 s (SessionManager's recovery_wait_secs), so wait for the
+        # chief's first checkpoint, saved right after initialization. (A synchronous
+        # worker must not wait: the chief's first save is a collective it joins.)
+        waited = time.time()
+        while not tf.train.latest_checkpoint(model_dir):
+            if time.time() - waited > timeout_secs:
+                raise TrainerGoneError(
+                    f"worker {index}: no checkpoint from the chief in {model_dir} after {timeout_secs:g} s"
+                )
+            time.sleep(0.2)
+    print(f"worker {index}: training {model_dir} to step {train_steps}", file=stream, flush=True)
+    tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+    # A synchronous worker's own checkpoints (written only because saving is collective).
+    own_copy = os.path.join(model_dir, f"tmp_worker_{index}")
+    if tf.io.gfile.exists(own_copy):
+        tf.io.gfile.rmtree(own_copy)
+    mark_done(model_dir, "worker", index, local_steps=local_steps.count, joined_at=local_steps.first_global_step,
+              train_steps=train_steps)  # fmt: skip
+    print(f"worker {index}: done ({local_steps.count} steps of its own)", file=stream, flush=True)

@@ -18,7 +18,7 @@ import gin.tf  # noqa: F401  Registers TensorFlow's file reader and GinConfigSav
 from common import determinism
 from common.errors import ConfigError, first_line
 from common.runtime import REPO_ROOT
-from core import best, cluster, evaluation, experiment
+from core import best, cluster, evaluation, experiment, warm_start
 from data import augment, preprocess
 from data import input as data_input
 from hooks import eval_logging
@@ -49,9 +49,16 @@ gin.external_configurable(preprocess.ScaleAndCrop, "scale_and_crop")
 # Evaluation hook builders: `EVAL_HOOKS = [@per_class_logging()]`.
 gin.external_configurable(eval_logging.per_class_logging, "per_class_logging")
 
-# Synchronous training (docs/distributed.md): `STRATEGY = @multi_worker_mirrored()`.
+# The root's groups of related settings (configs/base.gin binds each by topic).
+gin.external_configurable(best.BestCheckpoint, "best_checkpoint")
+gin.external_configurable(warm_start.WarmStart, "warm_start")
+gin.external_configurable(evaluation.Export, "export")
+
+# When a checkpoint replaces the best: `BEST_RULE = @better_by_margin()`.
 gin.external_configurable(best.BetterByMargin, "better_by_margin")
 gin.external_configurable(best.SignificantlyBetter, "significantly_better")
+
+# Synchronous training (docs/distributed.md): `STRATEGY = @multi_worker_mirrored()`.
 gin.external_configurable(cluster.MultiWorkerMirrored, "multi_worker_mirrored")
 gin.external_configurable(cluster.Mirrored, "mirrored")
 

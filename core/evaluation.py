@@ -27,16 +27,16 @@ import os
 import shutil
 import sys
 import time
-import types
 
 import gin.tf
 import numpy as np
 import tensorflow as tf
 
 from common.errors import EvaluationError, TrainerGoneError, reported
-from core import cluster, guard, results
-from core.best import BestCheckpointKeeper, improves
+from core import checkpoints, cluster, results
+from core.best import BestCheckpoint, BestCheckpointKeeper, improves
 from core.estimator import Estimator
+from core.model_dir import leaves_no_trace
 from data.input import parse_subset
 from models.serving import serving_input_receiver_fn
 
@@ -54,7 +54,7 @@ def subset_eval_name(indices) -> str:
 
 def list_checkpoints(model_dir: str) -> list:
     """The model directory's checkpoints that still exist, in step order."""
-    return [path for path in guard.listed_checkpoints(model_dir) if tf.io.gfile.exists(path + ".index")]
+    return [path for path in checkpoints.listed_checkpoints(model_dir) if tf.io.gfile.exists(path + ".index")]
 
 
 def filenames(input_fn):
@@ -63,53 +63,75 @@ def filenames(input_fn):
     return [name for name, _, _ in examples] if examples else None
 
 
-def build_reporters(
-    model_dir,
-    eval_dir,
-    task,
-    extra=(),
-    expected_examples=None,
-    training_run=False,
-    best_metric=None,
-    higher_is_better=None,
-    export_image_size=None,
-    stream=None,
-    filenames=None,
-    best_rule=None,
-):
+class Export:
+    """A training run's SavedModel exports (gin: `export.*`): a `BestExporter` writes
+    `export/best/` (the best checkpoint's model) and a `LatestExporter` `export/latest/`.
+
+    Args:
+      image_size: `(height, width)` of the serving signature, `(None, None)` for any
+        size; None: no SavedModel exports.
+    """
+
+    def __init__(self, image_size=(None, None)):
+        self.image_size = image_size
+
+
+class Reporting:
+    """What the reporters of one eval directory share, and what a gin reporter builder
+    (`REPORTERS`) is given as its `context`.
+
+    Attributes:
+      model_dir, eval_dir: the model directory and its eval directory (`eval[_<name>]`).
+      task: the task (`models/task.py`).
+      input_fn: the evaluation's input_fn: its example count is checked against each
+        result, its examples' file names go to the per-example CSV.
+      stream: where tables and lines go.
+      training_run: whether this is a training run's own evaluation (train_and_evaluate
+        and the separate evaluator), which keeps the best checkpoint and exports.
+      best: the resolved `core.best.BestCheckpoint` (a training run's).
+      export: `Export` (a training run's), or None.
+    """
+
+    def __init__(self, model_dir, eval_dir, task, input_fn, stream=None, training_run=False, best=None, export=None):
+        self.model_dir, self.eval_dir, self.task = model_dir, eval_dir, task
+        self.stream = stream or sys.stdout
+        self.expected_examples, self.filenames = input_fn.num_examples, filenames(input_fn)
+        self.training_run, self.export = training_run, export
+        self.best = (best or BestCheckpoint()).for_task(task)
+
+    @property
+    def best_metric(self) -> str:
+        return self.best.metric
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.best.higher_is_better
+
+
+def build_reporters(context: Reporting, extra=()) -> list:
     """The reporters every evaluation of a path runs, in order.
 
     Always the results reporter (results.jsonl, per-example CSV naming each example
-    by index and, with `filenames` (from the input_fn's `examples`), file; the table). For a
-    training run's own evaluations (`training_run`: train_and_evaluate and the
-    separate evaluator) also the best-checkpoint keeper and, with
-    `export_image_size`, the best and latest SavedModel exporters. Then `extra`:
-    builders `(context) -> Exporter or None` from gin (`REPORTERS`), where context
-    has `model_dir`, `eval_dir`, `task`, `training_run`, `best_metric`,
-    `higher_is_better` and `stream`.
+    by index and, with the context's `filenames`, file; the table). For a training run's
+    own evaluations (`context.training_run`) also the best-checkpoint keeper and, with
+    `context.export`, the best and latest SavedModel exporters. Then `extra`: builders
+    `(context) -> Exporter or None` from gin (`REPORTERS`).
     """
-    stream = stream or sys.stdout
-    best_metric = best_metric or task.headline
-    higher_is_better = task.higher_is_better(best_metric) if higher_is_better is None else higher_is_better
-    reporters = [results.ResultsReporter(eval_dir, task, stream, expected_examples, filenames)]
-    if training_run:
-        reporters.append(BestCheckpointKeeper(model_dir, best_metric, higher_is_better, stream, best_rule))
-        if export_image_size:
-            receiver = serving_input_receiver_fn(*export_image_size)
-            compare = functools.partial(
-                _compare, metric=best_metric, higher_is_better=higher_is_better, rule=best_rule, eval_dir=eval_dir
-            )
+    best = context.best
+    reporters = [
+        results.ResultsReporter(
+            context.eval_dir, context.task, context.stream, context.expected_examples, context.filenames
+        )
+    ]
+    if context.training_run:
+        reporters.append(BestCheckpointKeeper(context.model_dir, best.metric, best.higher_is_better, context.stream,
+                                              best.rule))  # fmt: skip
+        if context.export is not None and context.export.image_size:
+            receiver = serving_input_receiver_fn(*context.export.image_size)
+            compare = functools.partial(_compare, metric=best.metric, higher_is_better=best.higher_is_better,
+                                        rule=best.rule, eval_dir=context.eval_dir)  # fmt: skip
             reporters.append(tf.estimator.BestExporter("best", receiver, compare_fn=compare, exports_to_keep=1))
             reporters.append(tf.estimator.LatestExporter("latest", receiver, exports_to_keep=2))
-    context = types.SimpleNamespace(
-        model_dir=model_dir,
-        eval_dir=eval_dir,
-        task=task,
-        training_run=training_run,
-        best_metric=best_metric,
-        higher_is_better=higher_is_better,
-        stream=stream,
-    )
     for make in extra or ():
         reporter = make(context)
         if reporter is not None:
@@ -176,7 +198,7 @@ def snapshot(checkpoint: str, snapshot_dir: str):
     except OSError:
         return None
     copy = os.path.join(snapshot_dir, os.path.basename(checkpoint))
-    return copy if guard.checkpoint_problem(copy) is None else None
+    return copy if checkpoints.checkpoint_problem(copy) is None else None
 
 
 def follow_checkpoints(
@@ -208,7 +230,7 @@ def follow_checkpoints(
             marked = final_marker() if final_marker is not None else None
             # Read after the marker: the trainer saves its last checkpoint before writing it.
             latest = tf.train.latest_checkpoint(model_dir)
-            step = guard.step_of(latest)
+            step = checkpoints.step_of(latest)
             waiting = marked is None and final_marker is not None and final_step is not None
             if waiting and step > last_step and step >= final_step:  # Past the budget; it may save again.
                 if time.time() - last_new > timeout_secs:
@@ -243,23 +265,27 @@ def follow_checkpoints(
         shutil.rmtree(snapshot_dir, ignore_errors=True)
 
 
-def follow_trainer(estimator, input_fn, reporters, final_step, timeout_secs, stream=None, final_marker=None):
-    """The separate TF_CONFIG evaluator: evaluates the trainer's checkpoints as they come.
+def follow_trainer(estimator, input_fn, reporters, train_steps, timeout_secs, stream=None):
+    """The separate TF_CONFIG evaluator: evaluates the trainer's checkpoints as they come,
+    until the one where the trainer of this job (this `train_steps`) says it stopped.
 
     Returns:
-      The final evaluation's result dict.
+      The final evaluation's result dict (its results record, when it was evaluated by
+      an earlier run of this evaluator: then nothing is done).
     """
+    stream = stream or sys.stdout
     eval_dir = os.path.join(estimator.model_dir, "eval")
+    final_marker = cluster.final_marker(estimator.model_dir, train_steps)
+    records = results.read_records(eval_dir)
+    if records and records[-1]["global_step"] == final_marker():  # A finished job, run again.
+        step = records[-1]["global_step"]
+        print(f"evaluator: the final step {step} is evaluated already; nothing to do", file=stream)
+        return records[-1]
     result = None
-    for checkpoint, copy, is_final in follow_checkpoints(
-        estimator.model_dir,
-        os.path.join(eval_dir, ".snapshot"),
-        final_step,
-        timeout_secs,
-        "evaluator",
-        stream,
-        final_marker=final_marker,
-    ):
+    snapshot_dir = os.path.join(eval_dir, ".snapshot")
+    follower = follow_checkpoints(estimator.model_dir, snapshot_dir, train_steps, timeout_secs, "evaluator", stream,
+                                  final_marker=final_marker)  # fmt: skip
+    for checkpoint, copy, is_final in follower:
         result = evaluate_checkpoint(estimator, input_fn, copy, eval_dir, reporters, None, checkpoint, is_final)
     return result
 
@@ -281,6 +307,7 @@ def evaluate(
     stream=None,
     eval_scales=None,
     add_flipped_images=None,
+    keep_eval_graph: bool = True,
 ):
     """The root of evaluate.py: evaluates checkpoints of `model_dir`; returns the records.
 
@@ -314,6 +341,8 @@ def evaluate(
         ADD_FLIPPED_IMAGES); None keeps the configured ones. An override goes to
         an eval directory of its own (`eval_scales_<...>[_flipped]`) unless
         `eval_name` is given, so its curve never mixes with the training's.
+      keep_eval_graph: evaluations share one EVAL graph and session
+        (`core/estimator.py`); False: stock Estimator (gin's KEEP_EVAL_GRAPH).
 
     Raises:
       EvaluationError: no checkpoint, or conflicting modes.
@@ -343,21 +372,14 @@ def evaluate(
         eval_name += "_flipped" if views.get("add_flipped_images") else ""
     model_fn = model_fn_builder(summary_indices=list(summary_indices), **views)
     input_fn = input_fn_builder(subset=None if indices is None else indices.tolist())
-    estimator = Estimator(model_fn=model_fn, model_dir=model_dir)
+    estimator = Estimator(model_fn=model_fn, model_dir=model_dir, keep_eval_graph=keep_eval_graph)
     eval_dir = os.path.join(model_dir, eval_dir_name(eval_name))
-    reporters = build_reporters(
-        model_dir,
-        eval_dir,
-        model_fn.task,
-        reporters,
-        input_fn.num_examples,
-        stream=stream,
-        filenames=filenames(input_fn),
-    )
+    context = Reporting(model_dir, eval_dir, model_fn.task, input_fn, stream)
+    reporters = build_reporters(context, reporters)
 
     def run(path, checkpoint_name=None, is_final=False):
         # A failed evaluation leaves no eval directory behind if it made it.
-        with guard.leaves_no_trace(eval_dir, keep_if=lambda: bool(results.read_records(eval_dir))):
+        with leaves_no_trace(eval_dir, keep_if=lambda: bool(results.read_records(eval_dir))):
             evaluate_checkpoint(estimator, input_fn, path, eval_dir, reporters, eval_name, checkpoint_name, is_final)
         return reporters[0].last_record  # build_reporters puts the results reporter first.
 
@@ -377,7 +399,7 @@ def evaluate(
         paths = list_checkpoints(model_dir)
         if not paths:
             raise EvaluationError(f"no checkpoint in {model_dir}")
-        todo = [p for p in paths if guard.step_of(p) not in done]
+        todo = [p for p in paths if checkpoints.step_of(p) not in done]
         print(f"{len(paths)} checkpoint(s), {len(paths) - len(todo)} already evaluated in {eval_dir}", file=stream)
         return [run(path) for path in todo]
     path = checkpoint or tf.train.latest_checkpoint(model_dir)

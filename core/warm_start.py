@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.errors import ConfigError, DataError, first_line
+from core import checkpoints
 
 DEFAULT_SKIP = r"(^|/)logits/"  # The final layer of every shipped network.
 WARM_START_DIR = "warm_start"
@@ -48,19 +49,6 @@ class Plan(NamedTuple):
     skipped: list  # Matched by WARM_START_SKIP.
     absent: list  # Not in the source (their own initializers).
     line: str
-
-
-def network_variables(model_fn, input_fn, run_config) -> dict:
-    """`{name: shape}` of the variables the model_fn's network and head create, in creation order.
-
-    Built in PREDICT mode in a throwaway graph: no optimizer slots, no global step,
-    no metric variables, only the model's own (batch-norm statistics included).
-    """
-    with tf.Graph().as_default():
-        features, _ = input_fn().element_spec
-        features = tf.nest.map_structure(lambda s: tf.compat.v1.placeholder(s.dtype, s.shape), features)
-        model_fn(features, None, tf.estimator.ModeKeys.PREDICT, {}, run_config)
-        return {v.op.name: v.shape.as_list() for v in tf.compat.v1.global_variables()}
 
 
 def source_kind(path: str):
@@ -116,11 +104,31 @@ def read_h5_weights(path: str) -> dict:
     return weights
 
 
+class WarmStart:
+    """Fine-tuning: where the first run of a model directory takes its weights from
+    (gin: `warm_start.*`, the macros WARM_START_FROM and WARM_START_SKIP).
+
+    Args:
+      source: a template model directory or checkpoint, or a Keras .h5 weights file;
+        None: train from scratch. Only a run that starts from scratch uses it; a resumed
+        one continues from its own checkpoint.
+      skip: regex (searched) of the variables never restored; by default the final
+        `logits` layer, whose shape follows the number of classes.
+    """
+
+    def __init__(self, source: str = None, skip: str = DEFAULT_SKIP):
+        self.source, self.skip = source, skip
+
+    def plan(self, model_dir: str, model_fn, input_fn, seed: int = 0) -> "Plan":
+        """`prepare` for this source and skip (see there)."""
+        return prepare(self.source, self.skip, model_dir, model_fn, input_fn, seed)
+
+
 def prepare(warm_start_from: str, skip: str, model_dir: str, model_fn, input_fn, seed: int = 0) -> Plan:
     """`plan` for the model a model_fn builds (its variables listed in a throwaway graph)."""
     return plan(
         warm_start_from,
-        lambda: network_variables(model_fn, input_fn, tf.estimator.RunConfig(tf_random_seed=seed)),
+        lambda: checkpoints.model_variables(model_fn, input_fn, seed, tf.estimator.ModeKeys.PREDICT),
         model_dir,
         skip,
     )
@@ -131,7 +139,7 @@ def plan(warm_start_from: str, list_variables, model_dir: str, skip: str = DEFAU
 
     Args:
       warm_start_from: a template model directory or checkpoint, or a Keras .h5 file.
-      list_variables: `() -> {name: shape}` of the model (`network_variables`),
+      list_variables: `() -> {name: shape}` of the model (`core.checkpoints.model_variables` in PREDICT mode),
         called once the source is known to exist.
       model_dir: the run's directory; an .h5 file is converted into
         `model_dir/warm_start/`.

@@ -30,7 +30,7 @@ def _args(model_dir, dataset, **overrides):
     overrides = {
         "TRAIN_STEPS": STEPS,
         "EVAL_EVERY_STEPS": 3,
-        "train_and_evaluate.export_image_size": None,
+        "export.image_size": None,
         **SCALE_AND_CROP,
         **overrides,
     }

@@ -78,12 +78,12 @@ def test_twenty_trainer_evaluator_runs_with_keep_checkpoint_max_1_end_cleanly(ti
 EARLY_STOPPING = {
     "BEST_METRIC": "'loss'",
     "HIGHER_IS_BETTER": True,
-    "train_and_evaluate.early_stopping_evals": 1,
+    "best_checkpoint.early_stopping_evals": 1,
     "TRAIN_STEPS": 10**6,
     "EVAL_EVERY_STEPS": 5,
     "train_and_evaluate.keep_checkpoint_max": 5,
     "train_and_evaluate.evaluator_timeout_secs": 600,  # What the evaluator used to wait out.
-    "train_and_evaluate.export_image_size": None,
+    "export.image_size": None,
 }
 
 

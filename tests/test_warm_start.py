@@ -22,7 +22,7 @@ FIVE_CLASSES = "['background', 'circle', 'square', 'triangle', 'star']"
 
 def _train(model_dir, dataset, **params):
     """train.py's root, in-process, on the tiny dataset with no SavedModel exports; returns its output."""
-    bindings = {"train_and_evaluate.export_image_size": "None", **params}
+    bindings = {"export.image_size": "None", **params}
     gin.clear_config()
     try:
         configurables.parse_gin([GIN_FILE], tiny_gin_params(dataset, **bindings))

@@ -1,113 +1,34 @@
-"""Safety checks around a model directory, run before training starts.
+"""Checkpoints: their steps, their files, a torn one repaired, a model that cannot restore one named.
 
-- `ModelDirLock`: one trainer per model directory (an `flock`, so a killed
-  process never leaves a lock behind that blocks the next one).
-- `repair_latest_checkpoint`: a truncated or half-deleted newest checkpoint is
-  moved aside and training resumes from the previous good one, never from 0.
+- `repair_latest_checkpoint`: a truncated or half-deleted newest checkpoint is moved
+  aside and training resumes from the previous good one, never from 0.
 - `check_model_matches`: resuming with a model whose variables differ from the
   checkpoint's (another network, width, number of classes...) fails naming the gin
-  binding that changed, not with a restore stack trace. What differs is judged
-  from the variables themselves; the binding is found by parsing the saved
-  operative config and the current one with gin's own parser.
+  binding that changed, not with a restore stack trace. What differs is judged from the
+  variables themselves; the binding is found by parsing the saved operative config and
+  the current one with gin's own parser (`common/gin_text.py`).
+- `model_variables`: the variables a model_fn creates, listed in a throwaway graph
+  (for that check, and for the warm start's plan).
 """
 
-import contextlib
-import fcntl
 import os
 import re
 import shutil
-import socket
-import time
 
 import tensorflow as tf
 
 from common import gin_text
 from common.errors import ModelDirError, first_line
 
-LOCK_FILE = ".trainer.lock"
 TORN_DIR = "torn"
 SAVED_CONFIG = "operative_config-0.gin"
 # The configurable whose bindings (and everything they reference) shape the model.
 MODEL_ROOT = "build_model_fn"
 
 
-class ModelDirLock:
-    """An exclusive lock on `model_dir` for the life of the process (or the `with`)."""
-
-    def __init__(self, model_dir: str):
-        self._path = os.path.join(model_dir, LOCK_FILE)
-        self._file = None
-        self._created_dir = False
-
-    def acquire(self):
-        self._created_dir = not os.path.isdir(os.path.dirname(self._path))
-        os.makedirs(os.path.dirname(self._path), exist_ok=True)
-        handle = open(self._path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise ModelDirError(
-                f"{os.path.dirname(self._path)} is already being trained by {holder}; "
-                "stop that trainer or use another --model_dir"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        handle.flush()
-        self._file = handle
-        return self
-
-    def release(self):
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-            directory = os.path.dirname(self._path)
-            if self._created_dir and os.listdir(directory) == [LOCK_FILE]:
-                shutil.rmtree(directory, ignore_errors=True)  # We made it and nothing else is in it.
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-@contextlib.contextmanager
-def leaves_no_trace(directory: str, keep_if=lambda: False):
-    """On a failure inside the block, removes what the block added to `directory`.
-
-    A first run that stops on bad data or a bad config must leave the directory as it
-    found it, or the corrected rerun is refused ("was trained with num_classes = 4")
-    although nothing was trained. A directory that did not exist is removed whole;
-    otherwise only the entries the block created go. `keep_if()` is asked first: when
-    it says the run made progress worth keeping (a checkpoint past step 0), nothing is
-    removed.
-    """
-    existed = os.path.isdir(directory)
-    before = set(os.listdir(directory)) if existed else set()
-    try:
-        yield
-    except BaseException:
-        if os.path.isdir(directory) and not keep_if():
-            if not existed:
-                shutil.rmtree(directory, ignore_errors=True)
-            else:
-                for name in set(os.listdir(directory)) - before:
-                    path = os.path.join(directory, name)
-                    if os.path.isdir(path) and not os.path.islink(path):
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        os.remove(path)
-        raise
-
-
-def trained_past_step_0(model_dir: str) -> bool:
-    """Whether `model_dir` holds a checkpoint of a step above 0 (real training progress)."""
-    return step_of(tf.train.latest_checkpoint(model_dir) if os.path.isdir(model_dir) else None) > 0
+def checkpoint_step(checkpoint_path: str) -> int:
+    """The global step stored in a checkpoint (read from it, not from its name)."""
+    return int(tf.train.load_variable(checkpoint_path, tf.compat.v1.GraphKeys.GLOBAL_STEP))
 
 
 def step_of(path: str) -> int:
@@ -177,6 +98,21 @@ def repair_latest_checkpoint(model_dir: str, log=print):
     return paths[-1]
 
 
+def model_variables(model_fn, input_fn, seed: int = 0, mode=tf.estimator.ModeKeys.TRAIN) -> dict:
+    """`{name: shape}` of the variables `model_fn` creates in `mode`, in creation order.
+
+    Built in a throwaway graph on placeholders shaped like `input_fn`'s elements. TRAIN
+    lists everything a checkpoint holds (optimizer slots, the global step); PREDICT only
+    the model's own (batch-norm statistics included), what a warm start restores.
+    """
+    with tf.Graph().as_default():
+        spec = input_fn().element_spec
+        features, labels = tf.nest.map_structure(lambda s: tf.compat.v1.placeholder(s.dtype, s.shape), spec)
+        labels = None if mode == tf.estimator.ModeKeys.PREDICT else labels
+        model_fn(features, labels, mode, {}, tf.estimator.RunConfig(tf_random_seed=seed))
+        return {v.op.name: v.shape.as_list() for v in tf.compat.v1.global_variables()}
+
+
 def parse_bindings(config_text: str) -> dict:
     """`{"[scope/]selector.param": value text}` of a gin config (`common/gin_text.py`).
 
@@ -218,13 +154,22 @@ def _references(value_text: str) -> list:
     return re.findall(r"@([\w.]+(?:\(\))?)", value_text)
 
 
-def model_variables(model_fn, input_fn, run_config) -> dict:
-    """`{variable name: shape}` the model_fn creates in TRAIN mode (built in a throwaway graph)."""
-    with tf.Graph().as_default():
-        spec = input_fn().element_spec
-        features, labels = tf.nest.map_structure(lambda s: tf.compat.v1.placeholder(s.dtype, s.shape), spec)
-        model_fn(features, labels, tf.estimator.ModeKeys.TRAIN, {}, run_config)
-        return {v.op.name: v.shape.as_list() for v in tf.compat.v1.global_variables()}
+def _model_bindings(bindings: dict) -> list:
+    """The keys of the bindings that shape the model: MODEL_ROOT's and those it references."""
+    selectors, frontier = set(), [MODEL_ROOT]
+    while frontier:
+        selector = frontier.pop()
+        if selector in selectors:
+            continue
+        selectors.add(selector)
+        for key, value in bindings.items():
+            if key.rpartition(".")[0].rpartition("/")[2] == selector:
+                frontier += [name.rstrip("()") for name in _references(value)]
+    return [key for key in bindings if key.rpartition(".")[0].rpartition("/")[2] in selectors]
+
+
+def _references(value_text: str) -> list:
+    return re.findall(r"@([\w.]+(?:\(\))?)", value_text)
 
 
 def check_model_matches(model_dir: str, checkpoint: str, variables: dict, current_config: str):

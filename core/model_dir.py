@@ -1,0 +1,153 @@
+"""A model directory's life around a training run: one trainer at a time, nothing left
+behind by a run that fails before it trains, and the state a run resumes from.
+
+`prepare(...)` is the one context manager the training root enters: it takes the lock,
+snapshots the directory (a failed first run leaves it as it found it), repairs a torn
+newest checkpoint, clears the done markers of an earlier job, and says whether there is
+anything left to do; inside it the root builds the estimator and trains.
+"""
+
+import contextlib
+import fcntl
+import os
+import shutil
+import socket
+import time
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from common.errors import ModelDirError, reported
+from core import checkpoints, cluster
+
+LOCK_FILE = ".trainer.lock"
+
+
+class ModelDirLock:
+    """An exclusive lock on `model_dir` for the life of the process (or the `with`)."""
+
+    def __init__(self, model_dir: str):
+        self._path = os.path.join(model_dir, LOCK_FILE)
+        self._file = None
+        self._created_dir = False
+
+    def acquire(self):
+        self._created_dir = not os.path.isdir(os.path.dirname(self._path))
+        os.makedirs(os.path.dirname(self._path), exist_ok=True)
+        handle = open(self._path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise ModelDirError(
+                f"{os.path.dirname(self._path)} is already being trained by {holder}; "
+                "stop that trainer or use another --model_dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self):
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+            directory = os.path.dirname(self._path)
+            if self._created_dir and os.listdir(directory) == [LOCK_FILE]:
+                shutil.rmtree(directory, ignore_errors=True)  # We made it and nothing else is in it.
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+@contextlib.contextmanager
+def leaves_no_trace(directory: str, keep_if=lambda: False):
+    """On a failure inside the block, removes what the block added to `directory`.
+
+    A first run that stops on bad data or a bad config must leave the directory as it
+    found it, or the corrected rerun is refused ("was trained with num_classes = 4")
+    although nothing was trained. A directory that did not exist is removed whole;
+    otherwise only the entries the block created go. `keep_if()` is asked first: when
+    it says the run made progress worth keeping (a checkpoint past step 0), nothing is
+    removed.
+    """
+    existed = os.path.isdir(directory)
+    before = set(os.listdir(directory)) if existed else set()
+    try:
+        yield
+    except BaseException:
+        if os.path.isdir(directory) and not keep_if():
+            if not existed:
+                shutil.rmtree(directory, ignore_errors=True)
+            else:
+                for name in set(os.listdir(directory)) - before:
+                    path = os.path.join(directory, name)
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.remove(path)
+        raise
+
+
+def trained_past_step_0(model_dir: str) -> bool:
+    """Whether `model_dir` holds a checkpoint of a step above 0 (real training progress)."""
+    return checkpoints.step_of(tf.train.latest_checkpoint(model_dir) if os.path.isdir(model_dir) else None) > 0
+
+
+class Resume(NamedTuple):
+    """Where a training run starts from.
+
+    Attributes:
+      checkpoint: the checkpoint it resumes from (None: a fresh start).
+      step: that checkpoint's global step (None: a fresh start).
+      finished: why there is nothing left to train (already at `train_steps`, or stopped
+        early at this step), a line for the user; None when there is.
+    """
+
+    checkpoint: str
+    step: int
+    finished: str
+
+
+@contextlib.contextmanager
+def prepare(model_dir: str, train_steps: int, early_stopping: bool, diagnose=None, log=print):
+    """Prepares `model_dir` for training to `train_steps`; yields a `Resume`.
+
+    Inside the block: this process holds the directory's lock (a second trainer is
+    refused with one line); a failure before any step is saved removes what the block
+    added (the snapshot of what was there is taken once the lock is ours, so a refused
+    second trainer never touches the first one's files); a TensorFlow failure becomes one
+    line naming the file and record (`diagnose`, see `common.errors.reported`).
+
+    Args:
+      model_dir: the run's directory (created if missing).
+      train_steps: the step budget; a directory trained to it is finished.
+      early_stopping: whether early stopping is on (a run that stopped early is finished).
+      diagnose: `() -> str or None`, names the bad record after a data failure.
+      log: where lines about a repair go.
+    """
+    with ModelDirLock(model_dir), leaves_no_trace(model_dir, lambda: trained_past_step_0(model_dir)):
+        with reported(diagnose):
+            latest = checkpoints.repair_latest_checkpoint(model_dir, log=log)
+            step = checkpoints.checkpoint_step(latest) if latest else None
+            if latest is None:
+                cluster.clear_done(model_dir)  # Markers of an earlier job say nothing about this one.
+            stopped = cluster.read_done(model_dir, "chief", train_steps=train_steps)
+            finished = None
+            if early_stopping and stopped and stopped.get("early_stopped") and stopped["final_step"] == step:
+                finished = (
+                    f"{model_dir}: stopped early at step {step} (early_stopping_evals); nothing to do "
+                    "(best_checkpoint.early_stopping_evals = 0 trains on)"
+                )
+            elif step is not None and step >= train_steps:
+                cluster.mark_done(model_dir, "chief", final_step=step, checkpoint=latest, train_steps=train_steps)
+                finished = f"{model_dir}: already trained to step {step} (train_steps={train_steps}); nothing to do."
+            yield Resume(latest, step, finished)
