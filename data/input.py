@@ -10,6 +10,7 @@ a class id, a regression target), how it is parsed and checked, comes from the
 task object (`models/tasks.py`): `task.label_features()` and `task.decode_label()`.
 """
 
+import dataclasses
 import os
 import struct
 
@@ -317,7 +318,35 @@ def make_input_fn(
     """
     if lenient and not training:
         raise DataError("lenient mode is for training only: evaluation is always strict")
-    augmentations = list(augmentations or ())
+    files, split_size, indices = _read_split(file_pattern, subset)
+    num_records = split_size if indices is None else len(indices)  # An epoch.
+    ignore_label = getattr(task, "ignore_label", IGNORE_LABEL)
+    if training:
+        stream = _TrainStream(
+            task, batch_size, image_height, image_width, seed, shuffle_buffer, list(augmentations or ()),
+            preprocess if preprocess is not None else preprocess_ops.ScaleAndCrop(), ignore_label, resume,
+            lenient, max_bad_fraction, split_size, num_records, num_parallel_calls,
+        )  # fmt: skip
+    else:
+        stream = _EvalStream(task, scan_split(files), eval_size, eval_resize, ignore_label, num_parallel_calls)
+
+    def input_fn(config=None, input_context=None):  # Estimator passes its RunConfig, and a strategy's context.
+        dataset = _records(files, indices)
+        dataset = stream(dataset, config, input_context)  # (index, example) pairs, decoded and checked.
+        dataset = dataset.map(lambda index, example: _batch_element(index, example, task))
+        dataset = dataset.batch(batch_size, drop_remainder=training)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    input_fn.files = files
+    input_fn.num_examples = num_records
+    input_fn.task = task
+    input_fn.examples = None if training else stream.examples
+    input_fn.diagnose = lambda: diagnose_files(files, [schema.IMAGE_ENCODED, *task.required_keys()])
+    return input_fn
+
+
+def _read_split(file_pattern, subset):
+    """`(files, split size, subset indices or None)`, every shard's framing checked up front."""
     files = list_files(file_pattern)
     split_size = sum(shard_size(path) for path in files)
     if split_size == 0:
@@ -331,86 +360,106 @@ def make_input_fn(
             f"subset index {beyond[0]} is beyond the split ({split_size} examples in {file_pattern}); "
             f"{len(beyond)} index(es) out of range"
         )
-    num_records = split_size if indices is None else len(indices)  # An epoch.
+    return files, split_size, indices
 
-    ignore_label = getattr(task, "ignore_label", IGNORE_LABEL)
-    preprocess = preprocess if preprocess is not None else preprocess_ops.ScaleAndCrop()
-    examples = None
-    if not training:
-        examples = scan_split(files)
+
+def _records(files, indices):
+    """`(index, serialized record)` of the split, only those of `indices` (None: all).
+
+    The subset filter runs on the index, before anything is parsed or decoded, and stops
+    reading once every index is found.
+    """
+    dataset = tf.data.TFRecordDataset(files).enumerate()
+    if indices is None:
+        return dataset
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(indices), tf.ones(len(indices), tf.int64), tf.int64, tf.int64),
+        default_value=0,
+    )
+    return dataset.filter(lambda index, _: table.lookup(index) > 0).take(len(indices))
+
+
+@dataclasses.dataclass
+class _TrainStream:
+    """Training: the records as an endless, seeded, resumable stream of decoded, augmented
+    crops (`make_input_fn`'s arguments of the same names)."""
+
+    task: object
+    batch_size: int
+    height: int
+    width: int
+    seed: int
+    shuffle_buffer: int
+    augmentations: list
+    preprocess: object
+    ignore_label: int
+    resume: bool
+    lenient: bool
+    max_bad_fraction: float
+    split_size: int
+    num_records: int
+    num_parallel_calls: int
+
+    def __call__(self, records, config, input_context):
+        # Exact resume: start where the restored global step left off (Estimator
+        # initialises the iterator after restoring the checkpoint, so this reads the
+        # restored step). Each epoch is shuffled with its own seed, from the seed and
+        # the epoch number, so the stream can start at any epoch without reading the
+        # ones before: a resume reads at most one epoch (the skip inside it runs on
+        # undecoded records).
+        start = _resume_position(self.batch_size, config, input_context) if self.resume else tf.constant(0, tf.int64)
+        dataset = _epochs_from(records, self.num_records, start, self.seed, self.shuffle_buffer)
+        # Between-graph replication: every trainer reads the same seeded stream and
+        # keeps the positions of its shard, so within a pass no two trainers read
+        # the same example. The global step counts every trainer's batches, so
+        # starting at position `global_step * batch_size` of the whole stream is
+        # still where the cluster left off (exactly with one trainer).
+        shard, stride = _training_shard(config, input_context)
+        if stride > 1:
+            # tf.equal, not ==: in a v1 graph (Estimator) `==` is Python identity, always False,
+            # and the filter would spin forever.
+            dataset = dataset.filter(lambda position, pair: tf.equal(position % stride, shard))
+        dataset = dataset.map(self._decode, self.num_parallel_calls, deterministic=True)
+        if self.lenient:
+            dataset = _skip_bad_records(dataset, start, self.split_size, self.max_bad_fraction, stride)
+        return dataset.map(lambda position, index, example: (index, example))
+
+    def _decode(self, position, pair):
+        index, example = _decode(*pair, self.task)
+        key = tf.stack([tf.cast(self.seed, tf.int64), position])
+        example = self.preprocess(example, self.height, self.width, self.ignore_label, key)
+        example = augment_ops.apply(self.augmentations, example, self.seed, position)
+        del example["filename"]
+        example["image"] = tf.ensure_shape(example["image"], [self.height, self.width, 3])
+        if "mask" in example:
+            example["mask"] = tf.ensure_shape(example["mask"], [self.height, self.width])
+        return position, index, example
+
+
+class _EvalStream:
+    """Evaluation: every record once, in order, each image at its own size padded to one
+    evaluation size (the padding never counted)."""
+
+    def __init__(self, task, examples, eval_size, eval_resize, ignore_label, num_parallel_calls):
+        self.task, self.examples, self.ignore_label = task, examples, ignore_label
+        self.resize, self.num_parallel_calls = eval_resize, num_parallel_calls
         sizes = np.array([[height, width] for _, height, width in examples], np.int64)
         largest = tuple(int(v) for v in sizes.max(axis=0))
-        eval_size = tuple(int(v) for v in eval_size) if eval_size else largest
-        pad = bool((sizes != np.array(eval_size)).any()) or bool(eval_resize)
-        image_eval_size = None
+        self.size = tuple(int(v) for v in eval_size) if eval_size else largest
+        self.pad = bool((sizes != np.array(self.size)).any()) or bool(eval_resize)
+        self.image_size = None
         if eval_resize:
             resized = np.array([preprocess_ops.resized_size(h, w, *eval_resize) for h, w in sizes], np.int64)
-            image_eval_size = tuple(int(v) for v in resized.max(axis=0))
+            self.image_size = tuple(int(v) for v in resized.max(axis=0))
 
-    def input_fn(config=None, input_context=None):  # Estimator passes its RunConfig, and a strategy's context.
-        dataset = tf.data.TFRecordDataset(files).enumerate()
-        if indices is not None:
-            table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(indices), tf.ones(len(indices), tf.int64), tf.int64, tf.int64
-                ),
-                default_value=0,
-            )
-            # Filter on the index before decoding, and stop reading once all are found.
-            dataset = dataset.filter(lambda index, _: table.lookup(index) > 0).take(len(indices))
-        if training:
-            # Exact resume: start where the restored global step left off (Estimator
-            # initialises the iterator after restoring the checkpoint, so this reads the
-            # restored step). Each epoch is shuffled with its own seed, from the seed and
-            # the epoch number, so the stream can start at any epoch without reading the
-            # ones before: a resume reads at most one epoch (the skip inside it runs on
-            # undecoded records).
-            start = _resume_position(batch_size, config, input_context) if resume else tf.constant(0, tf.int64)
-            dataset = _epochs_from(dataset, num_records, start, seed, shuffle_buffer)
-            # Between-graph replication: every trainer reads the same seeded stream and
-            # keeps the positions of its shard, so within a pass no two trainers read
-            # the same example. The global step counts every trainer's batches, so
-            # starting at position `global_step * batch_size` of the whole stream is
-            # still where the cluster left off (exactly with one trainer).
-            shard, stride = _training_shard(config, input_context)
-            if stride > 1:
-                # tf.equal, not ==: in a v1 graph (Estimator) `==` is Python identity, always False,
-                # and the filter would spin forever.
-                dataset = dataset.filter(lambda position, pair: tf.equal(position % stride, shard))
+    def __call__(self, records, config, input_context):
+        del config, input_context  # Every evaluator reads the whole split.
 
-            def decode_train(position, pair):
-                index, example = _decode(*pair, task)
-                key = tf.stack([tf.cast(seed, tf.int64), position])
-                example = preprocess(example, image_height, image_width, ignore_label, key)
-                example = augment_ops.apply(augmentations, example, seed, position)
-                del example["filename"]
-                example["image"] = tf.ensure_shape(example["image"], [image_height, image_width, 3])
-                if "mask" in example:
-                    example["mask"] = tf.ensure_shape(example["mask"], [image_height, image_width])
-                return position, index, example
+        def decode(index, record):
+            return _fit_eval_size(*_decode(index, record, self.task), self.size, self.pad, self.ignore_label,
+                                  self.resize, self.image_size)  # fmt: skip
 
-            dataset = dataset.map(decode_train, num_parallel_calls, deterministic=True)
-            if lenient:
-                dataset = _skip_bad_records(dataset, start, split_size, max_bad_fraction, stride)
-            dataset = dataset.map(lambda position, index, example: (index, example))
-        else:
-            dataset = dataset.map(
-                lambda index, record: _fit_eval_size(
-                    *_decode(index, record, task), eval_size, pad, ignore_label, eval_resize, image_eval_size
-                ),
-                num_parallel_calls,
-                deterministic=True,
-            )
-        dataset = dataset.map(lambda index, example: _batch_element(index, example, task))
-        dataset = dataset.batch(batch_size, drop_remainder=training)
-        return dataset.prefetch(tf.data.AUTOTUNE)
-
-    input_fn.files = files
-    input_fn.num_examples = num_records
-    input_fn.task = task
-    input_fn.examples = examples
-    input_fn.diagnose = lambda: diagnose_files(files, [schema.IMAGE_ENCODED, *task.required_keys()])
-    return input_fn
+        return records.map(decode, self.num_parallel_calls, deterministic=True)
 
 
 def scan_split(files) -> list:
