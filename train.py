@@ -5,6 +5,10 @@
 
 Bad input, a bad config or a failing step ends with one line on stderr naming
 what is at fault, exit code 1, and the model directory as it was.
+
+Start reading here. This file parses flags and gin and makes one call; the recipe it
+calls is `core/experiment.py`, then `models/model_fn.py`, `models/task.py`,
+`data/input.py` and `core/evaluation.py`, each pointing to the next.
 """
 
 from absl import flags

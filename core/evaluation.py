@@ -17,6 +17,10 @@ touching it (a checkpoint deleted before it could be copied is skipped and logge
 yields each step at most once and the final step exactly once, and gives up with
 an error after `timeout_secs` without a new checkpoint.
 
+Reading order: `train.py` -> `core/experiment.py` -> `models/model_fn.py` ->
+`models/task.py` -> `data/input.py` -> this file, the last of the six; then
+docs/evaluation.md walks through what an evaluation writes and why.
+
 The evaluation hooks (SessionRunHooks) come from the model_fn's
 `evaluation_hooks` (a gin list on `build_model_fn`), so every path runs them too.
 """

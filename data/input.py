@@ -8,6 +8,9 @@ the training stream is a function of `(seed, position in the stream)` only.
 The image is decoded here, the same way for every task; what the label is (a mask,
 a class id, a regression target), how it is parsed and checked, comes from the
 task object (`models/tasks.py`): `task.label_features()` and `task.decode_label()`.
+
+Reading order: `train.py` -> `core/experiment.py` -> `models/model_fn.py` ->
+`models/task.py` -> this file -> next, `core/evaluation.py` (what happens to an evaluation).
 """
 
 import dataclasses

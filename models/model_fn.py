@@ -9,6 +9,9 @@ predictions, metrics, summaries, serving outputs: `models/tasks.py`) as choices:
     build_model_fn.task = %TASK        # TASK = @segmentation()
 
 The model_fn itself knows neither the network's layers nor the task's labels.
+
+Reading order: `train.py` -> `core/experiment.py` -> this file -> next, `models/task.py`
+(what a task supplies) -> `data/input.py` -> `core/evaluation.py`.
 """
 
 import tensorflow as tf
