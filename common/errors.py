@@ -40,6 +40,18 @@ class TrainerGoneError(RunError):
     """No new checkpoint came for the timeout: the trainer died or stalled."""
 
 
+class Interrupted(UserError):
+    """SIGTERM or SIGINT stopped training or an evaluation cleanly (`hooks/preemption.py`).
+
+    Not a mistake: `core.cli` prints the line as it is (no `error:`) and exits with the
+    shell's code for the signal, 128 + its number (143 for SIGTERM, 130 for SIGINT).
+    """
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
+
+
 def first_line(error) -> str:
     """The first line of an error (or message): gin and TensorFlow append context below it."""
     text = str(error).strip()

@@ -24,14 +24,18 @@ runtime.hide_native_logs()
 from absl import app  # noqa: E402  After the line above, as every import below.
 
 from common import determinism  # noqa: E402
-from common.errors import UserError, first_line  # noqa: E402
+from common.errors import Interrupted, UserError, first_line  # noqa: E402
 from core import configurables  # noqa: E402
 
 
 def call(main, argv) -> int:
-    """Runs `main(argv)`; a UserError becomes one line on stderr and exit code 1."""
+    """Runs `main(argv)`; a UserError becomes one line on stderr and exit code 1 (an
+    `Interrupted` run: its line, and 128 + the signal's number)."""
     try:
         code = main(argv)
+    except Interrupted as stopped:
+        print(first_line(stopped), file=sys.stderr, flush=True)
+        return stopped.exit_code
     except UserError as error:
         print(f"error: {first_line(error)}", file=sys.stderr, flush=True)
         return 1

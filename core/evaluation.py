@@ -155,7 +155,7 @@ def _compare(best_eval_result, current_eval_result, metric, higher_is_better, ru
 
 
 def evaluate_checkpoint(
-    estimator, input_fn, path, eval_dir, reporters, eval_name=None, checkpoint_name=None, is_final=False
+    estimator, input_fn, path, eval_dir, reporters, eval_name=None, checkpoint_name=None, is_final=False, hooks=()
 ):
     """Evaluates checkpoint `path` over the whole input and runs every reporter.
 
@@ -169,6 +169,7 @@ def evaluate_checkpoint(
       eval_name: Estimator's evaluation name (None: `eval`).
       checkpoint_name: the checkpoint the records name (the original of a snapshot).
       is_final: passed to the reporters (Exporter's `is_the_final_export`).
+      hooks: more evaluation hooks (e.g. `hooks.preemption.AbortEvaluation`).
 
     Returns:
       Estimator's result dict.
@@ -179,7 +180,7 @@ def evaluate_checkpoint(
             steps=None,
             checkpoint_path=path,
             name=eval_name,
-            hooks=[gin.tf.GinConfigSaverHook(eval_dir, summarize_config=True, include_step_in_filename=False)],
+            hooks=[gin.tf.GinConfigSaverHook(eval_dir, summarize_config=True, include_step_in_filename=False), *hooks],
         )
         for reporter in reporters:
             export_path = os.path.join(estimator.model_dir, "export", reporter.name)

@@ -27,6 +27,8 @@ from core.best import BestCheckpoint
 from core.estimator import Estimator
 from core.model_dir import prepare
 from core.warm_start import WarmStart
+from hooks import preemption
+from hooks.preemption import SignalCatcher
 from hooks.progress import ProgressHook
 from hooks.train_steps import LocalSteps
 
@@ -112,23 +114,32 @@ def train_and_evaluate(
     def diagnose():  # Names the bad file and record, read again after a data failure.
         return train_input_fn.diagnose() or eval_input_fn.diagnose()
 
-    with prepare(model_dir, train_steps, bool(best.early_stopping_evals), diagnose, log) as resume:
-        if resume.finished:
-            return _report_finished(resume.finished, eval_dir, log)
+    with (
+        prepare(model_dir, train_steps, bool(best.early_stopping_evals), diagnose, log) as resume,
+        SignalCatcher() as signals,
+    ):
         estimator = build(_warm_start_settings(warm_start, resume, model_dir, model_fn, train_input_fn, seed, log))
         if resume.checkpoint:
             variables = checkpoints.model_variables(model_fn, train_input_fn, seed)
             checkpoints.check_model_matches(model_dir, resume.checkpoint, variables, gin.operative_config_str())
+        reporters = evaluation.build_reporters(reporting, reporters)
+        _evaluate_if_never_evaluated(resume, estimator, eval_input_fn, eval_dir, reporters, signals)
+        if resume.finished:
+            return _report_finished(resume.finished, eval_dir, log)
         local_steps = LocalSteps()
         train_hooks = [progress, local_steps, gin.tf.GinConfigSaverHook(model_dir, summarize_config=True)]
         train_hooks += [hook for hook in [best.early_stopping_hook(estimator, eval_every_steps)] if hook]
+        train_hooks.append(_checkpoint_saver(model_dir, eval_every_steps, strategy, signals))
         train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=train_steps, hooks=train_hooks,
                                             saving_listeners=[progress.listener])  # fmt: skip
         eval_spec = tf.estimator.EvalSpec(
             eval_input_fn,
             steps=None,  # The whole eval set, partial last batch included.
-            exporters=evaluation.build_reporters(reporting, reporters),
-            hooks=[gin.tf.GinConfigSaverHook(eval_dir, summarize_config=True, include_step_in_filename=False)],
+            exporters=reporters,
+            hooks=[
+                gin.tf.GinConfigSaverHook(eval_dir, summarize_config=True, include_step_in_filename=False),
+                preemption.evaluation_stopper(signals),
+            ],  # fmt: skip
             start_delay_secs=0,
             throttle_secs=0,  # Cadence is set in steps, by save_checkpoints_steps.
         )
@@ -195,6 +206,26 @@ def _warm_start_settings(config, resume, model_dir, model_fn, input_fn, seed, lo
     plan = config.plan(model_dir, model_fn, input_fn, seed)
     log(plan.line)
     return plan.settings
+
+
+def _evaluate_if_never_evaluated(resume, estimator, eval_input_fn, eval_dir, reporters, signals):
+    """Evaluates the checkpoint a run resumes from if it never was (the run stopped between
+    its save and its evaluation), so it is a candidate for the best and the exports, as in
+    an uninterrupted run. A fresh run's step-0 checkpoint is never evaluated."""
+    if not resume.step or resume.step in {record["global_step"] for record in results.read_records(eval_dir)}:
+        return
+    evaluation.evaluate_checkpoint(estimator, eval_input_fn, resume.checkpoint, eval_dir, reporters,
+                                   hooks=[preemption.evaluation_stopper(signals)])  # fmt: skip
+
+
+def _checkpoint_saver(model_dir, save_steps, strategy, signals):
+    """The training's checkpoint hook: saves every `save_steps` (Estimator hangs the
+    evaluations on it) and, on SIGTERM or Ctrl-C, saves the step in flight and stops.
+    Under a distribution strategy, where saving is collective, Estimator's own saver
+    stays and a signal stops the run at its last checkpoint."""
+    if strategy is not None:
+        return preemption.StopOnSignal(signals, "during training; the run resumes from its last checkpoint")
+    return preemption.CheckpointSaver(model_dir, save_steps, signals)
 
 
 def _finish(model_dir, eval_dir, train_steps, metric, local_steps, start, log):

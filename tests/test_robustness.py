@@ -4,6 +4,7 @@ input with one-line errors. Real subprocesses and signals; each test can fail, a
 show what stock behaviour does."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -101,6 +102,77 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(uninterrupted, tiny_da
         np.testing.assert_array_equal(got[name], expected[name], err_msg=f"{point}: {name}")
     for key, value in _final_metrics(uninterrupted).items():
         assert _final_metrics(model_dir)[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
+
+
+def _steps_evaluated_so_far(model_dir):
+    path = model_dir / "eval" / "results.jsonl"
+    return path.exists() and path.read_text().endswith("\n")
+
+
+def _steps_evaluated(model_dir):
+    from core import results
+
+    return [record["global_step"] for record in results.read_records(str(model_dir / "eval"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_the_step_stops_in_one_line_and_the_rerun_is_exact(
+    uninterrupted, tiny_dataset, tmp_path, number
+):
+    """Preemption (SIGTERM) and Ctrl-C (SIGINT): the step in flight is saved, one line, exit 128 + signal;
+    the same command then resumes from that step and ends with the uninterrupted run's weights."""
+    model_dir = tmp_path / "model"
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *_args(model_dir, tiny_dataset)],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not _steps_evaluated_so_far(model_dir) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)  # Step 3 is evaluated: training goes on (or, on a slow machine, evaluates step 6).
+    process.send_signal(number)
+    sent = time.time()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + number, stderr
+    assert time.time() - sent < 15
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    name = signal.Signals(number).name
+    during_training = re.fullmatch(
+        rf"stopped by {name} at step (\d+); checkpoint saved; rerun the same command to resume", last
+    )
+    during_evaluation = (
+        f"stopped by {name} during an evaluation; nothing of it was written; rerun the same command to resume"
+    )
+    assert during_training or last == during_evaluation, last
+    if during_training:
+        stopped = int(during_training.group(1))
+        assert 3 <= stopped < STEPS and (model_dir / f"model.ckpt-{stopped}.index").exists()
+    run_script("train.py", *_args(model_dir, tiny_dataset))
+    expected, got = _weights(uninterrupted), _weights(model_dir)
+    for variable in expected:
+        np.testing.assert_array_equal(got[variable], expected[variable], err_msg=variable)
+    assert _final_metrics(model_dir) == _final_metrics(uninterrupted)
+    steps = _steps_evaluated(model_dir)
+    assert len(steps) == len(set(steps)) and set(_steps_evaluated(uninterrupted)) <= set(steps), steps
+
+
+def test_a_checkpoint_saved_but_never_evaluated_is_evaluated_at_the_resume(uninterrupted, tiny_dataset, tmp_path):
+    """A kill between a checkpoint's save and its evaluation: the resume evaluates it first,
+    so it can become the best and be exported."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(uninterrupted, model_dir)
+    results_file = model_dir / "eval" / "results.jsonl"
+    lines = results_file.read_text().splitlines(keepends=True)
+    results_file.write_text("".join(lines[:-1]))  # The final step's evaluation never happened.
+    result = run_script("train.py", *_args(model_dir, tiny_dataset))
+    assert "nothing to do" in result.stdout
+    assert _steps_evaluated(model_dir) == _steps_evaluated(uninterrupted)
+    assert _final_metrics(model_dir) == _final_metrics(uninterrupted)
 
 
 @pytest.mark.slow
