@@ -17,7 +17,8 @@ import sys
 
 import tensorflow as tf
 
-from common.errors import ConfigError
+from common import files
+from common.errors import ConfigError, RunError
 from core import results
 from metrics import bootstrap
 
@@ -131,13 +132,14 @@ def improves(rule, value, best, higher_is_better, metric, eval_dir, step, best_s
     return rule(value, best, higher_is_better, metric=metric, eval_dir=eval_dir, step=step, best_step=best_step)
 
 
-def read_best(model_dir: str):
-    """The content of `best.json`, or None."""
-    path = os.path.join(model_dir, BEST_FILE)
-    if not os.path.exists(path):
+def read_best(model_dir: str, log=print):
+    """The content of `best.json`, or None (a torn one is moved aside, with one line: the
+    keeper then rebuilds the best from `eval/results.jsonl`)."""
+    best = files.read_json(os.path.join(model_dir, BEST_FILE), log)
+    if best is not None and not {"global_step", "metric", "value", "checkpoint"} <= set(best):
+        files.move_aside(os.path.join(model_dir, BEST_FILE), "fields missing", log)
         return None
-    with open(path) as f:
-        return json.load(f)
+    return best
 
 
 def best_from_results(eval_dir: str, metric: str, higher_is_better: bool, before_step=None):
@@ -161,17 +163,21 @@ def keep_checkpoint(model_dir: str, checkpoint_path: str, metric: str, value: fl
     best_dir = os.path.join(model_dir, BEST_DIR)
     staging = best_dir + ".tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    files = tf.io.gfile.glob(checkpoint_path + ".*")
-    if not any(name.endswith(".index") for name in files):
+    checkpoint_files = tf.io.gfile.glob(checkpoint_path + ".*")
+    if not any(name.endswith(".index") for name in checkpoint_files):
         raise FileNotFoundError(f"checkpoint {checkpoint_path} is gone; cannot keep it as the best")
-    for name in files:
-        shutil.copy2(name, staging)
     basename = os.path.basename(checkpoint_path)
-    with open(os.path.join(staging, "checkpoint"), "w") as f:
-        f.write(f'model_checkpoint_path: "{basename}"\nall_model_checkpoint_paths: "{basename}"\n')
-    shutil.rmtree(best_dir, ignore_errors=True)
-    os.replace(staging, best_dir)
+    try:
+        os.makedirs(staging)
+        for name in checkpoint_files:
+            shutil.copy2(name, staging)
+        with open(os.path.join(staging, "checkpoint"), "w") as f:
+            f.write(f'model_checkpoint_path: "{basename}"\nall_model_checkpoint_paths: "{basename}"\n')
+        shutil.rmtree(best_dir, ignore_errors=True)
+        os.replace(staging, best_dir)
+    except OSError as error:  # A full disk, a read-only folder: the old best stays whole.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RunError(f"cannot keep {checkpoint_path} as the best in {best_dir}: {error.strerror or error}") from None
     best = {
         "global_step": int(global_step),
         "metric": metric,
@@ -179,10 +185,7 @@ def keep_checkpoint(model_dir: str, checkpoint_path: str, metric: str, value: fl
         "checkpoint": os.path.join(BEST_DIR, basename),
         "source": checkpoint_path,
     }
-    tmp = os.path.join(model_dir, BEST_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(best, f, indent=2)
-    os.replace(tmp, os.path.join(model_dir, BEST_FILE))
+    files.write_atomic(os.path.join(model_dir, BEST_FILE), json.dumps(best, indent=2))
     return best
 
 
@@ -203,7 +206,7 @@ class BestCheckpointKeeper(tf.estimator.Exporter):
         return "best_checkpoint"
 
     def _load(self, current_step):
-        best = read_best(self._model_dir)
+        best = read_best(self._model_dir, lambda line: print(line, file=self._stream, flush=True))
         if best is not None and best.get("metric") == self._metric:
             self._best, self._best_step = best["value"], best["global_step"]
         else:
@@ -229,3 +232,63 @@ class BestCheckpointKeeper(tf.estimator.Exporter):
         self._best, self._best_step = value, step
         print(f"best {self._metric} so far: {value:.4f} at step {eval_result['global_step']}", file=self._stream)
         return os.path.join(self._model_dir, BEST_DIR)
+
+
+class BestModelExporter(tf.estimator.Exporter):
+    """`export/best/`: the SavedModel of the checkpoint in `best/`, whatever restarts came between.
+
+    Stock `tf.estimator.BestExporter` exports unconditionally at the first evaluation of
+    every process (`not self._has_exported`; tensorflow/tensorflow#47396) and keeps one
+    export, so after a restart `export/best/` could hold a worse model than `best/`. This
+    exporter runs after the `BestCheckpointKeeper` and exports whenever the SavedModel in
+    `export/best/` is not of the best checkpoint's step (read from the SavedModel's own
+    variables): at a new best, and after a restart that left it stale or missing (then
+    from the copy in `best/`, which `keep_checkpoint_max` cannot delete).
+
+    Args:
+      model_dir: the training's model directory (its `best.json` names the best).
+      serving_input_receiver_fn: the signature's input (`models/serving.py`).
+    """
+
+    def __init__(self, model_dir: str, serving_input_receiver_fn, stream=None):
+        self._model_dir, self._receiver = model_dir, serving_input_receiver_fn
+        self._stream = stream or sys.stdout
+
+    @property
+    def name(self):
+        return "best"
+
+    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
+        del is_the_final_export
+        best = read_best(self._model_dir, lambda line: print(line, file=self._stream, flush=True))
+        if best is None:
+            return None
+        for name in tf.io.gfile.glob(os.path.join(export_path, "temp-*")):  # An export a crash cut short.
+            tf.io.gfile.rmtree(name)
+        versions = exported_versions(export_path)
+        if versions and exported_step(versions[-1]) == best["global_step"]:
+            return None
+        current = int(eval_result["global_step"]) == best["global_step"]
+        source = checkpoint_path if current else os.path.join(self._model_dir, best["checkpoint"])
+        path = estimator.export_saved_model(export_path, self._receiver, checkpoint_path=source)
+        path = path.decode() if isinstance(path, bytes) else path
+        for old in exported_versions(export_path):
+            if os.path.abspath(old) != os.path.abspath(path):
+                tf.io.gfile.rmtree(old)
+        return path
+
+
+def exported_versions(export_path: str) -> list:
+    """The SavedModel folders (Estimator's timestamped names) under `export_path`, oldest first."""
+    if not tf.io.gfile.isdir(export_path):
+        return []
+    names = [name.rstrip("/") for name in tf.io.gfile.listdir(export_path)]
+    return [os.path.join(export_path, name) for name in sorted(n for n in names if n.isdigit())]
+
+
+def exported_step(saved_model_dir: str):
+    """The global step of the checkpoint a SavedModel was exported from (None if unreadable)."""
+    try:
+        return int(tf.train.load_variable(os.path.join(saved_model_dir, "variables", "variables"), "global_step"))
+    except (tf.errors.OpError, ValueError):
+        return None

@@ -25,7 +25,6 @@ The evaluation hooks (SessionRunHooks) come from the model_fn's
 `evaluation_hooks` (a gin list on `build_model_fn`), so every path runs them too.
 """
 
-import functools
 import hashlib
 import os
 import shutil
@@ -38,7 +37,7 @@ import tensorflow as tf
 
 from common.errors import EvaluationError, TrainerGoneError, reported
 from core import checkpoints, cluster, results
-from core.best import BestCheckpoint, BestCheckpointKeeper, improves
+from core.best import BestCheckpoint, BestCheckpointKeeper, BestModelExporter
 from core.estimator import Estimator
 from core.model_dir import leaves_no_trace
 from data.input import parse_subset
@@ -68,8 +67,9 @@ def filenames(input_fn):
 
 
 class Export:
-    """A training run's SavedModel exports (gin: `export.*`): a `BestExporter` writes
-    `export/best/` (the best checkpoint's model) and a `LatestExporter` `export/latest/`.
+    """A training run's SavedModel exports (gin: `export.*`): `core.best.BestModelExporter`
+    writes `export/best/` (the model of the checkpoint in `best/`) and a `LatestExporter`
+    `export/latest/`.
 
     Args:
       image_size: `(height, width)` of the serving signature, `(None, None)` for any
@@ -132,26 +132,13 @@ def build_reporters(context: Reporting, extra=()) -> list:
                                               best.rule))  # fmt: skip
         if context.export is not None and context.export.image_size:
             receiver = serving_input_receiver_fn(*context.export.image_size)
-            compare = functools.partial(_compare, metric=best.metric, higher_is_better=best.higher_is_better,
-                                        rule=best.rule, eval_dir=context.eval_dir)  # fmt: skip
-            reporters.append(tf.estimator.BestExporter("best", receiver, compare_fn=compare, exports_to_keep=1))
+            reporters.append(BestModelExporter(context.model_dir, receiver, context.stream))
             reporters.append(tf.estimator.LatestExporter("latest", receiver, exports_to_keep=2))
     for make in extra or ():
         reporter = make(context)
         if reporter is not None:
             reporters.append(reporter)
     return reporters
-
-
-def _compare(best_eval_result, current_eval_result, metric, higher_is_better, rule=None, eval_dir=None):
-    """BestExporter's compare_fn on a configurable metric, direction and rule (`core/best.py`)."""
-    if best_eval_result is None or metric not in best_eval_result:
-        return True
-    # BestExporter also calls this on results it read back from event files, without a step.
-    steps = [result.get("global_step") for result in (current_eval_result, best_eval_result)]
-    step, best_step = (None if s is None else int(s) for s in steps)
-    value, best = float(current_eval_result[metric]), float(best_eval_result[metric])
-    return improves(rule, value, best, higher_is_better, metric, eval_dir, step, best_step)
 
 
 def evaluate_checkpoint(

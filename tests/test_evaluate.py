@@ -3,6 +3,7 @@ TensorBoard's loader, continuous mode, backfill, best checkpoint, exporters, ear
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -181,7 +182,7 @@ def test_continuous_picks_up_new_checkpoints_until_the_final_step(tiny_dataset, 
     stdout, stderr = evaluator.communicate(timeout=120)
     assert evaluator.returncode == 0, stderr
     assert "evaluated the final step 6" in stdout
-    # Its own eval directory: the trainer's BestExporter reads model_dir/eval's event
+    # Its own eval directory: the trainer's early stopping reads model_dir/eval's event
     # files, and a second writer there can leave a half-written record under it.
     steps = [r["global_step"] for r in results.read_records(str(model_dir / "eval_watcher"))]
     assert steps[-1] == 6 and steps == sorted(set(steps)) and len(steps) >= 2
@@ -206,6 +207,35 @@ def test_best_checkpoint_survives_keep_checkpoint_max_1_and_a_restart(tiny_datas
         assert json.loads((model_dir / "best.json").read_text())["value"] == best_value
     else:  # Nothing after the restart beat the old best: no worse checkpoint was kept.
         assert not (model_dir / "best.json").exists()
+
+
+def test_export_best_is_the_best_checkpoint_after_a_restart_and_a_worse_evaluation(tiny_dataset, tmp_path):
+    """Stock BestExporter exports at the first evaluation of every process and keeps one export,
+    so a resumed run's first (worse) evaluation would replace export/best/. Here it stays the
+    model of the checkpoint in best/, and a stale or missing export is made again from best/."""
+    from core.best import exported_step, exported_versions
+
+    model_dir = tmp_path / "model"
+    run_script("train.py", *_args(model_dir, tiny_dataset, TRAIN_STEPS=4))
+    best = json.loads((model_dir / "best.json").read_text())
+    (first,) = exported_versions(str(model_dir / "export" / "best"))
+    assert exported_step(first) == best["global_step"]
+    # Nothing after the restart can become the best (a margin no run beats): every later evaluation is worse.
+    worse = {"TRAIN_STEPS": 6, "BEST_RULE": "@better_by_margin()", "better_by_margin.margin": 10.0}
+    run_script("train.py", *_args(model_dir, tiny_dataset, **worse))
+    assert [r["global_step"] for r in results.read_records(str(model_dir / "eval"))] == [2, 4, 6]
+    assert json.loads((model_dir / "best.json").read_text()) == best
+    assert exported_versions(str(model_dir / "export" / "best")) == [first]  # Not exported again.
+    # A stale export (here the latest one, of step 6) is replaced by the best checkpoint's model.
+    shutil.rmtree(first)
+    shutil.copytree(exported_versions(str(model_dir / "export" / "latest"))[-1], first)
+    run_script("train.py", *_args(model_dir, tiny_dataset, **dict(worse, TRAIN_STEPS=8)))
+    (again,) = exported_versions(str(model_dir / "export" / "best"))
+    assert (
+        exported_step(again)
+        == best["global_step"]
+        == tf.train.load_checkpoint(str(model_dir / "best")).get_tensor("global_step")
+    )
 
 
 def test_panels_are_image_truth_prediction_errors():
