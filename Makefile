@@ -50,8 +50,13 @@ bench: $(STAMP)
 	  for b in $(BENCHMARKS); do echo; echo "## $$b"; echo; echo '```'; $(VPY) $$b || exit 1; echo '```'; done; \
 	} 2>&1 | tee bench/results.md
 
+# TensorBoard on http://127.0.0.1:6006, this machine only (TensorBoard's own default).
+# `make tensorboard HOST=0.0.0.0` listens on every interface: anyone who can reach this
+# machine then sees every run under runs/ (configs, absolute paths, validation images),
+# with no login. On a remote machine prefer `ssh -L 6006:127.0.0.1:6006 host`.
+HOST ?= 127.0.0.1
 tensorboard: $(STAMP)
-	$(VENV)/bin/tensorboard --logdir runs --bind_all
+	$(VENV)/bin/tensorboard --logdir runs --host $(HOST)
 
 venv: $(STAMP)
 data: $(DATA)

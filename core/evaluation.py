@@ -39,7 +39,7 @@ from common.errors import EvaluationError, TrainerGoneError, reported
 from core import checkpoints, cluster, results
 from core.best import BestCheckpoint, BestCheckpointKeeper, BestModelExporter
 from core.estimator import Estimator
-from core.model_dir import leaves_no_trace
+from core.model_dir import EvalDirLock, leaves_no_trace
 from data.input import parse_subset
 from models.serving import serving_input_receiver_fn
 
@@ -275,10 +275,11 @@ def follow_trainer(estimator, input_fn, reporters, train_steps, timeout_secs, st
         return records[-1]
     result = None
     snapshot_dir = os.path.join(eval_dir, ".snapshot")
-    follower = follow_checkpoints(estimator.model_dir, snapshot_dir, train_steps, timeout_secs, "evaluator", stream,
-                                  final_marker=final_marker)  # fmt: skip
-    for checkpoint, copy, is_final in follower:
-        result = evaluate_checkpoint(estimator, input_fn, copy, eval_dir, reporters, None, checkpoint, is_final)
+    with EvalDirLock(eval_dir):
+        follower = follow_checkpoints(estimator.model_dir, snapshot_dir, train_steps, timeout_secs, "evaluator",
+                                      stream, final_marker=final_marker)  # fmt: skip
+        for checkpoint, copy, is_final in follower:
+            result = evaluate_checkpoint(estimator, input_fn, copy, eval_dir, reporters, None, checkpoint, is_final)
     return result
 
 
@@ -375,31 +376,33 @@ def evaluate(
             evaluate_checkpoint(estimator, input_fn, path, eval_dir, reporters, eval_name, checkpoint_name, is_final)
         return reporters[0].last_record  # build_reporters puts the results reporter first.
 
-    if continuous:
-        follower = follow_checkpoints(
-            model_dir,
-            os.path.join(eval_dir, ".snapshot"),
-            final_step,
-            timeout_secs,
-            "evaluate",
-            stream,
-            final_marker=cluster.final_marker(model_dir, final_step),
-        )
-        return [run(copy, path, is_final) for path, copy, is_final in follower]
-    if all_checkpoints:
-        done = {record["global_step"] for record in results.read_records(eval_dir)}
-        paths = list_checkpoints(model_dir)
-        if not paths:
+    with EvalDirLock(eval_dir):
+        if continuous:
+            follower = follow_checkpoints(
+                model_dir,
+                os.path.join(eval_dir, ".snapshot"),
+                final_step,
+                timeout_secs,
+                "evaluate",
+                stream,
+                final_marker=cluster.final_marker(model_dir, final_step),
+            )
+            return [run(copy, path, is_final) for path, copy, is_final in follower]
+        if all_checkpoints:
+            done = {record["global_step"] for record in results.read_records(eval_dir)}
+            paths = list_checkpoints(model_dir)
+            if not paths:
+                raise EvaluationError(f"no checkpoint in {model_dir}")
+            todo = [p for p in paths if checkpoints.step_of(p) not in done]
+            print(f"{len(paths)} checkpoint(s), {len(paths) - len(todo)} already evaluated in {eval_dir}", file=stream)
+            return [run(path) for path in todo]
+        existing = list_checkpoints(model_dir)  # The newest that still exists, not just the newest listed.
+        path = checkpoint or (existing[-1] if existing else tf.train.latest_checkpoint(model_dir))
+        if not path:
             raise EvaluationError(f"no checkpoint in {model_dir}")
-        todo = [p for p in paths if checkpoints.step_of(p) not in done]
-        print(f"{len(paths)} checkpoint(s), {len(paths) - len(todo)} already evaluated in {eval_dir}", file=stream)
-        return [run(path) for path in todo]
-    path = checkpoint or tf.train.latest_checkpoint(model_dir)
-    if not path:
-        raise EvaluationError(f"no checkpoint in {model_dir}")
-    if not tf.io.gfile.exists(path + ".index"):
-        raise EvaluationError(f"checkpoint {path} does not exist")
-    return [run(path)]
+        if not tf.io.gfile.exists(path + ".index"):
+            raise EvaluationError(f"checkpoint {path} does not exist")
+        return [run(path)]
 
 
 def _worst_examples(model_dir: str, k: int):

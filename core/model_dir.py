@@ -21,30 +21,43 @@ from common.errors import ModelDirError, reported
 from core import checkpoints, cluster
 
 LOCK_FILE = ".trainer.lock"
+WRITER_LOCK_FILE = ".writer.lock"
 
 
-class ModelDirLock:
-    """An exclusive lock on `model_dir` for the life of the process (or the `with`)."""
+class DirectoryLock:
+    """An exclusive `flock` on a directory for the life of the process (or the `with`):
+    a killed process never leaves a lock behind that blocks the next one.
 
-    def __init__(self, model_dir: str):
-        self._path = os.path.join(model_dir, LOCK_FILE)
+    Args:
+      directory: the directory (created if missing; removed again on release if this
+        lock made it and nothing else was put in it).
+      name: the lock file's name in it.
+      doing: what the holder is doing there, for the refusal ("trained", "evaluated").
+      advice: what the refused user can do.
+    """
+
+    def __init__(self, directory: str, name: str, doing: str, advice: str):
+        self._path = os.path.join(directory, name)
+        self._doing, self._advice = doing, advice
         self._file = None
         self._created_dir = False
 
     def acquire(self):
-        self._created_dir = not os.path.isdir(os.path.dirname(self._path))
-        os.makedirs(os.path.dirname(self._path), exist_ok=True)
-        handle = open(self._path, "a+")
+        directory = os.path.dirname(self._path)
+        check_directory(directory)
+        self._created_dir = _topmost_missing(directory)
+        try:
+            os.makedirs(directory, exist_ok=True)
+            handle = open(self._path, "a+")
+        except OSError as error:
+            raise ModelDirError(f"cannot write in {directory}: {error.strerror or error}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise ModelDirError(
-                f"{os.path.dirname(self._path)} is already being trained by {holder}; "
-                "stop that trainer or use another --model_dir"
-            ) from None
+            raise ModelDirError(f"{directory} is already being {self._doing} by {holder}; {self._advice}") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
@@ -57,15 +70,55 @@ class ModelDirLock:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
-            directory = os.path.dirname(self._path)
-            if self._created_dir and os.listdir(directory) == [LOCK_FILE]:
-                shutil.rmtree(directory, ignore_errors=True)  # We made it and nothing else is in it.
+            # What this lock made (the directory, and its parents it made) goes again if
+            # nothing but the lock was put in it.
+            made, path = self._created_dir, self._path
+            while (
+                made
+                and os.path.isdir(os.path.dirname(path))
+                and os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
+            ):
+                if os.path.dirname(path) == made:
+                    shutil.rmtree(made, ignore_errors=True)
+                    break
+                path = os.path.dirname(path)
 
     def __enter__(self):
         return self.acquire()
 
     def __exit__(self, *exc):
         self.release()
+
+
+def ModelDirLock(model_dir: str) -> DirectoryLock:  # noqa: N802  A lock, named as one.
+    """One trainer per model directory."""
+    return DirectoryLock(model_dir, LOCK_FILE, "trained", "stop that trainer or use another --model_dir")
+
+
+def EvalDirLock(eval_dir: str) -> DirectoryLock:  # noqa: N802
+    """One writer per eval directory: two would append the same results and collide in its event files."""
+    return DirectoryLock(eval_dir, WRITER_LOCK_FILE, "evaluated", "wait for it to end or use another --eval_name")
+
+
+def _topmost_missing(directory: str):
+    """The outermost of `directory` and its parents that does not exist yet (None: it exists)."""
+    missing = None
+    while directory and not os.path.exists(directory):
+        missing, directory = directory, os.path.dirname(directory)
+    return missing
+
+
+def check_directory(path: str):
+    """A ModelDirError naming `path` when it cannot be a directory (a file, a dangling link)."""
+    if os.path.islink(path) and not os.path.exists(path):
+        raise ModelDirError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ModelDirError(f"{path} is a file, not a directory")
+
+
+def read_only(path: str) -> bool:
+    """Whether `path` is a directory this process cannot write in (a read-only mount, permissions)."""
+    return os.path.isdir(path) and not os.access(path, os.W_OK)
 
 
 @contextlib.contextmanager
@@ -134,7 +187,18 @@ def prepare(model_dir: str, train_steps: int, early_stopping: bool, diagnose=Non
       diagnose: `() -> str or None`, names the bad record after a data failure.
       log: where lines about a repair go.
     """
-    with ModelDirLock(model_dir), leaves_no_trace(model_dir, lambda: trained_past_step_0(model_dir)):
+    check_directory(model_dir)
+    if read_only(model_dir):  # A finished run on a read-only mount still shows its results.
+        latest = tf.train.latest_checkpoint(model_dir)
+        step = checkpoints.step_of(latest)
+        if step < train_steps:
+            raise ModelDirError(f"{model_dir} is read-only: cannot train it (its latest step is {max(step, 0)})")
+        yield Resume(latest, step, f"{model_dir}: already trained to step {step} (read-only); nothing to do.")
+        return
+    # The training's own evaluations write model_dir/eval; in a TF_CONFIG cluster the
+    # separate evaluator does, and takes that lock itself.
+    eval_lock = contextlib.nullcontext() if cluster.cluster() else EvalDirLock(os.path.join(model_dir, "eval"))
+    with ModelDirLock(model_dir), leaves_no_trace(model_dir, lambda: trained_past_step_0(model_dir)), eval_lock:
         with reported(diagnose):
             latest = checkpoints.repair_latest_checkpoint(model_dir, log=log)
             step = checkpoints.checkpoint_step(latest) if latest else None

@@ -448,3 +448,61 @@ def test_a_failed_first_run_leaves_the_model_dir_as_it_found_it(tiny_dataset, tm
     # The corrected command is accepted: nothing was trained, nothing refuses it.
     run_script("train.py", *_args(model_dir, tiny_dataset, TRAIN_STEPS=3))
     assert tf.train.latest_checkpoint(str(model_dir)).endswith("model.ckpt-3")
+
+
+def _read_only_run(model_dir, *args):
+    """train.py with `model_dir` bind-mounted read-only in a private mount namespace (`unshare`)."""
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"']
+        + [str(model_dir), sys.executable, "train.py", *args],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_a_read_only_model_dir_shows_a_finished_run_and_refuses_to_train_in_one_line(
+    uninterrupted, tiny_dataset, tmp_path
+):
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no private mount namespace here (unshare -rm)")
+    model_dir = tmp_path / "model"
+    shutil.copytree(uninterrupted, model_dir)
+    finished = _read_only_run(model_dir, *_args(model_dir, tiny_dataset))
+    assert finished.returncode == 0, finished.stderr
+    assert "nothing to do" in finished.stdout and "mean_iou" in finished.stdout
+    more = _read_only_run(model_dir, *_args(model_dir, tiny_dataset, TRAIN_STEPS=STEPS + 3))
+    assert more.returncode == 1
+    assert (
+        more.stderr.strip().splitlines()[-1]
+        == f"error: {model_dir} is read-only: cannot train it (its latest step is {STEPS})"
+    )
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling link"])
+def test_a_model_dir_that_is_not_a_directory_is_one_line(tiny_dataset, tmp_path, kind):
+    model_dir = tmp_path / "model"
+    if kind == "file":
+        model_dir.write_text("not a directory")
+        expected = f"error: {model_dir} is a file, not a directory"
+    else:
+        model_dir.symlink_to(tmp_path / "gone")
+        expected = f"error: {model_dir} is a symbolic link to {tmp_path / 'gone'}, which does not exist"
+    result = run_script("train.py", *_args(model_dir, tiny_dataset), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == expected
+
+
+def test_one_writer_per_eval_dir(uninterrupted, tmp_path):
+    """A second evaluation of the same eval directory is refused with one line, as a second trainer is."""
+    from common.errors import ModelDirError
+    from core.model_dir import EvalDirLock
+
+    eval_dir = tmp_path / "model" / "eval_x"
+    with EvalDirLock(str(eval_dir)):
+        with pytest.raises(ModelDirError, match=rf"^{eval_dir} is already being evaluated by pid {os.getpid()} "):
+            EvalDirLock(str(eval_dir)).acquire()
+    assert not (tmp_path / "model").exists()  # It made both folders, and took them away again.
