@@ -82,6 +82,7 @@ def describe(error: BaseException, diagnose=None) -> str:
     """
     import tensorflow as tf
 
+    cause = cause_line(error.message) if isinstance(error, tf.errors.OpError) else first_line(error)
     if isinstance(error, tf.errors.OpError):
         line = assertion_line(error.message)
         if line:
@@ -92,10 +93,25 @@ def describe(error: BaseException, diagnose=None) -> str:
     if isinstance(error, data_errors) and diagnose is not None:
         found = diagnose()
         if found:
-            return found
-    if isinstance(error, tf.errors.OpError):
-        return re.sub(r"\{\{[^}]*\}\}\s*", "", first_line(error.message) or type(error).__name__)[:500]
-    return first_line(error)
+            return found if cause in found else f"{found} (TensorFlow: {cause})"
+    return cause
+
+
+def cause_line(message: str) -> str:
+    """The line of a TensorFlow error message that says what went wrong.
+
+    TensorFlow 2.15 puts "Graph execution error:" first, the cause ("jpeg::Uncompress
+    failed...", "No space left on device", "Key: ... Data types don't match...") below
+    it, then node names in `[[...]]`; this keeps the cause, without node markers.
+    """
+    for line in message.splitlines():
+        line = re.sub(r"\{\{[^}]*\}\}\s*", "", line).strip()
+        if not line or line.startswith("[[") or line in ("Graph execution error:",):
+            continue
+        if line.startswith(("Detected at node", "Node:", "File ", "Original stack trace", "Traceback")):
+            continue
+        return line[:500]
+    return first_line(message) or "TensorFlow error"
 
 
 @contextlib.contextmanager
@@ -109,4 +125,4 @@ def reported(diagnose=None, error_type=RunError):
     try:
         yield
     except (tf.errors.OpError, UnicodeDecodeError) as error:
-        raise error_type(describe(error, diagnose)) from None
+        raise error_type(describe(error, diagnose)) from error  # The whole message: --verbose.

@@ -27,6 +27,8 @@ from common import determinism  # noqa: E402
 from common.errors import Interrupted, UserError, first_line  # noqa: E402
 from core import configurables  # noqa: E402
 
+_verbose = False  # --verbose, as cli.init read it.
+
 
 def call(main, argv) -> int:
     """Runs `main(argv)`; a UserError becomes one line on stderr and exit code 1 (an
@@ -37,6 +39,8 @@ def call(main, argv) -> int:
         print(first_line(stopped), file=sys.stderr, flush=True)
         return stopped.exit_code
     except UserError as error:
+        if _verbose and error.__cause__ is not None:  # TensorFlow's whole message, under the line.
+            print(f"{type(error.__cause__).__name__}: {error.__cause__}", file=sys.stderr, flush=True)
         print(f"error: {first_line(error)}", file=sys.stderr, flush=True)
         return 1
     return code or 0
@@ -55,6 +59,8 @@ def init(flag_values, report_devices: bool = True) -> dict:
       `{"model_dir": ...}` when --model_dir was given, else `{}`: keyword arguments
       for a root, so the flag overrides the config's MODEL_DIR.
     """
+    global _verbose
+    _verbose = bool(flag_values.verbose)
     runtime.quiet(flag_values.verbose)
     configurables.parse_gin(flag_values.gin_file, flag_values.gin_param or [])
     configurables.op_determinism()

@@ -344,7 +344,8 @@ def make_input_fn(
     input_fn.num_examples = num_records
     input_fn.task = task
     input_fn.examples = None if training else stream.examples
-    input_fn.diagnose = lambda: diagnose_files(files, [schema.IMAGE_ENCODED, *task.required_keys()])
+    spec = {**schema.image_features(), **task.label_features()}
+    input_fn.diagnose = lambda: diagnose_files(files, [schema.IMAGE_ENCODED, *task.required_keys()], spec)
     return input_fn
 
 
@@ -522,11 +523,13 @@ def _example_size(path, number, record):
         raise DataError(f"{path}: record {number} ({name or 'no file name'}): cannot read the image size") from None
 
 
-def diagnose_files(files, required_keys) -> str:
+def diagnose_files(files, required_keys, features=None) -> str:
     """Reads every record of `files` and names the first bad one; None if all are fine.
 
-    Run only after a failure (it reads everything): a corrupt or truncated record,
-    or a record that is not an Example with the required keys.
+    Run only after a failure (it reads and decodes everything): a corrupt or truncated
+    record, a record that is not an Example, one without a required key, and, given
+    `features` (the parse spec), a feature of the wrong type or length, or encoded
+    image bytes (`.../encoded`) that do not decode whole.
     """
     for path in files:
         index = 0
@@ -539,7 +542,41 @@ def diagnose_files(files, required_keys) -> str:
                 missing = [key for key in required_keys if key not in example.features.feature]
                 if missing:
                     return f"{path}: record {index} is not an Example of this task (no {' or '.join(missing)})"
+                problem = _feature_problem(example.features.feature, features or {})
+                if problem:
+                    name = example.features.feature[schema.IMAGE_FILENAME].bytes_list.value
+                    name = f" ({name[0].decode('utf-8', 'replace')})" if name else ""
+                    return f"{path}: record {index}{name}: {problem}"
                 index += 1
         except tf.errors.DataLossError as error:
             return f"{path}: record {index} is corrupt or truncated ({str(error).splitlines()[0]})"
+    return None
+
+
+_KINDS = {tf.string: "bytes_list", tf.int64: "int64_list", tf.float32: "float_list"}
+
+
+def _feature_problem(feature, spec) -> str:
+    """What is wrong with one Example's features against a parse spec, or None."""
+    import io
+
+    from PIL import Image
+
+    for key, wanted in spec.items():
+        if key not in feature:
+            continue  # Absent: a default applies, or required_keys names it.
+        kind = feature[key].WhichOneof("kind")
+        expected = _KINDS.get(wanted.dtype)
+        if expected and kind != expected:
+            return f"{key} is {kind or 'empty'}, expected {expected} ({wanted.dtype.name})"
+        values = getattr(feature[key], expected).value if expected else []
+        length = int(np.prod(wanted.shape)) if wanted.shape else 1
+        if expected and len(values) != length:
+            return f"{key} has {len(values)} value(s), expected {length}"
+        if key.endswith("/encoded") and expected == "bytes_list":
+            try:
+                with Image.open(io.BytesIO(values[0])) as image:
+                    image.load()
+            except Exception as error:  # noqa: BLE001  PIL raises many kinds for bad bytes.
+                return f"{key} does not decode ({str(error).splitlines()[0] or type(error).__name__})"
     return None

@@ -104,3 +104,26 @@ def test_predict_and_build_tfrecords_report_bad_paths_in_one_line(tmp_path):
 
 def test_config_error_is_a_user_error():
     assert issubclass(ConfigError, cli.UserError)
+
+
+def test_tensorflow_errors_keep_their_cause_and_verbose_shows_the_whole_message(capsys, monkeypatch):
+    """TensorFlow 2.15 puts "Graph execution error:" first and the cause below it: the one
+    line is the cause; --verbose prints TensorFlow's whole message above it."""
+    import tensorflow as tf
+
+    from common.errors import reported
+    from core import cli
+
+    message = "Graph execution error:\n\nsave/SaveV2: No space left on device\n\t [[{{node save/SaveV2}}]]"
+
+    def main(argv):
+        with reported():
+            raise tf.errors.ResourceExhaustedError(None, None, message)
+
+    monkeypatch.setattr(cli, "_verbose", False)
+    assert cli.call(main, []) == 1
+    assert capsys.readouterr().err == "error: save/SaveV2: No space left on device\n"
+    monkeypatch.setattr(cli, "_verbose", True)
+    assert cli.call(main, []) == 1
+    err = capsys.readouterr().err
+    assert "[[{{node save/SaveV2}}]]" in err and err.endswith("error: save/SaveV2: No space left on device\n")

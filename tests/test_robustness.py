@@ -314,6 +314,16 @@ def _write(path, records):
             writer.write(record)
 
 
+def _jpeg(image) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
 def _bad_split(tiny_dataset, tmp_path, kind, split="train", shard_index=1):
     """A copy of a tiny split with one kind of damage in one shard; returns that shard."""
     root = tmp_path / f"bad_{split}"
@@ -336,6 +346,17 @@ def _bad_split(tiny_dataset, tmp_path, kind, split="train", shard_index=1):
         image, mask = synthetic.make_example(3, "train", 0, TINY_SIZE, TINY_SIZE)
         odd = schema.make_example(image, "odd_mask.png", mask=mask[:, :16]).SerializeToString()
         _write(shard, records[:1] + [odd] + records[2:])
+    elif kind == "truncated_jpeg":  # Its header reads; its pixels end early.
+        image, mask = synthetic.make_example(3, "train", 0, TINY_SIZE, TINY_SIZE)
+        example = schema.make_example(image, "cut.jpg", "jpeg", mask=mask)
+        encoded = example.features.feature[schema.IMAGE_ENCODED].bytes_list.value
+        encoded[0] = _jpeg(image)[:200]
+        _write(shard, records[:1] + [example.SerializeToString()] + records[2:])
+    elif kind == "wrong_type":  # The mask stored as integers, not PNG bytes.
+        example = tf.train.Example.FromString(records[1])
+        del example.features.feature[schema.MASK_ENCODED]
+        example.features.feature[schema.MASK_ENCODED].int64_list.value.extend([1, 2, 3])
+        _write(shard, records[:1] + [example.SerializeToString()] + records[2:])
     elif kind == "label":
         image, mask = synthetic.make_example(3, "train", 0, TINY_SIZE, TINY_SIZE)
         mask[5, 5] = 9
@@ -353,6 +374,8 @@ def _bad_split(tiny_dataset, tmp_path, kind, split="train", shard_index=1):
         ("not_an_example", "record 1 is not a"),
         ("mask_size", "mask size differs from its image size"),
         ("label", "label outside [0, 4) and not 255: 9"),
+        ("truncated_jpeg", "record 1 (cut.jpg): image/encoded does not decode"),
+        ("wrong_type", "record 1 (train_5.png): image/segmentation/class/encoded is int64_list, expected bytes_list"),
     ],
 )
 def test_bad_input_stops_with_one_line_and_the_model_dir_restores(
