@@ -9,7 +9,9 @@ anything left to do; inside it the root builds the estimator and trains.
 
 import contextlib
 import fcntl
+import glob
 import os
+import re
 import shutil
 import socket
 import time
@@ -108,6 +110,35 @@ def _topmost_missing(directory: str):
     return missing
 
 
+# What an interrupted save leaves: TensorFlow's atomic writes (`model.ckpt-10.meta.tmp<32 hex>`,
+# `graph.pbtxt.tmp<hex>`), the sharded saver's `model.ckpt-10_temp/` folder, Estimator's
+# `temp-<timestamp>` exports, and `common.files.write_atomic`'s `.<name>.<random>.tmp`.
+_LEFTOVER = re.compile(r"(\.tmp[0-9a-f]{32}$|_temp$|^temp-\d+$|^\..+\.tmp$)")
+
+
+def remove_leftovers(model_dir: str, log=print):
+    """Removes what interrupted saves and exports left in `model_dir`, its eval and export
+    folders (only this process writes there: it holds the lock), with one line."""
+    found = []
+    for folder in [
+        model_dir,
+        *glob.glob(os.path.join(model_dir, "eval*")),
+        *glob.glob(os.path.join(model_dir, "export", "*")),
+    ]:
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if _LEFTOVER.search(name) and not name.endswith(".lock"):
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
+                found.append(os.path.relpath(path, model_dir))
+    if found:
+        log(f"removed {len(found)} leftover(s) of an interrupted save in {model_dir}: {', '.join(sorted(found)[:4])}")
+
+
 def check_directory(path: str):
     """A ModelDirError naming `path` when it cannot be a directory (a file, a dangling link)."""
     if os.path.islink(path) and not os.path.exists(path):
@@ -199,6 +230,7 @@ def prepare(model_dir: str, train_steps: int, early_stopping: bool, diagnose=Non
     # separate evaluator does, and takes that lock itself.
     eval_lock = contextlib.nullcontext() if cluster.cluster() else EvalDirLock(os.path.join(model_dir, "eval"))
     with ModelDirLock(model_dir), leaves_no_trace(model_dir, lambda: trained_past_step_0(model_dir)), eval_lock:
+        remove_leftovers(model_dir, log)
         with reported(diagnose):
             latest = checkpoints.repair_latest_checkpoint(model_dir, log=log)
             step = checkpoints.checkpoint_step(latest) if latest else None

@@ -71,31 +71,38 @@ def write_shards(examples, num_examples: int, output_prefix: str, num_shards: in
     for shard, path in enumerate(paths):
         tmp_path = path + ".tmp"
         sizes = []  # Each example's (file name, height, width): the shard's index.
-        with tf.io.TFRecordWriter(tmp_path) as writer:
-            for _ in range(bounds[shard], bounds[shard + 1]):
-                try:
-                    item = next(iterator)
-                except StopIteration:
-                    raise DataError(f"expected {num_examples} examples, got {written}") from None
-                key, label = stats.add(item)
-                example = schema.make_example(
-                    item["image"], item["filename"], item.get("image_format") or "png", **{key: label}
-                )
-                writer.write(example.SerializeToString())
-                feature = example.features.feature
-                sizes.append(
-                    (
-                        item["filename"],
-                        feature[schema.IMAGE_HEIGHT].int64_list.value[0],
-                        feature[schema.IMAGE_WIDTH].int64_list.value[0],
+        try:
+            with tf.io.TFRecordWriter(tmp_path) as writer:
+                for _ in range(bounds[shard], bounds[shard + 1]):
+                    try:
+                        item = next(iterator)
+                    except StopIteration:
+                        raise DataError(f"expected {num_examples} examples, got {written}") from None
+                    key, label = stats.add(item)
+                    example = schema.make_example(
+                        item["image"], item["filename"], item.get("image_format") or "png", **{key: label}
                     )
-                )
-                written += 1
-                if progress and interactive and (written % 100 == 0 or written == num_examples):
-                    rate = written / max(time.time() - start, 1e-9)
-                    print(
-                        f"\r{output_prefix}: {written}/{num_examples} examples, {rate:.0f}/s", end="", file=sys.stderr
+                    writer.write(example.SerializeToString())
+                    feature = example.features.feature
+                    sizes.append(
+                        (
+                            item["filename"],
+                            feature[schema.IMAGE_HEIGHT].int64_list.value[0],
+                            feature[schema.IMAGE_WIDTH].int64_list.value[0],
+                        )
                     )
+                    written += 1
+                    if progress and interactive and (written % 100 == 0 or written == num_examples):
+                        rate = written / max(time.time() - start, 1e-9)
+                        print(
+                            f"\r{output_prefix}: {written}/{num_examples} examples, {rate:.0f}/s",
+                            end="",
+                            file=sys.stderr,
+                        )
+        except BaseException:  # A failed shard leaves no .tmp file behind.
+            if os.path.exists(tmp_path):
+                os.remove(tmp_path)
+            raise
         os.replace(tmp_path, path)
         records_index.write(path, sizes)
     if next(iterator, None) is not None:

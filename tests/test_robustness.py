@@ -3,6 +3,7 @@ on), torn checkpoints, NaN losses, one trainer per directory, config integrity, 
 input with one-line errors. Real subprocesses and signals; each test can fail, and the negative controls
 show what stock behaviour does."""
 
+import json
 import os
 import re
 import shutil
@@ -529,3 +530,35 @@ def test_one_writer_per_eval_dir(uninterrupted, tmp_path):
         with pytest.raises(ModelDirError, match=rf"^{eval_dir} is already being evaluated by pid {os.getpid()} "):
             EvalDirLock(str(eval_dir)).acquire()
     assert not (tmp_path / "model").exists()  # It made both folders, and took them away again.
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_in_one_line_and_the_rerun_loses_nothing(uninterrupted, tiny_dataset, tmp_path):
+    """The model directory on a real (tmpfs) disk that fills up after the first evaluation:
+    one line naming the file and the cause; once space is freed the same command completes
+    with the uninterrupted run's weights, every checkpoint evaluated once, no leftovers."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no private mount namespace here (unshare -rm)")
+    (tmp_path / "mount").mkdir()
+    dest = tmp_path / "model"
+    run = subprocess.run(
+        ["unshare", "-rm", sys.executable, "tests/full_disk_run.py", str(tmp_path / "mount"), str(dest), sys.executable]
+        + ["train.py", *_args("unused", tiny_dataset)[:1], *_args("unused", tiny_dataset)[2:]],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["first"] == 1
+    assert re.fullmatch(r"error: \S*: ?No space left on device|error: .*No space left on device.*", report["line"])
+    assert report["second"] == 0, report["second_stderr"]
+    expected, got = _weights(uninterrupted), _weights(dest)
+    for variable in expected:
+        np.testing.assert_array_equal(got[variable], expected[variable], err_msg=variable)
+    steps = _steps_evaluated(dest)
+    assert sorted(set(steps)) == steps and set(_steps_evaluated(uninterrupted)) <= set(steps)
+    leftovers = [p.name for p in dest.rglob("*") if re.search(r"\.tmp[0-9a-f]{32}$|_temp$|\.tmp$", p.name)]
+    assert leftovers == []
