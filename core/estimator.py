@@ -111,7 +111,10 @@ _PRIVATE_SYMBOLS = (
 def _unsupported(version=None):
     """Why the kept path cannot run on the installed libraries (version, missing symbols), or None."""
     if version is None:
-        version = importlib.metadata.version("tensorflow-estimator")
+        try:
+            version = importlib.metadata.version("tensorflow-estimator")
+        except importlib.metadata.PackageNotFoundError:  # Installed without its metadata.
+            version = "of unknown version"
     missing = []
     for module, dotted in _PRIVATE_SYMBOLS:
         value = module

@@ -2,6 +2,7 @@
 stock Estimator gives (results, event files, hook calls), checkpoint after checkpoint."""
 
 import glob
+import importlib.metadata
 import logging
 import os
 import re
@@ -487,6 +488,13 @@ def test_the_version_and_private_symbols_are_checked_and_stock_runs_without_them
 
     assert kept_module.UNSUPPORTED is None  # The pinned tensorflow-estimator, every symbol found.
     assert "tensorflow-estimator 2.14.0 (the kept EVAL graph needs 2.15.0)" in kept_module._unsupported("2.14.0")
+
+    def no_metadata(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(importlib.metadata, "version", no_metadata)
+        assert "tensorflow-estimator of unknown version (the kept" in kept_module._unsupported()
     monkeypatch.delattr(estimator_util, "_DatasetInitializerHook")
     assert "lacks tensorflow_estimator.python.estimator.util._DatasetInitializerHook" in kept_module._unsupported()
     monkeypatch.setattr(kept_module, "UNSUPPORTED", kept_module._unsupported())
