@@ -24,6 +24,8 @@ TORN_DIR = "torn"
 SAVED_CONFIG = "operative_config-0.gin"
 # The configurable whose bindings (and everything they reference) shape the model.
 MODEL_ROOT = "build_model_fn"
+# The flag Estimator's early-stopping hook keeps in the checkpoint (a global variable).
+EARLY_STOPPING_VARIABLE = "signal_early_stopping/STOP"
 
 
 def checkpoint_step(checkpoint_path: str) -> int:
@@ -188,6 +190,11 @@ def check_model_matches(model_dir: str, checkpoint: str, variables: dict, curren
     )
     if mismatch is None:
         return
+    if mismatch[0] == EARLY_STOPPING_VARIABLE:
+        raise ModelDirError(
+            f"{checkpoint} was trained without early stopping: its checkpoint has no {EARLY_STOPPING_VARIABLE} "
+            "to restore; set best_checkpoint.early_stopping_evals only for a new --model_dir"
+        )
     changed = []
     saved_path = os.path.join(model_dir, SAVED_CONFIG)
     if os.path.exists(saved_path):

@@ -121,6 +121,7 @@ def train_and_evaluate(
         estimator = build(_warm_start_settings(warm_start, resume, model_dir, model_fn, train_input_fn, seed, log))
         if resume.checkpoint:
             variables = checkpoints.model_variables(model_fn, train_input_fn, seed)
+            variables.update({checkpoints.EARLY_STOPPING_VARIABLE: []} if best.early_stopping_evals else {})
             checkpoints.check_model_matches(model_dir, resume.checkpoint, variables, gin.operative_config_str())
         reporters = evaluation.build_reporters(reporting, reporters)
         _evaluate_if_never_evaluated(resume, estimator, eval_input_fn, eval_dir, reporters, signals)

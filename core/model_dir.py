@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from common import files
 from common.errors import ModelDirError, reported
 from core import checkpoints, cluster
 
@@ -139,6 +140,25 @@ def remove_leftovers(model_dir: str, log=print):
         log(f"removed {len(found)} leftover(s) of an interrupted save in {model_dir}: {', '.join(sorted(found)[:4])}")
 
 
+def repair_event_files(directory: str, log=print):
+    """Cuts a truncated or corrupt TensorBoard event file in `directory` back to its last
+    whole record (a kill or a full disk while it was written); the original goes to `torn/`
+    with one line. Early stopping reads these files, and TensorFlow's reader stops at a
+    torn record with `DataLossError`."""
+    for path in sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*"))):
+        records = []
+        try:
+            for record in tf.compat.v1.io.tf_record_iterator(path):
+                records.append(record)
+        except tf.errors.DataLossError:
+            repaired = os.path.join(directory, f".{os.path.basename(path)}.repair.tmp")
+            with tf.io.TFRecordWriter(repaired) as writer:
+                for record in records:
+                    writer.write(record)
+            files.move_aside(path, f"kept its first {len(records)} record(s)", log)
+            os.replace(repaired, path)
+
+
 def check_directory(path: str):
     """A ModelDirError naming `path` when it cannot be a directory (a file, a dangling link)."""
     if os.path.islink(path) and not os.path.exists(path):
@@ -231,6 +251,7 @@ def prepare(model_dir: str, train_steps: int, early_stopping: bool, diagnose=Non
     eval_lock = contextlib.nullcontext() if cluster.cluster() else EvalDirLock(os.path.join(model_dir, "eval"))
     with ModelDirLock(model_dir), leaves_no_trace(model_dir, lambda: trained_past_step_0(model_dir)), eval_lock:
         remove_leftovers(model_dir, log)
+        repair_event_files(os.path.join(model_dir, "eval"), log)
         with reported(diagnose):
             latest = checkpoints.repair_latest_checkpoint(model_dir, log=log)
             step = checkpoints.checkpoint_step(latest) if latest else None

@@ -95,7 +95,11 @@ def parse_subset(subset) -> np.ndarray:
             subset = [int(item) for item in items]
         except ValueError as error:
             raise DataError(f"subset: not an integer index: {error}") from None
-    indices = np.unique(np.asarray(list(subset), dtype=np.int64))
+    subset = list(subset)
+    too_large = [index for index in subset if int(index) > np.iinfo(np.int64).max]
+    if too_large:
+        raise DataError(f"subset: index {too_large[0]} is too large (no split has that many examples)")
+    indices = np.unique(np.asarray(subset, dtype=np.int64))
     if indices.size and indices[0] < 0:
         raise DataError(f"subset: negative index {indices[0]}")
     return indices

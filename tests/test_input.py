@@ -209,3 +209,10 @@ def test_the_stream_resumes_anywhere_reading_at_most_one_epoch():
     reads.assign(0)
     assert stream(10 * n + 3, 1)[0][0] == 10 * n + 3
     assert int(reads.numpy()) <= n  # The epoch it starts in, no earlier one.
+
+
+def test_an_index_too_large_for_any_split_is_one_line():
+    from common.errors import DataError
+
+    with pytest.raises(DataError, match=r"^subset: index 99999999999999999999 is too large"):
+        data_input.parse_subset("3,99999999999999999999")

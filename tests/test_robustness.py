@@ -562,3 +562,44 @@ def test_a_full_disk_stops_in_one_line_and_the_rerun_loses_nothing(uninterrupted
     assert sorted(set(steps)) == steps and set(_steps_evaluated(uninterrupted)) <= set(steps)
     leftovers = [p.name for p in dest.rglob("*") if re.search(r"\.tmp[0-9a-f]{32}$|_temp$|\.tmp$", p.name)]
     assert leftovers == []
+
+
+@pytest.mark.slow
+def test_torn_state_files_never_stick_a_resume(tiny_dataset, tmp_path):
+    """A truncated eval event file (read by early stopping) and a corrupt best.json: the
+    resume moves each aside with one line, keeps what was whole, and completes."""
+    model_dir = tmp_path / "model"
+    early = {"TRAIN_STEPS": 6, "best_checkpoint.early_stopping_evals": 5}
+    run_script("train.py", *_args(model_dir, tiny_dataset, **early))
+    (events,) = (model_dir / "eval").glob("events.out.tfevents.*")
+    events.write_bytes(events.read_bytes()[:-7])
+    (model_dir / "best.json").write_text('{"global_step": 6, "met')
+    result = run_script("train.py", *_args(model_dir, tiny_dataset, **dict(early, TRAIN_STEPS=9)))
+    assert re.search(rf"{re.escape(str(events))} is torn \(kept its first \d+ record\(s\)\); moved to ", result.stdout)
+    assert re.search(rf"{re.escape(str(model_dir / 'best.json'))} is torn \(not JSON: .*\); moved to ", result.stdout)
+    records = {r["global_step"]: r["metrics"]["mean_iou"] for r in _records_of(model_dir)}
+    assert sorted(records) == [3, 6, 9]
+    assert json.loads((model_dir / "best.json").read_text())["value"] == max(records.values())
+    assert len(list((model_dir / "eval" / "torn").iterdir())) == 1 and len(list((model_dir / "torn").iterdir())) == 1
+
+
+def test_turning_on_early_stopping_in_a_resumed_run_is_one_line(uninterrupted, tiny_dataset, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(uninterrupted, model_dir)
+    more = {"TRAIN_STEPS": STEPS + 3, "best_checkpoint.early_stopping_evals": 2}
+    result = run_script("train.py", *_args(model_dir, tiny_dataset, **more), check=False)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "was trained without early stopping: its checkpoint has no signal_early_stopping/STOP to restore; "
+            "set best_checkpoint.early_stopping_evals only for a new --model_dir"
+        )
+    )
+
+
+def _records_of(model_dir):
+    from core import results
+
+    return results.read_records(str(model_dir / "eval"))
