@@ -9,15 +9,18 @@ Nothing here knows which task produced the result.
 """
 
 import csv
+import io
 import json
 import math
 import os
 import sys
+import zipfile
 
 import numpy as np
 import tensorflow as tf
 
-from common.errors import RunError
+from common import files
+from common.errors import EvaluationError, RunError, first_line
 from metrics import bootstrap
 from metrics.summaries import PER_EXAMPLE_PREFIX as PER_EXAMPLE_KEY  # "per_example/<name>" result keys.
 from metrics.summaries import STATISTICS_PREFIX as STATISTICS_KEY  # "statistics/<name>" result keys.
@@ -65,13 +68,16 @@ def to_record(eval_result: dict, checkpoint_path: str, class_names, per_class_ke
     return record
 
 
-def append_record(eval_dir: str, record: dict) -> str:
-    """Appends one line to `eval_dir/results.jsonl`; returns the file's path."""
-    tf.io.gfile.makedirs(eval_dir)
-    path = os.path.join(eval_dir, RESULTS_FILE)
-    with open(path, "a") as f:
-        f.write(json.dumps(record, allow_nan=False) + "\n")
-    return path
+def append_record(eval_dir: str, record: dict, log=print) -> str:
+    """Adds one line to `eval_dir/results.jsonl` (replacing an earlier record of the same
+    step: a step retrained after a torn checkpoint); returns the file's path.
+
+    The file is written anew and renamed into place (`common.files.write_atomic`), so a
+    crash or a full disk leaves the old file or the new one, never a torn line.
+    """
+    kept = [old for old in read_records(eval_dir, log) if old["global_step"] != record["global_step"]]
+    lines = [json.dumps(old, allow_nan=False) for old in kept] + [json.dumps(record, allow_nan=False)]
+    return files.write_atomic(os.path.join(eval_dir, RESULTS_FILE), "".join(line + "\n" for line in lines))
 
 
 def _csv_value(value) -> str:
@@ -102,16 +108,15 @@ def write_per_example(
     columns = [np.asarray(eval_result[PER_EXAMPLE_KEY + name], np.float64) for name in names]
     ranked = columns[0] if worst_is_lowest else -columns[0]
     order = np.lexsort((indices, np.nan_to_num(ranked, nan=np.inf)))  # Worst first; undefined last; ties by index.
-    tf.io.gfile.makedirs(eval_dir)
     path = os.path.join(eval_dir, f"{PER_EXAMPLE_PREFIX}{int(eval_result['global_step'])}.csv")
-    with open(path, "w", newline="") as f:
-        f.write(f"# checkpoint: {checkpoint_path}\n")
-        rows = csv.writer(f, lineterminator="\n")
-        rows.writerow(["index", *names] + (["filename"] if filenames is not None else []))
-        for i in order:
-            name = [filenames[indices[i]]] if filenames is not None else []
-            rows.writerow([str(indices[i])] + [_csv_value(column[i]) for column in columns] + name)
-    return path
+    text = io.StringIO()
+    text.write(f"# checkpoint: {checkpoint_path}\n")
+    rows = csv.writer(text, lineterminator="\n")
+    rows.writerow(["index", *names] + (["filename"] if filenames is not None else []))
+    for i in order:
+        name = [filenames[indices[i]]] if filenames is not None else []
+        rows.writerow([str(indices[i])] + [_csv_value(column[i]) for column in columns] + name)
+    return files.write_atomic(path, text.getvalue())
 
 
 def read_per_example(path: str):
@@ -175,24 +180,36 @@ def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, stat
     }
     if filenames is not None:
         about["filenames"] = np.asarray([filenames[i] for i in index[order]], dtype=str)
-    path = statistics_path(eval_dir, step)
-    with open(path, "wb") as f:
-        np.savez_compressed(f, index=index[order], **about, **{STATISTICS_ARRAY + k: v for k, v in arrays.items()})
-    return path
+    content = io.BytesIO()
+    np.savez_compressed(content, index=index[order], **about, **{STATISTICS_ARRAY + k: v for k, v in arrays.items()})
+    return files.write_atomic(statistics_path(eval_dir, step), content.getvalue())
 
 
 def read_statistics(path: str) -> dict:
     """A `statistics-<step>.npz` as `{"checkpoint", "task", "class_names", "filenames"
-    (or None), "index" [N], "statistics": {name: [N, k]}}`."""
-    with np.load(path) as data:
-        return {
-            "checkpoint": str(data["checkpoint"]),
-            "task": str(data["task"]),
-            "class_names": [str(name) for name in data["class_names"]],
-            "filenames": [str(name) for name in data["filenames"]] if "filenames" in data.files else None,
-            "index": data["index"],
-            "statistics": {k[len(STATISTICS_ARRAY) :]: data[k] for k in data.files if k.startswith(STATISTICS_ARRAY)},
-        }
+    (or None), "index" [N], "statistics": {name: [N, k]}}`.
+
+    Raises:
+      EvaluationError: one line naming the file when it is missing, torn or not one.
+    """
+    try:
+        with np.load(path) as data:
+            return _statistics(data)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise EvaluationError(
+            f"{path} is not a readable statistics file ({first_line(error) or type(error).__name__})"
+        ) from None
+
+
+def _statistics(data) -> dict:
+    return {
+        "checkpoint": str(data["checkpoint"]),
+        "task": str(data["task"]),
+        "class_names": [str(name) for name in data["class_names"]],
+        "filenames": [str(name) for name in data["filenames"]] if "filenames" in data.files else None,
+        "index": data["index"],
+        "statistics": {k[len(STATISTICS_ARRAY) :]: data[k] for k in data.files if k.startswith(STATISTICS_ARRAY)},
+    }
 
 
 def task_of(kept: dict):
@@ -218,7 +235,7 @@ def report(eval_dir: str, eval_result: dict, checkpoint_path: str, task, stream=
         write_statistics(eval_dir, record["global_step"], checkpoint_path, *kept, task, filenames)
         record["ci"] = bootstrap.intervals(kept[1], task.from_sums)
         write_interval_summary(eval_dir, record)
-    append_record(eval_dir, record)
+    append_record(eval_dir, record, lambda line: print(line, file=stream or sys.stdout, flush=True))
     write_per_example(eval_dir, eval_result, checkpoint_path, task.per_example_score, task.worst_is_lowest, filenames)
     print(format_table(record), file=stream or sys.stdout, flush=True)
     return record
@@ -250,13 +267,33 @@ def write_interval_summary(eval_dir: str, record: dict):
     writer.flush()
 
 
-def read_records(eval_dir: str) -> list:
-    """All records of `eval_dir/results.jsonl`, oldest first ([] if none)."""
+def read_records(eval_dir: str, log=print) -> list:
+    """All records of `eval_dir/results.jsonl`, oldest first ([] if none).
+
+    A torn or corrupt line (a full disk or a kill while an older version appended) never
+    stops a run: the file is moved to `torn/` with one line, and the whole records are
+    written back (where the folder is writable; read-only, they are only returned).
+    """
     path = os.path.join(eval_dir, RESULTS_FILE)
-    if not os.path.exists(path):
+    try:
+        with open(path) as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+    except FileNotFoundError:
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    records, bad = [], 0
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and "global_step" in record:
+            records.append(record)
+        else:
+            bad += 1
+    if bad and os.access(eval_dir, os.W_OK):
+        files.move_aside(path, f"{bad} unreadable line(s); kept its {len(records)} whole record(s)", log)
+        files.write_atomic(path, "".join(json.dumps(record, allow_nan=False) + "\n" for record in records))
+    return records
 
 
 def _cell(value):

@@ -19,6 +19,8 @@ File patterns never match an index: `list_files` leaves them out.
 import json
 import os
 
+from common import files
+
 SUFFIX = ".index.json"
 VERSION = 1
 
@@ -41,11 +43,7 @@ def write(shard: str, examples) -> str:
     size, mtime_ns = _stat(shard)
     examples = [[str(name), int(height), int(width)] for name, height, width in examples]
     content = {"version": VERSION, "size": size, "mtime_ns": mtime_ns, "count": len(examples), "examples": examples}
-    path = index_path(shard)
-    with open(path + ".tmp", "w") as f:
-        json.dump(content, f, separators=(",", ":"))
-    os.replace(path + ".tmp", path)
-    return path
+    return files.write_atomic(index_path(shard), json.dumps(content, separators=(",", ":")))
 
 
 def read(shard: str):

@@ -574,13 +574,18 @@ def test_torn_state_files_never_stick_a_resume(tiny_dataset, tmp_path):
     (events,) = (model_dir / "eval").glob("events.out.tfevents.*")
     events.write_bytes(events.read_bytes()[:-7])
     (model_dir / "best.json").write_text('{"global_step": 6, "met')
+    results_file = model_dir / "eval" / "results.jsonl"
+    results_file.write_text(results_file.read_text()[:-100])  # Step 6's line torn (a full disk while appending).
     result = run_script("train.py", *_args(model_dir, tiny_dataset, **dict(early, TRAIN_STEPS=9)))
     assert re.search(rf"{re.escape(str(events))} is torn \(kept its first \d+ record\(s\)\); moved to ", result.stdout)
     assert re.search(rf"{re.escape(str(model_dir / 'best.json'))} is torn \(not JSON: .*\); moved to ", result.stdout)
+    assert re.search(
+        rf"{re.escape(str(results_file))} is torn \(1 unreadable line\(s\); kept its 1 whole", result.stdout
+    )
     records = {r["global_step"]: r["metrics"]["mean_iou"] for r in _records_of(model_dir)}
     assert sorted(records) == [3, 6, 9]
     assert json.loads((model_dir / "best.json").read_text())["value"] == max(records.values())
-    assert len(list((model_dir / "eval" / "torn").iterdir())) == 1 and len(list((model_dir / "torn").iterdir())) == 1
+    assert len(list((model_dir / "eval" / "torn").iterdir())) == 2 and len(list((model_dir / "torn").iterdir())) == 1
 
 
 def test_turning_on_early_stopping_in_a_resumed_run_is_one_line(uninterrupted, tiny_dataset, tmp_path):
