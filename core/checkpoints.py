@@ -156,24 +156,6 @@ def _references(value_text: str) -> list:
     return re.findall(r"@([\w.]+(?:\(\))?)", value_text)
 
 
-def _model_bindings(bindings: dict) -> list:
-    """The keys of the bindings that shape the model: MODEL_ROOT's and those it references."""
-    selectors, frontier = set(), [MODEL_ROOT]
-    while frontier:
-        selector = frontier.pop()
-        if selector in selectors:
-            continue
-        selectors.add(selector)
-        for key, value in bindings.items():
-            if key.rpartition(".")[0].rpartition("/")[2] == selector:
-                frontier += [name.rstrip("()") for name in _references(value)]
-    return [key for key in bindings if key.rpartition(".")[0].rpartition("/")[2] in selectors]
-
-
-def _references(value_text: str) -> list:
-    return re.findall(r"@([\w.]+(?:\(\))?)", value_text)
-
-
 def check_model_matches(model_dir: str, checkpoint: str, variables: dict, current_config: str):
     """Raises ModelDirError if `checkpoint` cannot be restored into a model with `variables`.
 
