@@ -119,10 +119,7 @@ def train_and_evaluate(
         SignalCatcher() as signals,
     ):
         estimator = build(_warm_start_settings(warm_start, resume, model_dir, model_fn, train_input_fn, seed, log))
-        if resume.checkpoint:
-            variables = checkpoints.model_variables(model_fn, train_input_fn, seed)
-            variables.update({checkpoints.EARLY_STOPPING_VARIABLE: []} if best.early_stopping_evals else {})
-            checkpoints.check_model_matches(model_dir, resume.checkpoint, variables, gin.operative_config_str())
+        _check_resumable(resume, model_dir, model_fn, train_input_fn, seed, best)
         reporters = evaluation.build_reporters(reporting, reporters)
         _evaluate_if_never_evaluated(resume, estimator, eval_input_fn, eval_dir, reporters, signals)
         if resume.finished:
@@ -133,17 +130,7 @@ def train_and_evaluate(
         train_hooks.append(_checkpoint_saver(model_dir, eval_every_steps, strategy, signals))
         train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=train_steps, hooks=train_hooks,
                                             saving_listeners=[progress.listener])  # fmt: skip
-        eval_spec = tf.estimator.EvalSpec(
-            eval_input_fn,
-            steps=None,  # The whole eval set, partial last batch included.
-            exporters=reporters,
-            hooks=[
-                gin.tf.GinConfigSaverHook(eval_dir, summarize_config=True, include_step_in_filename=False),
-                preemption.evaluation_stopper(signals),
-            ],  # fmt: skip
-            start_delay_secs=0,
-            throttle_secs=0,  # Cadence is set in steps, by save_checkpoints_steps.
-        )
+        eval_spec = _eval_spec(eval_input_fn, reporters, eval_dir, signals)
         start = time.time()
         log(f"training {model_dir} to step {train_steps}, evaluating every {eval_every_steps} steps")
         tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
@@ -171,6 +158,32 @@ def build_estimator(model_fn, model_dir: str, seed: int, save_checkpoints_steps:
     )
     return Estimator(model_fn=model_fn, config=run_config, warm_start_from=warm_start_from,
                      keep_eval_graph=keep_eval_graph)  # fmt: skip
+
+
+def _check_resumable(resume, model_dir, model_fn, input_fn, seed, best):
+    """A ModelDirError naming the gin binding that changed when the checkpoint a run resumes
+    from cannot be restored into this model (`core.checkpoints.check_model_matches`)."""
+    if not resume.checkpoint:
+        return
+    variables = checkpoints.model_variables(model_fn, input_fn, seed)
+    if best.early_stopping_evals:  # Estimator's early-stopping hook keeps a flag in the checkpoint.
+        variables[checkpoints.EARLY_STOPPING_VARIABLE] = []
+    checkpoints.check_model_matches(model_dir, resume.checkpoint, variables, gin.operative_config_str())
+
+
+def _eval_spec(eval_input_fn, reporters, eval_dir, signals):
+    """The EvalSpec: the whole eval set after every checkpoint, the reporters as its exporters."""
+    return tf.estimator.EvalSpec(
+        eval_input_fn,
+        steps=None,  # The whole eval set, partial last batch included.
+        exporters=reporters,
+        hooks=[
+            gin.tf.GinConfigSaverHook(eval_dir, summarize_config=True, include_step_in_filename=False),
+            preemption.evaluation_stopper(signals),
+        ],
+        start_delay_secs=0,
+        throttle_secs=0,  # Cadence is set in steps, by save_checkpoints_steps.
+    )
 
 
 def _the_task(model_dir, model_fn, train_input_fn, eval_input_fn):
