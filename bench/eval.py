@@ -60,7 +60,7 @@ def main(argv=None):
     from data.input import make_input_fn
     from hooks.eval_logging import per_class_logging
     from models import build_model_fn
-    from models.tasks import Segmentation
+    from models.segmentation import Segmentation
     from models.unet import UNet
 
     pattern = _dataset()

@@ -57,7 +57,7 @@ def main(argv=None):
     from data.preprocess import ScaleAndCrop
     from models import build_model_fn
     from models.deeplab import DeepLab
-    from models.tasks import Segmentation
+    from models.segmentation import Segmentation
 
     train_files, val_files = _dataset()
     task = Segmentation(4, CLASS_NAMES, confusion_summary=False)

@@ -56,7 +56,7 @@ def _dataset(num_train: int) -> str:
 
 def _input_fns(root: str):
     from data import input as data_input
-    from models.tasks import Segmentation
+    from models.segmentation import Segmentation
 
     task = Segmentation(4)
     start = time.perf_counter()

@@ -22,7 +22,7 @@ from core import best, cluster, evaluation, experiment, warm_start
 from data import augment, preprocess
 from data import input as data_input
 from hooks import eval_logging
-from models import deeplab, mobilenet, model_fn, tasks, unet
+from models import classification, deeplab, mobilenet, model_fn, regression, segmentation, unet
 
 # Builders.
 make_input_fn = gin.external_configurable(data_input.make_input_fn, "make_input_fn")
@@ -34,9 +34,9 @@ gin.external_configurable(deeplab.DeepLab, "deeplab")
 gin.external_configurable(mobilenet.MobileNetV2Encoder, "mobilenet_v2")
 
 # Tasks: `TASK = @segmentation()`.
-gin.external_configurable(tasks.Segmentation, "segmentation")
-gin.external_configurable(tasks.Classification, "classification")
-gin.external_configurable(tasks.Regression, "regression")
+gin.external_configurable(segmentation.Segmentation, "segmentation")
+gin.external_configurable(classification.Classification, "classification")
+gin.external_configurable(regression.Regression, "regression")
 
 # Augmentations: `train/make_input_fn.augmentations = [@flip_left_right(), ...]`.
 gin.external_configurable(augment.FlipLeftRight, "flip_left_right")

@@ -22,12 +22,11 @@ import tensorflow as tf
 from common import files
 from common.errors import EvaluationError, RunError, first_line
 from metrics import bootstrap
-from metrics.summaries import PER_EXAMPLE_PREFIX as PER_EXAMPLE_KEY  # "per_example/<name>" result keys.
-from metrics.summaries import STATISTICS_PREFIX as STATISTICS_KEY  # "statistics/<name>" result keys.
+from metrics.summaries import PER_EXAMPLE_KEY_PREFIX, STATISTICS_KEY_PREFIX  # Result keys: "per_example/<name>".
 
 RESULTS_FILE = "results.jsonl"
-PER_EXAMPLE_PREFIX = "per_example-"  # The CSV files: per_example-<step>.csv.
-STATISTICS_PREFIX = "statistics-"  # The per-example sufficient statistics: statistics-<step>.npz.
+PER_EXAMPLE_FILE_PREFIX = "per_example-"  # The CSV files: per_example-<step>.csv.
+STATISTICS_FILE_PREFIX = "statistics-"  # The per-example sufficient statistics: statistics-<step>.npz.
 STATISTICS_ARRAY = "statistic_"  # Their arrays' names in the file.
 
 
@@ -51,7 +50,7 @@ def to_record(eval_result: dict, checkpoint_path: str, class_names, per_class_ke
         "per_class": {name: {} for name in class_names} if per_class_keys else {},
     }
     for key, value in sorted(eval_result.items()):
-        if key in ("global_step", "num_examples") or key.startswith((PER_EXAMPLE_KEY, STATISTICS_KEY)):
+        if key in ("global_step", "num_examples") or key.startswith((PER_EXAMPLE_KEY_PREFIX, STATISTICS_KEY_PREFIX)):
             continue
         prefix, _, suffix = key.partition("/")
         if isinstance(value, (bytes, str)):
@@ -97,18 +96,18 @@ def write_per_example(
       worst_is_lowest: whether the lowest score is the worst (IoU) or the highest (an error).
       filenames: each example's file name by index (the split's records), or None.
     """
-    if PER_EXAMPLE_KEY + "index" not in eval_result:
+    if PER_EXAMPLE_KEY_PREFIX + "index" not in eval_result:
         return None
-    indices = np.asarray(eval_result[PER_EXAMPLE_KEY + "index"]).astype(np.int64)
+    indices = np.asarray(eval_result[PER_EXAMPLE_KEY_PREFIX + "index"]).astype(np.int64)
     names = [score] + sorted(
-        key[len(PER_EXAMPLE_KEY) :]
+        key[len(PER_EXAMPLE_KEY_PREFIX) :]
         for key in eval_result
-        if key.startswith(PER_EXAMPLE_KEY) and key[len(PER_EXAMPLE_KEY) :] not in ("index", score)
+        if key.startswith(PER_EXAMPLE_KEY_PREFIX) and key[len(PER_EXAMPLE_KEY_PREFIX) :] not in ("index", score)
     )
-    columns = [np.asarray(eval_result[PER_EXAMPLE_KEY + name], np.float64) for name in names]
+    columns = [np.asarray(eval_result[PER_EXAMPLE_KEY_PREFIX + name], np.float64) for name in names]
     ranked = columns[0] if worst_is_lowest else -columns[0]
     order = np.lexsort((indices, np.nan_to_num(ranked, nan=np.inf)))  # Worst first; undefined last; ties by index.
-    path = os.path.join(eval_dir, f"{PER_EXAMPLE_PREFIX}{int(eval_result['global_step'])}.csv")
+    path = os.path.join(eval_dir, f"{PER_EXAMPLE_FILE_PREFIX}{int(eval_result['global_step'])}.csv")
     text = io.StringIO()
     text.write(f"# checkpoint: {checkpoint_path}\n")
     rows = csv.writer(text, lineterminator="\n")
@@ -139,7 +138,7 @@ def files_by_step(eval_dir: str, prefix: str, suffix: str) -> dict:
 
 def latest_per_example(eval_dir: str):
     """The per-example CSV of the highest step in `eval_dir`, or None."""
-    paths = files_by_step(eval_dir, PER_EXAMPLE_PREFIX, ".csv")
+    paths = files_by_step(eval_dir, PER_EXAMPLE_FILE_PREFIX, ".csv")
     return paths[max(paths)] if paths else None
 
 
@@ -153,15 +152,17 @@ def check_example_count(eval_result: dict, expected):
 def statistics_of(eval_result: dict):
     """`(index int64 [N], {name: float64 [N, k]})`: each evaluated example's sufficient
     statistics, in evaluation order; None if the evaluation kept none."""
-    names = [key[len(STATISTICS_KEY) :] for key in eval_result if key.startswith(STATISTICS_KEY)]
-    if not names or PER_EXAMPLE_KEY + "index" not in eval_result:
+    names = [key[len(STATISTICS_KEY_PREFIX) :] for key in eval_result if key.startswith(STATISTICS_KEY_PREFIX)]
+    if not names or PER_EXAMPLE_KEY_PREFIX + "index" not in eval_result:
         return None
-    index = np.asarray(eval_result[PER_EXAMPLE_KEY + "index"]).astype(np.int64)
-    return index, {name: np.asarray(eval_result[STATISTICS_KEY + name]).reshape(len(index), -1) for name in names}
+    index = np.asarray(eval_result[PER_EXAMPLE_KEY_PREFIX + "index"]).astype(np.int64)
+    return index, {
+        name: np.asarray(eval_result[STATISTICS_KEY_PREFIX + name]).reshape(len(index), -1) for name in names
+    }
 
 
 def statistics_path(eval_dir: str, step: int) -> str:
-    return os.path.join(eval_dir, f"{STATISTICS_PREFIX}{step}.npz")
+    return os.path.join(eval_dir, f"{STATISTICS_FILE_PREFIX}{step}.npz")
 
 
 def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, statistics: dict, task, filenames=None):
@@ -175,7 +176,7 @@ def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, stat
             arrays[name] = values.astype(np.int32)  # Counts: 4 bytes, and they compress.
     about = {
         "checkpoint": np.asarray(checkpoint_path),
-        "task": np.asarray(f"{type(task).__module__}:{type(task).__qualname__}"),
+        "task": np.asarray(task.name),  # A name in the task registry (models/task.py), never code.
         "class_names": np.asarray(list(task.class_names), dtype=str),
     }
     if filenames is not None:
@@ -212,17 +213,38 @@ def _statistics(data) -> dict:
     }
 
 
-def task_of(kept: dict):
-    """The task object a statistics file was written by (its class, built with the class
-    names), whose `from_sums` reads the file's statistics."""
-    import importlib
+# Files written before tasks had names held the class path: the shipped ones map to names.
+_SHIPPED_CLASS_PATHS = {
+    "models.tasks:Segmentation": "segmentation",
+    "models.tasks:Classification": "classification",
+    "models.tasks:Regression": "regression",
+}
 
-    module, _, qualname = kept["task"].partition(":")
-    try:
-        task_class = getattr(importlib.import_module(module), qualname)
-        return task_class(len(kept["class_names"]), kept["class_names"])
-    except Exception as error:  # A fork's task with another constructor.
-        raise RunError(f"cannot rebuild the task {kept['task']} of a statistics file ({error})") from None
+
+def task_of(kept: dict, path: str = "a statistics file"):
+    """The task a statistics file was written by, rebuilt with its class names: its
+    `from_sums` reads the file's statistics.
+
+    The file names the task; it is looked up among the registered tasks (every `Task`
+    subclass with a `name`, `models/task.py`), never imported from the file: a data file
+    runs no code.
+
+    Raises:
+      EvaluationError: a task not registered in this process, naming the file.
+    """
+    import models.classification  # noqa: F401  The shipped tasks, registered by their import.
+    import models.regression  # noqa: F401
+    import models.segmentation  # noqa: F401
+    from models.task import registered
+
+    name = _SHIPPED_CLASS_PATHS.get(kept["task"], kept["task"])
+    task_class = registered(name)
+    if task_class is None:
+        raise EvaluationError(
+            f"{path} was written by the task {name!r}, which is not known here: pass the run's --gin_file, "
+            "whose `import` loads the module that defines it"
+        )
+    return task_class.from_class_names(kept["class_names"])
 
 
 def report(eval_dir: str, eval_result: dict, checkpoint_path: str, task, stream=None, filenames=None) -> dict:

@@ -7,7 +7,7 @@ the training stream is a function of `(seed, position in the stream)` only.
 
 The image is decoded here, the same way for every task; what the label is (a mask,
 a class id, a regression target), how it is parsed and checked, comes from the
-task object (`models/tasks.py`): `task.label_features()` and `task.decode_label()`.
+task object (`models/task.py`): `task.label_features()` and `task.decode_label()`.
 
 Reading order: `train.py` -> `core/experiment.py` -> `models/model_fn.py` ->
 `models/task.py` -> this file -> next, `core/evaluation.py` (what happens to an evaluation).
@@ -20,7 +20,6 @@ import struct
 import numpy as np
 import tensorflow as tf
 
-from common.constants import IGNORE_LABEL
 from common.errors import DataError
 from data import augment as augment_ops
 from data import preprocess as preprocess_ops
@@ -278,7 +277,7 @@ def make_input_fn(
       batch_size: examples per batch. Evaluation keeps the partial last batch.
       image_height, image_width: the training crop size (see `preprocess`); every
         training example is this size. Evaluation ignores them (see `eval_size`).
-      task: the task object (`models/tasks.py`): parses and checks the label.
+      task: the task object (`models/task.py`): parses and checks the label.
       training: shuffle (seeded), repeat forever, augment, drop the partial batch,
         and start at example `global_step * batch_size` of the stream, so a run
         resumed from a checkpoint sees exactly the batches an uninterrupted run would.
@@ -327,7 +326,7 @@ def make_input_fn(
         raise DataError("lenient mode is for training only: evaluation is always strict")
     files, split_size, indices = _read_split(file_pattern, subset)
     num_records = split_size if indices is None else len(indices)  # An epoch.
-    ignore_label = getattr(task, "ignore_label", IGNORE_LABEL)
+    ignore_label = task.ignore_label
     if training:
         stream = _TrainStream(
             task, batch_size, image_height, image_width, seed, shuffle_buffer, list(augmentations or ()),

@@ -2,10 +2,10 @@
 
 import sys
 
-import numpy as np
 import tensorflow as tf
 
 from common.errors import ConfigError
+from metrics.bootstrap import iou_and_dice
 
 
 def per_class_logging(every_n_steps: int = 100, stream=None):
@@ -52,10 +52,6 @@ class PerClassIoULoggingHook(tf.compat.v1.train.SessionRunHook):
         del run_context
         if run_values.results is None:
             return
-        confusion = np.asarray(run_values.results, np.float64)
-        true_positive = np.diag(confusion)
-        union = confusion.sum(0) + confusion.sum(1) - true_positive
-        with np.errstate(invalid="ignore", divide="ignore"):
-            iou = np.where(union > 0, true_positive / union, np.nan)
+        iou, _ = iou_and_dice(run_values.results)
         cells = "  ".join(f"{name} {value:.4f}" for name, value in zip(self._class_names, iou))
         print(f"  eval batch {self._step}: IoU {cells}", file=self._stream, flush=True)

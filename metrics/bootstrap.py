@@ -152,15 +152,23 @@ def _nanmean(values, axis=-1):
     return _divide(np.where(finite, values, 0).sum(axis), finite.sum(axis).astype(np.float64))
 
 
+def iou_and_dice(confusion):
+    """numpy: per-class IoU and Dice from confusion matrices `[..., C, C]` (rows = ground
+    truth), NaN for a class absent from both: `metrics.confusion.iou_and_dice`'s twin."""
+    confusion = np.asarray(confusion, np.float64)
+    true_positive = np.diagonal(confusion, axis1=-2, axis2=-1)
+    ground_truth, predicted = confusion.sum(-1), confusion.sum(-2)
+    iou = _divide(true_positive, ground_truth + predicted - true_positive)
+    return iou, _divide(2 * true_positive, ground_truth + predicted)
+
+
 def confusion_metrics(confusion, class_names) -> dict:
     """The headline segmentation metrics and per-class IoU from confusion matrices
     `[R, C, C]` (rows = ground truth), as `metrics/segmentation.py` defines them: a class
     absent from both the labels and the predictions is NaN and left out of the means."""
     confusion = np.asarray(confusion, np.float64)
     true_positive = np.diagonal(confusion, axis1=1, axis2=2)
-    ground_truth, predicted = confusion.sum(2), confusion.sum(1)
-    iou = _divide(true_positive, ground_truth + predicted - true_positive)
-    dice = _divide(2 * true_positive, ground_truth + predicted)
+    iou, dice = iou_and_dice(confusion)
     out = {
         "mean_iou": _nanmean(iou),
         "mean_dice": _nanmean(dice),

@@ -83,6 +83,24 @@ def streaming_confusion_matrix(labels, predictions, num_classes: int, ignore_lab
         return tf.identity(total.read_value(), name="value"), update_op
 
 
+def iou_and_dice(confusion):
+    """Per-class IoU and Dice from confusion matrices `[..., C, C]` (rows = ground truth),
+    float64, NaN for a class absent from both the labels and the predictions. The one
+    TensorFlow derivation: the streaming metrics, the per-example mean IoU (and, in
+    numpy, `metrics.bootstrap.iou_and_dice`).
+
+    Returns:
+      `(iou, dice)`, each float64 `[..., C]`.
+    """
+    confusion = tf.cast(confusion, tf.float64)
+    true_positive = tf.linalg.diag_part(confusion)
+    ground_truth = tf.reduce_sum(confusion, axis=-1)
+    predicted = tf.reduce_sum(confusion, axis=-2)
+    iou = safe_divide(true_positive, ground_truth + predicted - true_positive)
+    dice = safe_divide(2 * true_positive, ground_truth + predicted)
+    return iou, dice
+
+
 def per_class_rates(confusion, beta: float = 1.0):
     """Per-class precision, recall and F-beta (float64), NaN where undefined.
 

@@ -16,7 +16,7 @@ Usage in a `model_fn`:
 import tensorflow as tf
 
 from common.constants import IGNORE_LABEL
-from metrics.confusion import fbeta_name, per_class_rates, streaming_confusion_matrix
+from metrics.confusion import fbeta_name, iou_and_dice, per_class_rates, streaming_confusion_matrix
 from metrics.streaming import nanmean, safe_divide
 
 SUMMARY_KEYS = (
@@ -43,12 +43,10 @@ def nanmedian(values):
 
 def confusion_derived(confusion):
     """Per-class and summary values from a confusion matrix (float64 tensors)."""
+    iou, dice = iou_and_dice(confusion)
     confusion = tf.cast(confusion, tf.float64)
     true_positive = tf.linalg.diag_part(confusion)
     ground_truth = tf.reduce_sum(confusion, axis=1)
-    predicted = tf.reduce_sum(confusion, axis=0)
-    iou = safe_divide(true_positive, ground_truth + predicted - true_positive)
-    dice = safe_divide(2 * true_positive, ground_truth + predicted)
     total = tf.reduce_sum(confusion)
     present = tf.math.is_finite(iou)
     zeros = tf.zeros_like(iou)

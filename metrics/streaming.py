@@ -50,11 +50,11 @@ def safe_divide(numerator, denominator):
     return tf.where(denominator > 0, numerator / tf.where(denominator > 0, denominator, 1), nan)
 
 
-def nanmean(values):
-    """Mean over the finite entries; NaN when there are none."""
+def nanmean(values, axis=None):
+    """Mean over the finite entries (of `axis`; None: all); NaN when there are none."""
     defined = tf.math.is_finite(values)
-    count = tf.reduce_sum(tf.cast(defined, values.dtype))
-    total = tf.reduce_sum(tf.where(defined, values, tf.zeros_like(values)))
+    count = tf.reduce_sum(tf.cast(defined, values.dtype), axis)
+    total = tf.reduce_sum(tf.where(defined, values, tf.zeros_like(values)), axis)
     return safe_divide(total, count)
 
 

@@ -146,8 +146,8 @@ def subset_image_summaries(indices, chosen, tensors: dict, make_panels, sizes=No
         return ops
 
 
-PER_EXAMPLE_PREFIX = "per_example/"
-STATISTICS_PREFIX = "statistics/"  # Per-example sufficient statistics (per_example_statistics).
+PER_EXAMPLE_KEY_PREFIX = "per_example/"
+STATISTICS_KEY_PREFIX = "statistics/"  # Per-example sufficient statistics (per_example_statistics).
 
 
 def per_example_values(indices, values: dict):
@@ -164,7 +164,7 @@ def per_example_values(indices, values: dict):
     for name, value in values.items():
         collected[name] = streaming_concat(value, f"per_example_{name}")
     update_op = tf.group(*[update for _, update in collected.values()])
-    return {PER_EXAMPLE_PREFIX + name: (value, update_op) for name, (value, _) in collected.items()}
+    return {PER_EXAMPLE_KEY_PREFIX + name: (value, update_op) for name, (value, _) in collected.items()}
 
 
 def per_example_statistics(statistics: dict):
@@ -172,7 +172,7 @@ def per_example_statistics(statistics: dict):
     (that of `per_example/index`), each flattened: `{"statistics/<name>": (float64 [N * k],
     update)}`; the results reshape them to [N, k] (`core/results.py`)."""
     collected = {name: streaming_concat(value, f"statistics_{name}") for name, value in statistics.items()}
-    return {STATISTICS_PREFIX + name: pair for name, pair in collected.items()}
+    return {STATISTICS_KEY_PREFIX + name: pair for name, pair in collected.items()}
 
 
 def confusion_summaries(confusion, class_names, columns: dict, update_op, cell_pixels: int = 16):

@@ -3,7 +3,7 @@
 Estimator inspects the model_fn's signature, so never give it a gin-wrapped
 function: gin configures `build_model_fn` instead, with a *network* (images ->
 `num_outputs` channels, `models/unet.py`, `models/deeplab.py`) and a *task* (loss,
-predictions, metrics, summaries, serving outputs: `models/tasks.py`) as choices:
+predictions, metrics, summaries, serving outputs: `models/task.py`) as choices:
 
     build_model_fn.network = @unet()
     build_model_fn.task = %TASK        # TASK = @segmentation()
@@ -103,7 +103,7 @@ def build_model_fn(
     Args:
       network: `network(images, num_outputs, training, seed) -> outputs [B, h, w,
         num_outputs]`, images float32 [B, H, W, 3] in about [-1, 1].
-      task: a task object (`models/tasks.py`): head, loss, predictions, metrics,
+      task: a task object (`models/task.py`): head, loss, predictions, metrics,
         per-example values, panels and serving outputs.
       learning_rate: Adam's peak learning rate (see `warmup_steps` and `decay_steps`).
       decay_steps: cosine-decay the learning rate to 0 over this many steps (0: constant).
@@ -201,7 +201,7 @@ def build_model_fn(
                 training_hooks=[GpuOpCheck()] + [make(tensors) for make in training_hooks],
             )
 
-        eval_metric_ops = task.evaluation_metrics(labels, predictions, logits)
+        eval_metric_ops = task.eval_metric_ops(labels, predictions, logits)
         if "index" in features:
             if summary_indices:
                 frames = {"image": features["image"], "labels": labels, **predictions}

@@ -16,7 +16,7 @@ from PIL import Image
 from core import configurables, results
 from data import input as data_input
 from data import preprocess, synthetic, writer
-from models.tasks import Segmentation
+from models.segmentation import Segmentation
 from tests.conftest import tiny_gin_params
 
 CROP = 24

@@ -7,7 +7,9 @@ import tensorflow as tf
 
 from metrics import bootstrap
 from metrics.segmentation import confusion_derived
-from models.tasks import Classification, Regression, Segmentation
+from models.classification import Classification
+from models.regression import Regression
+from models.segmentation import Segmentation
 
 NAMES = ["background", "thing", "rare"]
 

@@ -141,7 +141,8 @@ def test_a_prediction_right_on_every_counted_pixel_scores_one_despite_an_ignored
 
 
 def test_lower_ece_is_better_for_the_best_checkpoint():
-    from models.tasks import Classification, Segmentation
+    from models.classification import Classification
+    from models.segmentation import Segmentation
 
     for task in (Segmentation(3, ["a", "b", "c"]), Classification(3, ["a", "b", "c"])):
         assert task.higher_is_better("ece") is False and task.higher_is_better(task.headline) is True

@@ -21,7 +21,7 @@ import tensorflow as tf
 from common.errors import ConfigError
 from core import cluster, results
 from data import input as data_input
-from models.tasks import Segmentation
+from models.segmentation import Segmentation
 from tests.conftest import REPO_ROOT, TINY_SIZE, TINY_TRAIN, tiny_gin_params
 from tools import launch_local_cluster as launcher
 

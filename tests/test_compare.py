@@ -10,7 +10,8 @@ from common.errors import ConfigError
 from core import results
 from core.best import BetterByMargin, SignificantlyBetter
 from metrics import bootstrap
-from models.tasks import Regression, Segmentation
+from models.regression import Regression
+from models.segmentation import Segmentation
 from tools import compare
 
 NAMES = ["background", "thing"]

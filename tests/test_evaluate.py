@@ -56,7 +56,7 @@ def test_training_writes_panels_tables_csv_best_and_exports(trained):
     # Each example's confusion counts: they sum to the streaming metrics, and give the intervals.
     kept = results.read_statistics(str(eval_dir / "statistics-6.npz"))
     assert kept["checkpoint"].endswith("model.ckpt-6") and list(kept["index"]) == list(range(TINY_VAL))
-    assert kept["task"] == "models.tasks:Segmentation" and len(kept["filenames"]) == TINY_VAL
+    assert kept["task"] == "segmentation" and len(kept["filenames"]) == TINY_VAL
     whole = bootstrap.confusion_metrics(kept["statistics"]["confusion"].sum(0).reshape(1, 4, 4), range(4))
     assert whole["mean_iou"][0] == pytest.approx(records[-1]["metrics"]["mean_iou"], abs=1e-12)
     interval = records[-1]["ci"]["mean_iou"]

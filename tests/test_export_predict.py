@@ -208,7 +208,7 @@ def test_predict_decodes_a_jpeg_to_the_same_pixels_as_training(tmp_path):
 
     from data import schema, synthetic, writer
     from data.input import make_input_fn
-    from models.tasks import Segmentation
+    from models.segmentation import Segmentation
     from tools.predict import load_image
 
     image, mask = synthetic.make_example(5, "val", 0, TINY_SIZE, TINY_SIZE)

@@ -20,7 +20,7 @@ from common.errors import DataError, describe
 from common.palette import voc_colour_map
 from data import schema, writer
 from data.input import make_input_fn
-from models.tasks import Segmentation
+from models.segmentation import Segmentation
 
 HEIGHT, WIDTH = 8, 12
 TASK = Segmentation(4)

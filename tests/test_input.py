@@ -7,7 +7,7 @@ import tensorflow as tf
 from common.errors import DataError
 from data import input as data_input
 from data import schema, synthetic
-from models.tasks import Segmentation
+from models.segmentation import Segmentation
 from tests.conftest import TINY_SIZE, TINY_VAL
 
 

@@ -6,7 +6,10 @@ import pytest
 import tensorflow as tf
 
 from models import build_model_fn
-from models.tasks import Classification, Regression, Segmentation, soft_dice
+from models.classification import Classification
+from models.losses import soft_dice
+from models.regression import Regression
+from models.segmentation import Segmentation
 from models.unet import UNet
 
 NUM_CLASSES = 3

@@ -7,7 +7,7 @@ import pytest
 
 from data import input as data_input
 from data import records_index, synthetic, writer
-from models.tasks import Segmentation
+from models.segmentation import Segmentation
 
 SEGMENTATION = Segmentation(4)
 

@@ -436,7 +436,7 @@ def test_lenient_training_skips_and_counts_bad_records_up_to_a_fraction(tiny_dat
 def test_lenient_mode_is_refused_for_evaluation(tiny_dataset):
     from common.errors import DataError
     from data.input import make_input_fn
-    from models.tasks import Segmentation
+    from models.segmentation import Segmentation
 
     with pytest.raises(DataError, match="evaluation is always strict"):
         make_input_fn(str(tiny_dataset / "val-*.tfrecord"), 2, TINY_SIZE, TINY_SIZE, Segmentation(4), lenient=True)

@@ -32,13 +32,13 @@ from common import runtime
 
 runtime.hide_native_logs()
 runtime.quiet()  # Before TensorFlow's first import (core.results).
-from common.errors import EvaluationError, UserError  # noqa: E402
-from core import cli, results  # noqa: E402
+from common.errors import EvaluationError  # noqa: E402
+from core import cli, configurables, results  # noqa: E402
 from metrics import bootstrap  # noqa: E402
 
 
 def _statistics_files(eval_dir: str) -> dict:
-    return results.files_by_step(eval_dir, results.STATISTICS_PREFIX, ".npz")
+    return results.files_by_step(eval_dir, results.STATISTICS_FILE_PREFIX, ".npz")
 
 
 def _model_dir(kept: dict) -> str:
@@ -66,15 +66,9 @@ def resolve(name: str) -> str:
 
 def load(name: str) -> dict:
     path = resolve(name)
-    try:
-        kept = results.read_statistics(path)
-    except (OSError, ValueError, KeyError) as error:
-        raise EvaluationError(f"{path}: not a readable statistics file ({error})") from None
+    kept = results.read_statistics(path)  # Arrays only: a data file runs no code.
     kept["path"], kept["name"] = path, name
-    try:
-        kept["task_object"] = results.task_of(kept)
-    except UserError as error:
-        raise EvaluationError(f"{path}: {error}") from None
+    kept["task_object"] = results.task_of(kept, path)  # From the task registry, by name.
     return kept
 
 
@@ -175,6 +169,8 @@ def _main(argv) -> int:
     parser.add_argument("--gin_file", action="append", default=[], help="The run's config: show the panels too.")
     parser.add_argument("--gin_param", action="append", default=[], help="And its bindings, as train.py took them.")
     args = parser.parse_args(argv)
+    if args.gin_file:  # Its `import` loads a fork's own task, so its name is known.
+        configurables.parse_gin(args.gin_file, args.gin_param)
     a, b = load(args.a), load(args.b)
     compared = compare(a, b, args.level, args.resamples, args.seed)
     picked = report(a, b, compared, args.top, args.level)
