@@ -59,3 +59,14 @@ def test_a_torn_statistics_file_is_one_line_naming_it(tmp_path):
     path.write_bytes(path.read_bytes()[:-20])
     with pytest.raises(EvaluationError, match=rf"^{path} is not a readable statistics file \("):
         results.read_statistics(str(path))
+
+
+def test_a_statistics_file_never_runs_code(tmp_path, capsys):
+    """The task a statistics file names is looked up among the registered tasks; a crafted
+    name (here Python's print) is refused in one line, and nothing is imported or called."""
+    crafted = {"task": "builtins:print", "class_names": ["called"]}
+    with pytest.raises(EvaluationError, match=r"^f.npz was written by the task 'builtins:print', which is not known"):
+        results.task_of(crafted, "f.npz")
+    assert capsys.readouterr().out == ""
+    shipped = results.task_of({"task": "models.tasks:Segmentation", "class_names": ["a", "b"]})  # Written before names.
+    assert shipped.name == "segmentation" and shipped.class_names == ["a", "b"]
