@@ -15,6 +15,7 @@ must be set before TensorFlow loads. Real failures still raise Python exceptions
 TF_CPP_MIN_LOG_LEVEL yourself to see more.
 """
 
+import errno
 import sys
 
 from common import runtime
@@ -28,6 +29,8 @@ from common.errors import Interrupted, UserError, first_line  # noqa: E402
 from core import configurables  # noqa: E402
 
 _verbose = False  # --verbose, as cli.init read it.
+# OSErrors that are the machine's state, not a bug: one line, like a UserError.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
 
 
 def call(main, argv) -> int:
@@ -38,6 +41,12 @@ def call(main, argv) -> int:
     except Interrupted as stopped:
         print(first_line(stopped), file=sys.stderr, flush=True)
         return stopped.exit_code
+    except OSError as error:  # The machine's fault, not the program's: a full disk, a read-only folder.
+        if error.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr, flush=True)
+        return 1
     except UserError as error:
         if _verbose and error.__cause__ is not None:  # TensorFlow's whole message, under the line.
             print(f"{type(error.__cause__).__name__}: {error.__cause__}", file=sys.stderr, flush=True)

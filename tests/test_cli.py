@@ -127,3 +127,21 @@ def test_tensorflow_errors_keep_their_cause_and_verbose_shows_the_whole_message(
     assert cli.call(main, []) == 1
     err = capsys.readouterr().err
     assert "[[{{node save/SaveV2}}]]" in err and err.endswith("error: save/SaveV2: No space left on device\n")
+
+
+def test_a_full_disk_outside_tensorflow_is_one_line_and_a_bug_keeps_its_traceback(capsys):
+    import errno
+
+    from core import cli
+
+    def full(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/eval/results.jsonl")
+
+    assert cli.call(full, []) == 1
+    assert capsys.readouterr().err == "error: runs/x/eval/results.jsonl: No space left on device\n"
+
+    def bug(argv):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "a_path_the_code_got_wrong")
+
+    with pytest.raises(FileNotFoundError):
+        cli.call(bug, [])
