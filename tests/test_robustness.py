@@ -608,3 +608,18 @@ def _records_of(model_dir):
     from core import results
 
     return results.read_records(str(model_dir / "eval"))
+
+
+def test_evaluate_takes_the_newest_checkpoint_that_still_exists(uninterrupted, tiny_dataset, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(uninterrupted, model_dir)
+    for path in model_dir.glob(f"model.ckpt-{STEPS}.*"):  # Listed in `checkpoint`, gone from the disk.
+        path.unlink()
+    run_script("evaluate.py", *_args(model_dir, tiny_dataset), "--eval_name=newest")
+    assert _steps_evaluated_in(model_dir / "eval_newest") == [9]
+
+
+def _steps_evaluated_in(eval_dir):
+    from core import results
+
+    return [record["global_step"] for record in results.read_records(str(eval_dir))]

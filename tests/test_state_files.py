@@ -70,3 +70,31 @@ def test_a_statistics_file_never_runs_code(tmp_path, capsys):
     assert capsys.readouterr().out == ""
     shipped = results.task_of({"task": "models.tasks:Segmentation", "class_names": ["a", "b"]})  # Written before names.
     assert shipped.name == "segmentation" and shipped.class_names == ["a", "b"]
+
+
+def test_a_failed_shard_leaves_no_temporary_file(tmp_path):
+    from common.errors import DataError
+    from data import synthetic, writer
+
+    def examples():
+        for i in range(3):
+            yield {**synthetic.example("segmentation", 1, "train", i, 16, 16), "filename": f"{i}.png"}
+        raise DataError("the fourth image is unreadable")
+
+    with pytest.raises(DataError, match="fourth"):
+        writer.write_shards(examples(), 4, str(tmp_path / "train"), 2, progress=False)
+    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
+
+
+def test_make_tensorboard_listens_on_this_machine_only_unless_asked():
+    import subprocess
+
+    from tests.conftest import REPO_ROOT
+
+    def command(*args):
+        run = subprocess.run(["make", "-n", "-W", "requirements.txt", "tensorboard", *args], cwd=REPO_ROOT,
+                             capture_output=True, text=True)  # fmt: skip
+        return [line for line in run.stdout.splitlines() if "bin/tensorboard" in line][-1]
+
+    assert command().endswith("--logdir runs --host 127.0.0.1") and "--bind_all" not in command()
+    assert command("HOST=0.0.0.0").endswith("--host 0.0.0.0")
