@@ -94,3 +94,14 @@ def test_importing_a_library_module_changes_no_global_state():
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     run = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_every_package_is_installed_so_tools_import_it_from_any_folder():
+    """`python tools/x.py` puts tools/ first on sys.path, not the repository: the project's
+    packages reach it through the editable install, which lists them in pyproject.toml."""
+    import tomllib
+
+    with open(os.path.join(REPO_ROOT, "pyproject.toml"), "rb") as f:
+        listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    packages = {name for name in os.listdir(REPO_ROOT) if os.path.isfile(os.path.join(REPO_ROOT, name, "__init__.py"))}
+    assert packages - {"tests"} <= listed, sorted(packages - {"tests"} - listed)
