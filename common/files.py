@@ -21,6 +21,9 @@ def write_atomic(path: str, data) -> str:
     os.makedirs(directory, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(handle, 0o666 & ~umask)  # As open() would make it (mkstemp's is owner-only).
         with os.fdopen(handle, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()

@@ -156,7 +156,7 @@ def evaluate_checkpoint(
       eval_name: Estimator's evaluation name (None: `eval`).
       checkpoint_name: the checkpoint the records name (the original of a snapshot).
       is_final: passed to the reporters (Exporter's `is_the_final_export`).
-      hooks: more evaluation hooks (e.g. `hooks.preemption.AbortEvaluation`).
+      hooks: more evaluation hooks (e.g. `hooks.preemption.evaluation_stopper`).
 
     Returns:
       Estimator's result dict.

@@ -114,7 +114,9 @@ def _topmost_missing(directory: str):
 # What an interrupted save leaves: TensorFlow's atomic writes (`model.ckpt-10.meta.tmp<32 hex>`,
 # `graph.pbtxt.tmp<hex>`), the sharded saver's `model.ckpt-10_temp/` folder, Estimator's
 # `temp-<timestamp>` exports, and `common.files.write_atomic`'s `.<name>.<random>.tmp`.
-_LEFTOVER = re.compile(r"(\.tmp[0-9a-f]{32}$|_temp$|^temp-\d+$|^\..+\.tmp$)")
+_LEFTOVER = re.compile(
+    r"(\.tmp[0-9a-f]{32}$|^model\.ckpt-\d+_temp$|^temp-\d+$|^\.[^/]+\.[a-z0-9_]{8}\.tmp$|^\.events\.out\.tfevents\..+\.repair\.tmp$)"
+)
 
 
 def remove_leftovers(model_dir: str, log=print):
