@@ -76,15 +76,3 @@ def read_json(path: str, log=print):
         move_aside(path, "not a JSON object", log)
         return None
     return value
-
-
-def remove_leftovers(directory: str, prefix: str = ".", suffix: str = ".tmp"):
-    """Removes the temporary files an interrupted `write_atomic` (or save) left in `directory`."""
-    if not os.path.isdir(directory):
-        return
-    for name in os.listdir(directory):
-        if name.startswith(prefix) and name.endswith(suffix):
-            try:
-                os.remove(os.path.join(directory, name))
-            except OSError:
-                pass
