@@ -8,8 +8,6 @@ written here read in DeepLab. Classification stores the class id under TF-slim's
 """
 
 import io
-import re
-import struct
 
 import numpy as np
 from PIL import Image
@@ -155,139 +153,20 @@ def decode_image(encoded):
     """The one image decoder: encoded bytes (JPEG, PNG, BMP, GIF) -> RGB uint8 [H, W, 3].
 
     Training, evaluation (`data/input.py`) and `tools/predict.py` all decode through
-    this (predict.py by way of `read_image_file`), so a JPEG gives the same pixels
+    this (predict.py by way of `images.read_image_file`), so a JPEG gives the same pixels
     everywhere (PIL's and TensorFlow's JPEG decoders differ by a few levels on most
     pixels). What it does to each kind of image is the rule every path follows:
     grey is replicated to R, G and B; alpha (grey+alpha, RGBA) is dropped, not
     composited; a palette image gives its palette colours; 16-bit samples become
-    8-bit by their high byte (`v >> 8`); a GIF gives its first frame; EXIF
-    orientation is ignored. It misreads some BMPs (a palette BMP's indices come out
-    as grey levels), so records hold JPEG or PNG only: `tools/build_tfrecords.py`
-    stores anything else as the PNG of `read_image_file`'s pixels.
+    8-bit by their high byte (`v >> 8`); a GIF gives its first frame. It ignores EXIF
+    orientation and misreads some BMPs (a palette BMP's indices come out as grey
+    levels), so the converters store an image file's pixels upright, as JPEG or PNG
+    only: `data/images.py` reads files (EXIF orientation applied) for them and for
+    tools/predict.py.
     """
     import tensorflow as tf
 
     return tf.io.decode_image(encoded, channels=3, expand_animations=False)
-
-
-# The first bytes by which TensorFlow's decode_image tells its formats apart.
-_SIGNATURES = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"))
-
-
-def sniff_format(data: bytes) -> str:
-    """The format by the file's first bytes (not its name), as TensorFlow tells them apart.
-
-    Returns "jpeg", "png", "gif" or "bmp"; "" for anything else (TIFF, WebP, ...).
-    """
-    return next((name for signature, name in _SIGNATURES if data.startswith(signature)), "")
-
-
-def is_rgb8_png(data: bytes) -> bool:
-    """An 8-bit RGB PNG (IHDR bit depth 8, colour type 2): `decode_image` gives its samples as they are."""
-    return sniff_format(data) == "png" and len(data) >= 26 and data[24] == 8 and data[25] == 2
-
-
-def _tensorflow_reads(data: bytes) -> bool:
-    """Whether `decode_image` gives this file's true pixels.
-
-    JPEG, PNG and GIF: always. BMP: only uncompressed 24- and 32-bit ones whose size
-    is exactly header plus rows. TensorFlow's BMP reader ignores the palette (a
-    palette BMP's indices come out as grey levels), the compression (RLE, bit
-    fields) and the header kind, refuses 1-, 4- and 16-bit BMPs, and refuses a
-    file with bytes after its rows; PIL reads all of those right.
-    """
-    kind = sniff_format(data)
-    if kind in ("jpeg", "png", "gif"):
-        return True
-    if kind != "bmp" or len(data) < 34:
-        return False
-    offset, header_size, width, height, _, bits, compression = struct.unpack("<IIiiHHI", data[10:34])
-    row_size = (bits // 8 * width + 3) // 4 * 4
-    return (
-        header_size >= 40
-        and bits in (24, 32)
-        and compression == 0
-        and width > 0
-        and len(data) == offset + row_size * abs(height)
-    )
-
-
-def _pil_rgb(data: bytes, filename: str) -> np.ndarray:
-    """PIL's reading of an image TensorFlow cannot decode, by `decode_image`'s rule.
-
-    Grey and bilevel are replicated to RGB, alpha is dropped (not composited), a
-    palette gives its colours, and 16-bit samples become 8-bit by their high byte
-    (`v >> 8`, what TensorFlow does to a 16-bit PNG: 0 -> 0, 65535 -> 255, within
-    one level of a rounded `v * 255 / 65535`; PIL's own `convert` would clip a
-    16-bit grey image at 255, making nearly every pixel white). PIL already reads
-    16-bit RGB(A) TIFFs by their high byte; 32-bit integer samples (PIL mode I) are
-    taken as 16-bit ones and refused outside [0, 65535]. Other modes (CMYK, YCbCr,
-    LAB) go through PIL's conversion; floating-point images, whose scale is unknown,
-    are refused.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            mode = image.mode
-            if mode == "I" or mode.startswith("I;16"):
-                values = np.asarray(image).astype(np.int64)
-            elif mode != "F":
-                pixels = np.asarray((image.convert("RGBA") if mode == "PA" else image).convert("RGB"))
-    except Image.UnidentifiedImageError:
-        raise DataError(f"{filename}: cannot read image: not a format TensorFlow or PIL reads") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise DataError(f"{filename}: cannot read image: {error}") from None
-    if mode == "F":
-        raise DataError(
-            f"{filename}: floating-point samples (PIL mode F) have no agreed 8-bit scale; save it as 8- or 16-bit"
-        )
-    if mode == "I" or mode.startswith("I;16"):
-        if values.size and (values.min() < 0 or values.max() > 65535):
-            raise DataError(
-                f"{filename}: 32-bit integer samples from {values.min()} to {values.max()}; save it as 8 or 16 bits"
-            )
-        grey = (values >> 8).astype(np.uint8)
-        pixels = np.repeat(grey[..., None], 3, axis=-1)
-    return np.ascontiguousarray(pixels, dtype=np.uint8)
-
-
-def decode_image_bytes(data: bytes, filename: str) -> np.ndarray:
-    """An encoded image's RGB uint8 [H, W, 3] pixels, by `decode_image`'s rule.
-
-    TensorFlow's decoder is the decoder: it decodes every file it reads right
-    (JPEG, PNG, GIF, plain 24- and 32-bit BMP). Anything else (TIFF, palette or
-    compressed BMP, any format PIL opens) is read by PIL and converted by the same
-    rule (see `_pil_rgb`). `tools/build_tfrecords.py` and `tools/predict.py` both go
-    through here, so a file gives predict.py the pixels training got from its record.
-
-    Raises:
-      DataError: the bytes are not an image either decoder reads, naming `filename`.
-    """
-    if _tensorflow_reads(data):
-        import tensorflow as tf
-
-        try:
-            return decode_image(data).numpy()
-        except tf.errors.OpError as error:
-            first = (error.message or "").strip().splitlines()[:1]
-            reason = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", first[0] if first else "")
-            raise DataError(f"{filename}: cannot decode image: {reason or type(error).__name__}") from None
-    return _pil_rgb(data, filename)
-
-
-def read_image_file(path: str) -> np.ndarray:
-    """The RGB uint8 [H, W, 3] pixels of an image file, the same on every path (see `decode_image_bytes`).
-
-    Raises:
-      DataError: unreadable or undecodable file, naming it.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as error:
-        raise DataError(f"{path}: cannot read image: {error.strerror or error}") from None
-    return decode_image_bytes(data, path)
 
 
 def parse_and_decode(serialized):

@@ -1,13 +1,19 @@
 """Writes examples (segmentation, classification or regression) into TFRecord
-shards: used by the synthetic generator and `tools/build_tfrecords.py`.
+shards: used by the synthetic generator and the converters in tools/.
 
 Shards hold contiguous blocks of examples in input order, so reading the shards
 in name order gives back the input order, and an example's index in its split
-(the `index` feature) is its position in the input.
+(the `index` feature) is its position in the input. A split is written whole into a
+staging folder and then takes the place of the split written before it under the same
+prefix, whatever its shard count: old shards never remain beside new ones, and a
+write that fails leaves the previous split as it was.
 """
 
+import glob
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -26,10 +32,12 @@ LABEL_KEYS = ("mask", "class_label", "target")
 
 
 def write_shards(examples, num_examples: int, output_prefix: str, num_shards: int, progress=True):
-    """Writes `num_examples` examples into `num_shards` TFRecord files.
+    """Writes `num_examples` examples into `num_shards` TFRecord files, replacing the split's old ones.
 
-    Each shard is written to a temporary name and renamed when complete, so an
-    interrupted run never leaves a shard that looks finished.
+    The shards are written into a staging folder beside them; only when every one is
+    complete are the split's old shards (`<output_prefix>-NNNNN-of-NNNNN.tfrecord`,
+    any count, and their indexes) removed and the new ones moved in. An interrupted or
+    failed write leaves the old split as it was and no staging folder.
 
     Args:
       examples: iterable of dicts `{"image": uint8 [H, W, 3] array or encoded bytes,
@@ -54,13 +62,38 @@ def write_shards(examples, num_examples: int, output_prefix: str, num_shards: in
         example's label is missing, of another kind than the first's, or malformed
         (naming its file).
     """
-    import tensorflow as tf
 
     if num_examples < 1:
         raise DataError("no examples to write")
     if not 1 <= num_shards <= num_examples:
         raise DataError(f"num_shards={num_shards} must be between 1 and the {num_examples} examples")
-    os.makedirs(os.path.dirname(os.path.abspath(output_prefix)), exist_ok=True)
+    directory = os.path.dirname(os.path.abspath(output_prefix))
+    os.makedirs(directory, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_prefix)}.staging-", dir=directory)
+    try:
+        stats = _write_staged(examples, num_examples, os.path.join(staging, os.path.basename(output_prefix)),
+                              num_shards, progress, output_prefix)  # fmt: skip
+        paths = shard_paths(output_prefix, num_shards)
+        for old in split_files(output_prefix):
+            os.remove(old)
+        for staged, path in zip(stats["paths"], paths):
+            os.replace(records_index.index_path(staged), records_index.index_path(path))
+            os.replace(staged, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**stats, "paths": paths}
+
+
+def split_files(output_prefix: str) -> list:
+    """The shards (and their indexes) a write under `output_prefix` made, whatever their count."""
+    pattern = f"{glob.escape(output_prefix)}-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].tfrecord"
+    return sorted(glob.glob(pattern) + glob.glob(pattern + records_index.SUFFIX))
+
+
+def _write_staged(examples, num_examples, output_prefix, num_shards, progress, shown_prefix):
+    """Writes the shards under `output_prefix` (the staging folder's), each with its index."""
+    import tensorflow as tf
+
     paths = shard_paths(output_prefix, num_shards)
     bounds = [num_examples * i // num_shards for i in range(num_shards + 1)]
     stats = _LabelStats()
@@ -69,47 +102,32 @@ def write_shards(examples, num_examples: int, output_prefix: str, num_shards: in
     written = 0
     interactive = sys.stderr.isatty()  # A \r progress line only where it redraws.
     for shard, path in enumerate(paths):
-        tmp_path = path + ".tmp"
         sizes = []  # Each example's (file name, height, width): the shard's index.
-        try:
-            with tf.io.TFRecordWriter(tmp_path) as writer:
-                for _ in range(bounds[shard], bounds[shard + 1]):
-                    try:
-                        item = next(iterator)
-                    except StopIteration:
-                        raise DataError(f"expected {num_examples} examples, got {written}") from None
-                    key, label = stats.add(item)
-                    example = schema.make_example(
-                        item["image"], item["filename"], item.get("image_format") or "png", **{key: label}
-                    )
-                    writer.write(example.SerializeToString())
-                    feature = example.features.feature
-                    sizes.append(
-                        (
-                            item["filename"],
-                            feature[schema.IMAGE_HEIGHT].int64_list.value[0],
-                            feature[schema.IMAGE_WIDTH].int64_list.value[0],
-                        )
-                    )
-                    written += 1
-                    if progress and interactive and (written % 100 == 0 or written == num_examples):
-                        rate = written / max(time.time() - start, 1e-9)
-                        print(
-                            f"\r{output_prefix}: {written}/{num_examples} examples, {rate:.0f}/s",
-                            end="",
-                            file=sys.stderr,
-                        )
-        except BaseException:  # A failed shard leaves no .tmp file behind.
-            if os.path.exists(tmp_path):
-                os.remove(tmp_path)
-            raise
-        os.replace(tmp_path, path)
+        with tf.io.TFRecordWriter(path) as writer:
+            for _ in range(bounds[shard], bounds[shard + 1]):
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    raise DataError(f"expected {num_examples} examples, got {written}") from None
+                key, label = stats.add(item)
+                example = schema.make_example(
+                    item["image"], item["filename"], item.get("image_format") or "png", **{key: label}
+                )
+                writer.write(example.SerializeToString())
+                feature = example.features.feature
+                height = feature[schema.IMAGE_HEIGHT].int64_list.value[0]
+                sizes.append((item["filename"], height, feature[schema.IMAGE_WIDTH].int64_list.value[0]))
+                written += 1
+                if progress and interactive and (written % 100 == 0 or written == num_examples):
+                    rate = written / max(time.time() - start, 1e-9)
+                    line = f"\r{shown_prefix}: {written}/{num_examples} examples, {rate:.0f}/s"
+                    print(line, end="", file=sys.stderr)
         records_index.write(path, sizes)
     if next(iterator, None) is not None:
         raise DataError(f"expected {num_examples} examples, got more")
     if progress:
         rate = written / max(time.time() - start, 1e-9)
-        end = "\n" if interactive else f"{output_prefix}: {written} examples in {num_shards} shards, {rate:.0f}/s\n"
+        end = "\n" if interactive else f"{shown_prefix}: {written} examples in {num_shards} shards, {rate:.0f}/s\n"
         print(end, end="", file=sys.stderr, flush=True)
     return {"paths": paths, "num_examples": written, **stats.result()}
 

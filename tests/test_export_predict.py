@@ -166,7 +166,7 @@ def test_predict_writes_mask_overlay_and_exact_classes(exported, serving, tmp_pa
 def test_predict_writes_each_mask_at_its_images_size_never_seen_in_training(exported, serving, tmp_path):
     """A 37x53 JPEG and a 70x41 PNG (training saw 32x32 crops): masks of their own sizes,
     equal to the SavedModel run on the pixels training decodes, and not constant."""
-    from data import schema, synthetic
+    from data import images, synthetic
 
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -180,7 +180,7 @@ def test_predict_writes_each_mask_at_its_images_size_never_seen_in_training(expo
     for name, (height, width) in {"odd.jpg": (37, 53), "tall.png": (70, 41)}.items():
         classes = np.asarray(Image.open(output_dir / f"{os.path.splitext(name)[0]}_classes.png"))
         assert classes.shape == (height, width)
-        pixels = schema.read_image_file(str(inputs / name))
+        pixels = images.read_image_file(str(inputs / name))
         direct = serving(image=tf.constant(pixels[None]))["classes"].numpy()[0]
         np.testing.assert_array_equal(classes, direct)
         assert len(np.unique(classes)) > 1

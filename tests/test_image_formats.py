@@ -18,8 +18,9 @@ from PIL import Image
 
 from common.errors import DataError, describe
 from common.palette import voc_colour_map
-from data import schema, writer
+from data import images, schema, writer
 from data.input import make_input_fn
+from data.sources import Item
 from models.segmentation import Segmentation
 
 HEIGHT, WIDTH = 8, 12
@@ -144,19 +145,18 @@ def test_sixteen_bits_are_scaled_not_clipped(built):
 
 
 def test_an_undecodable_image_is_one_line_naming_the_file(tmp_path):
-    from tools.build_tfrecords import load_pair
     from tools.predict import load_image
 
     Image.fromarray(MASK).save(tmp_path / "mask.png")
     for name, data in (("broken.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 40), ("notes.tif", b"not an image at all")):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(DataError, match=rf"^\S*{name}: cannot (read|decode) image: [^\n]+$"):
-            load_pair(str(tmp_path / name), str(tmp_path / "mask.png"))
+            Item(str(tmp_path / name), mask=str(tmp_path / "mask.png")).read(name)
         with pytest.raises(DataError, match=rf"^\S*{name}: cannot (read|decode) image: [^\n]+$"):
             load_image(str(tmp_path / name), HEIGHT, WIDTH)
     (tmp_path / "float.tif").write_bytes(_save(Image.fromarray(GREY.astype(np.float32)), "TIFF"))
     with pytest.raises(DataError, match="float.tif: floating-point samples"):
-        schema.read_image_file(str(tmp_path / "float.tif"))
+        images.read_image_file(str(tmp_path / "float.tif"))
 
 
 @pytest.mark.parametrize(
@@ -169,12 +169,10 @@ def test_an_undecodable_image_is_one_line_naming_the_file(tmp_path):
     ids=["colour", "grey_alpha", "size"],
 )
 def test_build_tfrecords_names_a_mask_that_cannot_be_class_ids(tmp_path, mask, message):
-    from tools.build_tfrecords import load_pair
-
     (tmp_path / "photo.bmp").write_bytes(_save(Image.fromarray(RGB), "BMP"))
     mask.save(tmp_path / "photo.png")
     with pytest.raises(DataError) as error:
-        load_pair(str(tmp_path / "photo.bmp"), str(tmp_path / "photo.png"))
+        Item(str(tmp_path / "photo.bmp"), mask=str(tmp_path / "photo.png")).read("photo.bmp")
     line = str(error.value)
     assert message in line and "photo.png" in line and len(line.splitlines()) == 1, line
 

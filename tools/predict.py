@@ -4,7 +4,8 @@
         [--class_names=background,circle,square,triangle] photo1.png photo2.jpg ...
 
 Images are positional arguments (let the shell expand globs: `images/*.png`), of any
-size and file type (`data.schema.read_image_file`: the pixels training decodes); each
+size and file type (`data.images.read_image_file`: the pixels training decodes, EXIF
+orientation applied, at most `--max_pixels`); each
 is run alone at its own size (the SavedModel pads to the network's multiple and crops
 back), so each mask has its image's size. The task is read from the signature's
 outputs. For segmentation (`classes` [N, H, W]), each input `<stem>.<ext>` gives:
@@ -44,19 +45,19 @@ def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = OVERLAY_A
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
-def load_image(path: str, height=None, width=None) -> np.ndarray:
-    """Reads an image as RGB uint8 [H, W, 3], with the decoder training uses.
+def load_image(path: str, height=None, width=None, max_pixels=None) -> np.ndarray:
+    """Reads an image as RGB uint8 [H, W, 3], upright, with the decoder training uses.
 
     Raises:
-      DataError: unreadable file, or (for a model exported at a fixed size) a
-        size other than `height` x `width`, naming both.
+      DataError: unreadable file, over `max_pixels` (default `images.MAX_PIXELS`), or
+        (for a model exported at a fixed size) a size other than `height` x `width`, naming both.
     """
 
-    from data import schema
+    from data import images
 
     try:
-        # The reader tools/build_tfrecords.py stores records with: the same pixels as training.
-        image = schema.read_image_file(path)
+        # The reader the converters store records with: the same pixels as training.
+        image = images.read_image_file(path, images.MAX_PIXELS if max_pixels is None else max_pixels)
     except DataError as error:
         raise DataError(str(error)) from None
     if height is not None and width is not None and image.shape[:2] != (height, width):
@@ -119,13 +120,16 @@ def _stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def predict(saved_model_dir: str, image_paths, output_dir: str, class_names=None, signature="serving_default"):
+def predict(
+    saved_model_dir: str, image_paths, output_dir: str, class_names=None, signature="serving_default", max_pixels=None
+):
     """Runs the model on `image_paths` and writes its outputs under `output_dir`.
 
     Segmentation writes `<stem>_mask.png`, `_overlay.png` and `_classes.png` per
     image; classification and regression write `predictions.csv`. Every image is
-    checked (readable, right size, unique stem) before any is run, so a bad one
-    fails fast and leaves no partial output.
+    checked (readable, decodable, at most `max_pixels`, right size, unique stem)
+    before any is run, so a bad one fails fast and leaves no partial output; each is
+    then decoded again as it is run, so memory holds one image at a time.
 
     Args:
       saved_model_dir: a SavedModel from tools/export.py.
@@ -133,6 +137,7 @@ def predict(saved_model_dir: str, image_paths, output_dir: str, class_names=None
       output_dir: created if missing.
       class_names: class (or target) names for the printed summary; None for ids.
       signature: the signature to run.
+      max_pixels: refuse larger images, from their header (None: `data.images.MAX_PIXELS`; 0: no limit).
 
     Returns:
       `{image_path: output}`: the classes [H, W] (segmentation), the class id
@@ -152,7 +157,10 @@ def predict(saved_model_dir: str, image_paths, output_dir: str, class_names=None
     if class_names is not None and len(class_names) != predictor.num_classes:
         raise DataError(f"--class_names has {len(class_names)} names but the model has {predictor.num_classes}")
     names = list(class_names) if class_names is not None else [str(i) for i in range(predictor.num_classes)]
-    images = [load_image(path, predictor.height, predictor.width) for path in image_paths]
+    for path in image_paths:  # Every file decoded once first: a bad one stops it before any output.
+        load_image(path, predictor.height, predictor.width, max_pixels)
+    # Then decoded again one at a time as they are run: memory holds one image, however many are given.
+    images = (load_image(path, predictor.height, predictor.width, max_pixels) for path in image_paths)
     os.makedirs(output_dir, exist_ok=True)
     if predictor.task == "segmentation":
         return _write_masks(predictor, image_paths, images, output_dir, names)
@@ -164,7 +172,7 @@ def _write_masks(predictor, image_paths, images, output_dir, names):
     id_dtype = np.uint8 if predictor.num_classes <= 256 else np.uint16
     results = {}
     for path, image in zip(image_paths, images):
-        # One image per call: memory stays flat however many are given.
+        # One image per call, decoded just before: memory stays flat however many are given.
         classes = predictor(image[None])[0]
         colour_mask = colourise(classes, palette)
         prefix = os.path.join(output_dir, _stem(path))
@@ -206,15 +214,18 @@ def _write_table(predictor, image_paths, images, output_dir, names):
 
 def main(argv):
     runtime.quiet(FLAGS.verbose)
-    predict(FLAGS.saved_model, argv[1:], FLAGS.output_dir, FLAGS.class_names, FLAGS.signature)
+    predict(FLAGS.saved_model, argv[1:], FLAGS.output_dir, FLAGS.class_names, FLAGS.signature, FLAGS.max_pixels)
 
 
 def define_flags():
     """The command line (defined here, not at import, so the functions import anywhere)."""
+    from data.images import MAX_PIXELS
+
     flags.DEFINE_string("saved_model", None, "SavedModel folder written by tools/export.py.")
     flags.DEFINE_string("output_dir", None, "Folder for the masks (segmentation) or predictions.csv.")
     flags.DEFINE_list("class_names", None, "Class names for the per-image summary (default: class ids).")
     flags.DEFINE_string("signature", "serving_default", "Signature to run.")
+    flags.DEFINE_integer("max_pixels", MAX_PIXELS, "Refuse larger images (from the header); 0: no limit.")
     flags.DEFINE_bool("verbose", False, "Show TensorFlow's INFO logs and deprecation warnings.")
     flags.mark_flags_as_required(["saved_model", "output_dir"])
 
