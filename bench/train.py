@@ -48,43 +48,9 @@ import time
 import numpy as np
 
 from common import runtime
+from core import speed
 
 GIN_FILE = os.path.join(runtime.REPO_ROOT, "configs", "synthetic.gin")
-
-
-class _Rate:
-    """Examples/s between the `warmup`-th and the `warmup + steps`-th step."""
-
-    def __init__(self, warmup, steps, batch):
-        self.warmup, self.steps, self.batch = warmup, steps, batch
-        self.count, self.started, self.rate = 0, None, None
-
-    def step(self):
-        self.count += 1
-        if self.count == self.warmup:
-            self.started = time.perf_counter()
-        elif self.count == self.warmup + self.steps:
-            self.rate = self.steps * self.batch / (time.perf_counter() - self.started)
-            return True
-        return False
-
-
-def _estimator_rate(tf, model_fn, input_fn, model_dir, warmup, steps, batch, session_config=None):
-    rate = _Rate(warmup, steps, batch)
-
-    class Hook(tf.compat.v1.train.SessionRunHook):
-        def after_run(self, context, values):
-            if rate.step():
-                context.request_stop()
-
-    config = tf.estimator.RunConfig(model_dir=model_dir, tf_random_seed=0, save_checkpoints_steps=10**9,
-                                    save_checkpoints_secs=None, log_step_count_steps=None,
-                                    session_config=session_config)  # fmt: skip
-    from core.estimator import Estimator  # Evaluates as the template does: one EVAL graph, kept.
-
-    estimator = Estimator(model_fn, config=config)
-    estimator.train(input_fn, hooks=[Hook()], max_steps=warmup + steps + 1)
-    return rate.rate, estimator
 
 
 def _keras_model(tf, network, task, height, width, learning_rate):
@@ -161,24 +127,15 @@ def main(argv=None):
 def _configured():
     """configs/synthetic.gin parsed (its dataset written first if missing): `(model_fn,
     train input_fn, eval input_fn)` as train.py builds them."""
-    import gin
-
-    from core import configurables
     from data import synthetic
 
     synthetic.prepare_for_config(GIN_FILE, runtime.REPO_ROOT)
-    gin.clear_config()
-    configurables.parse_gin([GIN_FILE], [])
-    return tuple(
-        gin.query_parameter(f"train_and_evaluate.{name}").scoped_configurable_fn()
-        for name in ("model_fn", "train_input_fn", "eval_input_fn")
-    )
+    return speed.configured([GIN_FILE])
 
 
 def _determinism_cost(args, work):
     """Training examples/s without op determinism over with it, alternating on and off."""
     import gin
-    import tensorflow as tf
 
     from common import determinism
 
@@ -189,7 +146,7 @@ def _determinism_cost(args, work):
         for enabled in (True, False):
             determinism.configure(enabled)
             directory = os.path.join(work, f"determinism_{enabled}_{repeat}")
-            rate, _ = _estimator_rate(tf, model_fn, train_fn, directory, args.warmup, args.steps, batch)
+            rate, _ = speed.training_rate(model_fn, train_fn, directory, args.warmup, args.steps, batch)
             rates[enabled].append(rate)
             print(f"Estimator, op determinism {'on' if enabled else 'off'}: {rate:.1f} examples/s", flush=True)
     determinism.configure(was)  # The sections after this one run as they would without it.
@@ -223,7 +180,7 @@ def _against_keras(args, work):
         return tf.data.Dataset.from_tensor_slices((features, labels)).repeat()
 
     def keras_fit():
-        rate = _Rate(args.warmup, args.steps, batch)
+        rate = speed.Rate(args.warmup, args.steps, batch)
 
         class Callback(tf.keras.callbacks.Callback):
             def on_train_batch_end(self, number, logs=None):
@@ -240,10 +197,10 @@ def _against_keras(args, work):
     for number in range(args.rounds):
         rates["keras"].append(keras_fit())
         directory = os.path.join(work, f"records_{number}")
-        rate, estimator = _estimator_rate(tf, model_fn, train_fn, directory, args.warmup, args.steps, batch)
+        rate, estimator = speed.training_rate(model_fn, train_fn, directory, args.warmup, args.steps, batch)
         rates["records"].append(rate)
         directory = os.path.join(work, f"memory_{number}")
-        rates["memory"].append(_estimator_rate(tf, model_fn, memory_fn, directory, args.warmup, args.steps, batch)[0])
+        rates["memory"].append(speed.training_rate(model_fn, memory_fn, directory, args.warmup, args.steps, batch)[0])
         print(
             f"round {number + 1}: Keras fit {rates['keras'][-1]:.1f}, Estimator from TFRecords "
             f"{rates['records'][-1]:.1f}, from memory {rates['memory'][-1]:.1f} examples/s",
@@ -308,10 +265,10 @@ def _against_keras(args, work):
         session_config = tf.compat.v1.ConfigProto(
             intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter, allow_soft_placement=True
         )
-        threads[f"{intra},{inter}"], _ = _estimator_rate(
-            tf, model_fn, train_fn, os.path.join(work, f"threads_{intra}_{inter}"), args.warmup, args.steps, batch,
-            session_config,
-        )  # fmt: skip
+        directory = os.path.join(work, f"threads_{intra}_{inter}")
+        threads[f"{intra},{inter}"], _ = speed.training_rate(
+            model_fn, train_fn, directory, args.warmup, args.steps, batch, session_config
+        )
         print(f"Estimator, intra_op {intra}, inter_op {inter} threads: {threads[f'{intra},{inter}']:.1f} examples/s")
     figures["threads_vs_default"] = {key: round(value / estimator_rate, 3) for key, value in threads.items()}
     return figures

@@ -76,3 +76,35 @@ def read_json(path: str, log=print):
         move_aside(path, "not a JSON object", log)
         return None
     return value
+
+
+def replace_folder(staged: str, final: str):
+    """Puts the finished folder `staged` in the place of `final` (which may not exist).
+
+    Two renames on one file system: the old folder is moved aside, the new one moved in,
+    then the old one deleted. Until the second rename `final` is the old folder, after it
+    the new one; a crash between the two (a moment) leaves the old one at
+    `.<name>.old-<pid>` beside it, which `restore_folder` puts back.
+    """
+    import shutil
+
+    aside = os.path.join(os.path.dirname(os.path.abspath(final)), f".{os.path.basename(final)}.old-{os.getpid()}")
+    if os.path.lexists(final):
+        os.replace(final, aside)
+    os.replace(staged, final)
+    _fsync_directory(os.path.dirname(os.path.abspath(final)))
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def restore_folder(final: str, log=print):
+    """Puts back a folder `replace_folder` moved aside and never replaced (a crash between its renames)."""
+    import glob
+    import shutil
+
+    parent, name = os.path.dirname(os.path.abspath(final)), os.path.basename(final)
+    for aside in sorted(glob.glob(os.path.join(parent, f".{glob.escape(name)}.old-*"))):
+        if os.path.lexists(final):  # Replaced, then interrupted before the old one was deleted.
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(aside, final)
+            log(f"{final}: put back from {aside} (a replacement was interrupted)")

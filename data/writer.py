@@ -31,7 +31,7 @@ def shard_paths(output_prefix: str, num_shards: int) -> list:
 LABEL_KEYS = ("mask", "class_label", "target")
 
 
-def write_shards(examples, num_examples: int, output_prefix: str, num_shards: int, progress=True):
+def write_shards(examples, num_examples: int, output_prefix: str, num_shards: int, progress=True, shown_as=None):
     """Writes `num_examples` examples into `num_shards` TFRecord files, replacing the split's old ones.
 
     The shards are written into a staging folder beside them; only when every one is
@@ -49,6 +49,7 @@ def write_shards(examples, num_examples: int, output_prefix: str, num_shards: in
       output_prefix: path prefix of the shards; its folder is created.
       num_shards: number of shards, at most `num_examples`.
       progress: print a progress line to stderr.
+      shown_as: the prefix the progress line names (default `output_prefix`).
 
     Returns:
       dict with `paths`, `num_examples` and, by the label kind: `pixel_counts`
@@ -72,7 +73,7 @@ def write_shards(examples, num_examples: int, output_prefix: str, num_shards: in
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_prefix)}.staging-", dir=directory)
     try:
         stats = _write_staged(examples, num_examples, os.path.join(staging, os.path.basename(output_prefix)),
-                              num_shards, progress, output_prefix)  # fmt: skip
+                              num_shards, progress, shown_as or output_prefix)  # fmt: skip
         paths = shard_paths(output_prefix, num_shards)
         for old in split_files(output_prefix):
             os.remove(old)
