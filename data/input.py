@@ -16,6 +16,7 @@ Reading order: `train.py` -> `core/experiment.py` -> `models/model_fn.py` ->
 import dataclasses
 import os
 import struct
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -355,9 +356,14 @@ def make_input_fn(
 def _read_split(file_pattern, subset):
     """`(files, split size, subset indices or None)`, every shard's framing checked up front."""
     files = list_files(file_pattern)
-    split_size = sum(shard_size(path) for path in files)
+    sizes = [shard_size(path) for path in files]
+    split_size = sum(sizes)
     if split_size == 0:
         raise DataError(f"no records in {file_pattern} ({len(files)} empty shard(s))")
+    empty = [path for path, size in zip(files, sizes) if size == 0]
+    if empty:  # Accepted (DeepLab's converters write some), but never in silence: a failed copy empties one too.
+        print(f"notice: {len(empty)} of the {len(files)} shards of {file_pattern} hold no records: "
+              f"{', '.join(empty[:3])}{' ...' if len(empty) > 3 else ''}", file=sys.stderr, flush=True)  # fmt: skip
     indices = parse_subset(subset)
     if indices is not None and indices.size == 0:
         raise DataError("subset: empty; give at least one index")

@@ -1,11 +1,17 @@
-"""Folders as users keep their data, made from real image files: JPEG and PNG of many
-sizes, some JPEGs with an EXIF orientation tag (the pixels stored turned, as a phone
-stores a photo held upright, and the mask drawn on the photo as it is shown).
+"""Sample folders laid out as people keep their data, to try tools/build_dataset.py on
+(docs/data.md) and to test it: real image files, JPEG and PNG of many sizes, some JPEGs
+with an EXIF orientation tag (the pixels stored turned, as a phone stores a photo, and
+the mask drawn on the photo as it is shown). The pictures are the synthetic shapes.
+
+    python -m data.sample_folders my      # my/segmentation, my/colour_masks, my/classes, my/coverage
 
 Each writer returns what the converter must find, so a test can check it independently.
 """
 
 import csv
+import os
+import pathlib
+import sys
 
 import numpy as np
 from PIL import Image
@@ -14,9 +20,8 @@ from data import synthetic
 
 # (height, width) as shown; odd sizes, portrait and landscape, never a multiple of 8.
 SIZES = [(37, 53), (61, 45), (50, 50), (71, 66), (44, 90), (58, 39), (49, 77), (66, 58)]
-# EXIF orientation -> how the stored pixels relate to the shown ones (the inverse of the
-# viewer's turn): 6 (the camera turned clockwise) stores the shown image turned 90 degrees
-# counter-clockwise... and the viewer turns it back.
+# EXIF orientation -> the stored pixels of a shown image (the inverse of the viewer's turn:
+# with 6 a viewer turns the stored pixels 90 degrees clockwise, so they are stored turned back).
 STORED = {3: lambda p: np.rot90(p, 2), 6: lambda p: np.rot90(p, 1), 8: lambda p: np.rot90(p, -1)}
 
 
@@ -38,7 +43,7 @@ def _name(index: int, orientation: int) -> str:
 
 
 def _orientation(index: int) -> int:
-    return {1: 6, 4: 8, 6: 3}.get(index % 8, 1)
+    return {1: 6, 2: 6, 4: 8, 6: 3}.get(index % 8, 1)  # Index 2 is square: a turn keeps its size.
 
 
 def segmentation_folder(root, count=24, seed=0):
@@ -106,3 +111,23 @@ def regression_folder(root, count=20, seed=0):
         writer.writerow(["file", "coverage"])
         writer.writerows([[name, f"{value:.6f}"] for name, value in targets.items()])
     return targets
+
+
+def main(argv):
+    """Writes the four sample folders under the folder given (default `my`)."""
+    root = pathlib.Path(argv[1] if len(argv) > 1 else "my")
+    for name, write, what in (
+        ("segmentation", segmentation_folder, "images/ and masks/ (class ids)"),
+        ("colour_masks", colour_folder, "images/, masks/ (RGB) and colours.csv"),
+        ("classes", classification_folder, "one folder per class"),
+        ("coverage", regression_folder, "images/ and targets.csv"),
+    ):
+        if os.path.exists(root / name):
+            print(f"{root / name} exists; left as it is")
+            continue
+        write(root / name)
+        print(f"{root / name}: {what}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,404 @@
+"""Your data in one command: tools/build_dataset.py from folders as people keep them
+(data/sample_folders.py: JPEG and PNG of many sizes, some with an EXIF orientation) to
+records, a split, a report and a gin file; and the converter never mixes, misaligns or
+accepts a broken image (data/images.py, data/writer.py)."""
+
+import csv
+import hashlib
+import io
+import json
+import os
+import resource
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image, ImageOps
+
+from common import files
+from common.errors import DataError
+from data import images, sample_folders, schema, sources, writer
+from tests.helpers import run_script
+from tools import build_dataset
+
+
+def _records(pattern):
+    """`{file name: (image pixels, label)}` of every record the pattern matches, decoded as training does."""
+    found = {}
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        if path.endswith(".json"):
+            continue
+        for record in tf.compat.v1.io.tf_record_iterator(path):
+            feature = tf.train.Example.FromString(record).features.feature
+            name = feature[schema.IMAGE_FILENAME].bytes_list.value[0].decode()
+            pixels = schema.decode_image(feature[schema.IMAGE_ENCODED].bytes_list.value[0]).numpy()
+            if schema.MASK_ENCODED in feature:
+                label = tf.io.decode_png(feature[schema.MASK_ENCODED].bytes_list.value[0]).numpy()[:, :, 0]
+            elif schema.CLASS_LABEL in feature:
+                label = feature[schema.CLASS_LABEL].int64_list.value[0]
+            else:
+                label = list(feature[schema.REGRESSION_TARGET].float_list.value)
+            assert name not in found, f"{name} twice"
+            found[name] = (pixels, label)
+    return found
+
+
+def _build(tmp_path, **kwargs):
+    kwargs.setdefault("measure_steps", 0)
+    return build_dataset.build("mine", output_dir=str(tmp_path / "ds"), config=str(tmp_path / "mine.gin"), **kwargs)
+
+
+def _fingerprint(folder):
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir()) if path.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def segmentation(tmp_path_factory):
+    root = tmp_path_factory.mktemp("intake")
+    masks = sample_folders.segmentation_folder(root / "folder")
+    report = _build(root, image_dir=str(root / "folder/images"), mask_dir=str(root / "folder/masks"),
+                    num_shards=3)  # fmt: skip
+    return root, masks, report
+
+
+def test_exif_orientation_turns_pixels_as_pil_does():
+    """Every EXIF orientation, on a lossless PNG: `read_image_file` equals PIL's exif_transpose."""
+    yy, xx = np.mgrid[0:16, 0:24]  # Smooth (JPEG keeps it within a few levels), and no turn of it equals another.
+    stored = np.stack([xx * 10, yy * 15, (xx * yy) % 200], -1).astype(np.uint8)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        for kind in ("PNG", "JPEG"):
+            buffer = io.BytesIO()
+            Image.fromarray(stored).save(buffer, kind, exif=exif, quality=100)
+            data = buffer.getvalue()
+            expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+            got = images.decode_image_bytes(data, f"o{orientation}.{kind}")
+            assert got.shape == expected.shape, (orientation, kind)
+            if kind == "PNG":
+                np.testing.assert_array_equal(got, expected)
+            else:  # TensorFlow's JPEG decoder is not PIL's: within a few levels, the same turn.
+                assert np.abs(got.astype(int) - expected).mean() < 4, (orientation, kind)
+
+
+def test_segmentation_records_hold_the_shown_image_and_its_mask(segmentation):
+    """JPEGs with an EXIF turn (one square) are stored upright: each record's mask is the mask drawn
+    on the photo as shown, and its pixels are the shown image (within JPEG's loss; unturned they
+    would differ by about 60 levels)."""
+    root, masks, report = segmentation
+    records = _records(str(root / "ds" / "*.tfrecord"))
+    assert sorted(records) == sorted(masks)
+    turned = 0
+    for name, (pixels, mask) in records.items():
+        np.testing.assert_array_equal(mask, masks[name])
+        index = int(name[3:6])
+        shown, _ = sample_folders.synthetic.make_example(0, "train", index, *masks[name].shape)
+        error = np.abs(pixels.astype(int) - shown).mean()
+        assert error < 15, name  # JPEG's loss on these textured pictures: about 9 levels.
+        if masks[name].shape[0] == masks[name].shape[1]:  # Square: unturned, it would have fit too.
+            assert np.abs(np.rot90(pixels).astype(int) - shown).mean() > 2 * error, name
+        turned += sample_folders._orientation(index) != 1
+    assert turned >= 6
+    assert report["splits"]["train"]["examples"] + report["splits"]["val"]["examples"] == len(masks)
+
+
+def test_split_lists_name_each_record_in_order_and_the_split_is_seeded(segmentation, tmp_path):
+    root, masks, report = segmentation
+    for split in sources.SPLITS:
+        listed = (root / "ds" / f"{split}.txt").read_text().splitlines()
+        assert listed[0].startswith("#")
+        names = []
+        for path in sorted((root / "ds").glob(f"{split}-*.tfrecord")):
+            names += [
+                tf.train.Example.FromString(r).features.feature[schema.IMAGE_FILENAME].bytes_list.value[0].decode()
+                for r in tf.compat.v1.io.tf_record_iterator(str(path))
+            ]
+        assert listed[1:] == names
+    assert report["splits"]["val"]["examples"] == round(len(masks) * 0.2)
+    items = sources.segmentation(str(root / "folder/images"), str(root / "folder/masks"))
+    again = sources.split(items, 0.2, 42)
+    assert [os.path.basename(i.image) for i in again["val"]] == (root / "ds/val.txt").read_text().splitlines()[1:]
+    other = sources.split(items, 0.2, 7)
+    assert other["val"] != again["val"]
+
+
+def test_the_report_counts_pixels_as_numpy_does(segmentation):
+    root, masks, report = segmentation
+    val = set((root / "ds/val.txt").read_text().splitlines()[1:])
+    for split, names in (("val", val), ("train", set(masks) - val)):
+        counts = np.bincount(np.concatenate([masks[n].ravel() for n in names]), minlength=256)
+        pixels = report["splits"][split]["pixels"]
+        assert [pixels[f"class_{i}"] for i in range(4)] == counts[:4].tolist()
+        assert pixels["ignore"] == counts[255]
+    saved = json.loads((root / "ds/report.json").read_text())
+    assert saved["splits"] == report["splits"] and (root / "ds/report.txt").read_text().startswith("mine:")
+
+
+def test_a_rebuild_replaces_the_dataset_whole(segmentation, tmp_path):
+    """Another shard count leaves the same records, no old shard; a failed rebuild leaves the old one."""
+    root, masks, _ = segmentation
+    folder = root / "folder"
+    out = tmp_path / "ds"
+    _build(tmp_path, image_dir=str(folder / "images"), mask_dir=str(folder / "masks"), num_shards=3)
+    _build(tmp_path, image_dir=str(folder / "images"), mask_dir=str(folder / "masks"), num_shards=2)
+    assert len(list(out.glob("train-*.tfrecord"))) == 2 and len(list(out.glob("val-*.tfrecord"))) == 2
+    assert len(_records(str(out / "*.tfrecord"))) == len(masks)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    before = _fingerprint(out)
+    broken = tmp_path / "broken"
+    (broken / "masks").mkdir(parents=True)
+    (broken / "images").mkdir()
+    for path in (folder / "images").iterdir():
+        (broken / "images" / path.name).write_bytes(path.read_bytes())
+    for path in (folder / "masks").iterdir():
+        (broken / "masks" / path.name).write_bytes(path.read_bytes())
+    jpeg = broken / "images" / "img010.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[: -len(jpeg.read_bytes()) // 3])
+    with pytest.raises(DataError, match=r"^\S*img010.jpg: cannot decode image: [^\n]+$"):
+        _build(tmp_path, image_dir=str(broken / "images"), mask_dir=str(broken / "masks"), num_shards=4)
+    assert _fingerprint(out) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_one_split_rebuilt_with_fewer_shards_leaves_no_old_shard(tmp_path):
+    """tools/build_tfrecords.py's writer: 4 then 2 shards under one prefix read 4 records, not 6."""
+    examples = [{"image": np.full((4, 4, 3), i, np.uint8), "filename": f"{i}.png", "class_label": i} for i in range(4)]
+    writer.write_shards(examples, 4, str(tmp_path / "train"), 4, progress=False)
+    writer.write_shards(examples, 4, str(tmp_path / "train"), 2, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"train-0000{i}-of-00002.tfrecord{suffix}" for i in range(2) for suffix in ("", ".index.json")
+    )
+    assert len(_records(str(tmp_path / "train-*"))) == 4
+    with pytest.raises(DataError):  # A write that fails leaves the split as it was, and no staging folder.
+        writer.write_shards(examples[:3], 4, str(tmp_path / "train"), 1, progress=False)
+    assert len(_records(str(tmp_path / "train-*"))) == 4 and len(list(tmp_path.iterdir())) == 4
+
+
+def _chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _grey_png(width, height, rows=True):
+    """A black grey PNG of `width` x `height`, compressed row by row (never held whole in memory);
+    with `rows=False`, its header alone (what a header reader sees)."""
+    header = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    if not rows:
+        return header + _chunk(b"IEND", b"")
+    compressor, row, data = zlib.compressobj(9), bytes(width + 1), []
+    for _ in range(height):
+        data.append(compressor.compress(row))
+    data.append(compressor.flush())
+    return header + _chunk(b"IDAT", b"".join(data)) + _chunk(b"IEND", b"")
+
+
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path):
+    """A 20000x20000 PNG of 389 KB (and a declared 50000x50000 one) stop the converter and
+    predict.py with one line, before any decoding: memory does not grow by the 1.2 GB a decode takes."""
+    from tools.predict import load_image
+
+    (tmp_path / "huge.png").write_bytes(_grey_png(20000, 20000))
+    assert os.path.getsize(tmp_path / "huge.png") < 1_000_000
+    (tmp_path / "declared.png").write_bytes(_grey_png(50000, 50000, rows=False))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for name, pixels in (("huge.png", "400.0"), ("declared.png", "2500.0")):
+        path = str(tmp_path / name)
+        message = rf"^\S*{name}: \d+x\d+ is {pixels} megapixels, over the limit of 50 \(--max_pixels"
+        with pytest.raises(DataError, match=message):
+            sources.Item(path, class_id=0).read(name)
+        with pytest.raises(DataError, match=message):
+            load_image(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 300_000  # KB: no decode happened.
+    with pytest.raises(DataError, match="is 400.0 megapixels, over the limit of 100"):
+        images.read_image_file(str(tmp_path / "huge.png"), max_pixels=100_000_000)
+
+
+def test_colour_masks_become_class_ids_and_an_unknown_colour_is_named(tmp_path):
+    masks = sample_folders.colour_folder(tmp_path / "folder", count=8)
+    folder = tmp_path / "folder"
+    report = _build(tmp_path, image_dir=str(folder / "images"), mask_dir=str(folder / "masks"),
+                    mask_colors=str(folder / "colours.csv"))  # fmt: skip
+    assert report["class_names"] == ["background", "circle", "square", "triangle"]
+    for name, (_, mask) in _records(str(tmp_path / "ds" / "*.tfrecord")).items():
+        np.testing.assert_array_equal(mask, masks[name])  # 255,255,255 is the table's ignore row.
+    before = _fingerprint(tmp_path / "ds")
+    odd = np.array(Image.open(folder / "masks" / "img005.png"))
+    odd[:3, :2] = (1, 2, 3)
+    Image.fromarray(odd).save(folder / "masks" / "img005.png")
+    with pytest.raises(DataError) as error:
+        _build(tmp_path, image_dir=str(folder / "images"), mask_dir=str(folder / "masks"),
+               mask_colors=str(folder / "colours.csv"))  # fmt: skip
+    assert str(error.value).startswith(
+        f"{folder / 'masks' / 'img005.png'}: colour(s) not in --mask_colors: (1, 2, 3) (6 pixels)"
+    )
+    assert _fingerprint(tmp_path / "ds") == before
+    _build(tmp_path, image_dir=str(folder / "images"), mask_dir=str(folder / "masks"),
+           mask_colors=str(folder / "colours.csv"), unknown_colors="ignore")  # fmt: skip
+    mask = _records(str(tmp_path / "ds" / "*.tfrecord"))["img005.png"][1]
+    expected = masks["img005.png"].copy()
+    expected[:3, :2] = 255
+    np.testing.assert_array_equal(mask, expected)
+
+
+@pytest.mark.parametrize(
+    "text, suffix",
+    [
+        ("name,r,g,b\nsky,0,0,255\nroad,128,64,128\nvoid,0,0,0\nignore,255,255,255\n", ".csv"),
+        ("0 0 255\tsky\n128 64 128\troad\n0 0 0\tvoid\n255 255 255\tignore\n", ".txt"),  # CamVid's label_colors.txt
+        ('{"sky": [0, 0, 255], "road": [128, 64, 128], "void": [0, 0, 0], "ignore": [255, 255, 255]}', ".json"),
+    ],
+)
+def test_colour_tables_read_in_the_published_forms(tmp_path, text, suffix):
+    path = tmp_path / f"table{suffix}"
+    path.write_text(text)
+    table = images.ColourTable.read(str(path))
+    assert table.names == ["sky", "road", "void"]
+    rgb = np.array([[[0, 0, 255], [128, 64, 128]], [[0, 0, 0], [255, 255, 255]]], np.uint8)
+    np.testing.assert_array_equal(table.class_ids(rgb, "m.png"), [[0, 1], [2, 255]])
+
+
+def test_a_colour_table_with_a_repeated_colour_is_refused_naming_the_row(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("sky,0,0,255\nroad,0,0,255\n")
+    with pytest.raises(DataError, match=r"table.csv: line 2: colour \(0, 0, 255\) is also 'sky'"):
+        images.ColourTable.read(str(path))
+
+
+def test_class_folders_split_by_class_and_keep_their_labels(tmp_path):
+    labels = sample_folders.classification_folder(tmp_path / "folder", per_class=5)
+    report = _build(tmp_path, image_dir=str(tmp_path / "folder"))
+    assert report["task"] == "classification" and report["class_names"] == ["circle", "square", "triangle"]
+    assert report["splits"]["val"]["examples_per_class"] == {"circle": 1, "square": 1, "triangle": 1}
+    records = _records(str(tmp_path / "ds" / "*.tfrecord"))
+    assert {name: label for name, (_, label) in records.items()} == labels
+    gin_text = (tmp_path / "mine.gin").read_text()
+    assert "TASK = @classification()" in gin_text and "CLASS_NAMES = ['circle', 'square', 'triangle']" in gin_text
+
+
+def test_folders_already_split_keep_their_split(tmp_path):
+    for split, count in (("train", 6), ("val", 2)):
+        sample_folders.segmentation_folder(tmp_path / "images_root" / split, count=count, seed=len(split))
+    for split in ("train", "val"):  # images/ and masks/ of each split, as two parallel trees.
+        os.makedirs(tmp_path / "masks" / split)
+        for path in (tmp_path / "images_root" / split / "masks").iterdir():
+            os.replace(path, tmp_path / "masks" / split / path.name)
+        (tmp_path / "images_root" / split / "masks").rmdir()
+        os.replace(tmp_path / "images_root" / split / "images", tmp_path / f"{split}_images")
+        (tmp_path / "images_root" / split).rmdir()
+        os.makedirs(tmp_path / "images", exist_ok=True)
+        os.replace(tmp_path / f"{split}_images", tmp_path / "images" / split)
+    report = _build(tmp_path, image_dir=str(tmp_path / "images"), mask_dir=str(tmp_path / "masks"))
+    assert [report["splits"][s]["examples"] for s in ("train", "val")] == [6, 2]
+    assert report["split"].startswith("the folders")
+
+
+def test_a_csv_of_targets_keeps_each_files_target(tmp_path, capsys):
+    targets = sample_folders.regression_folder(tmp_path / "folder", count=10)
+    Image.new("RGB", (8, 8)).save(tmp_path / "folder" / "images" / "stray.png")
+    report = _build(tmp_path, image_dir=str(tmp_path / "folder/images"), targets=str(tmp_path / "folder/targets.csv"))
+    assert "1 image(s) in" in capsys.readouterr().out  # Not in the CSV: left out, with a notice.
+    assert report["class_names"] == ["coverage"]
+    records = _records(str(tmp_path / "ds" / "*.tfrecord"))
+    assert {name: pytest.approx(label[0], abs=1e-6) for name, (_, label) in records.items()} == targets
+    val = [targets[name] for name in (tmp_path / "ds/val.txt").read_text().splitlines()[1:]]
+    assert report["splits"]["val"]["targets"]["coverage"]["max"] == pytest.approx(max(val), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("file,y\nimg000.jpg,0.5\nmissing.png,0.1\n", r"targets.csv: line 3: no image .*missing.png"),
+        ("img000.jpg,0.5\nimg001.png,high\n", r"targets.csv: line 2: targets must be numbers"),
+        ("img000.jpg,0.5\nimg001.png,0.1,0.2\n", r"targets.csv: line 2: 2 target\(s\), the rows before it have 1"),
+        ("img000.jpg,0.5\nimg000.jpg,0.1\n", r"targets.csv: line 2: img000.jpg is also on line 1"),
+    ],
+)
+def test_a_bad_csv_row_is_named(tmp_path, rows, message):
+    sample_folders.regression_folder(tmp_path / "folder", count=2)
+    (tmp_path / "folder" / "targets.csv").write_text(rows)
+    with pytest.raises(DataError, match=message):
+        _build(tmp_path, image_dir=str(tmp_path / "folder/images"), targets=str(tmp_path / "folder/targets.csv"))
+
+
+def test_it_never_replaces_what_it_did_not_write(tmp_path):
+    sample_folders.classification_folder(tmp_path / "folder", per_class=2)
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="ds exists and was not written by tools/build_dataset.py"):
+        _build(tmp_path, image_dir=str(tmp_path / "folder"))
+    (tmp_path / "ds" / "notes.txt").unlink()
+    (tmp_path / "mine.gin").write_text("include 'configs/base.gin'\n")
+    with pytest.raises(DataError, match="mine.gin exists and was not written by"):
+        _build(tmp_path, image_dir=str(tmp_path / "folder"))
+    with pytest.raises(DataError, match="holds the input"):
+        build_dataset.build("x", image_dir=str(tmp_path / "folder"), output_dir=str(tmp_path), measure_steps=0)
+
+
+def test_an_interrupted_swap_is_put_back(tmp_path):
+    (tmp_path / ".ds.old-123").mkdir()
+    (tmp_path / ".ds.old-123" / "a").write_text("old")
+    files.restore_folder(str(tmp_path / "ds"), log=lambda line: None)
+    assert (tmp_path / "ds" / "a").read_text() == "old" and not (tmp_path / ".ds.old-123").exists()
+
+
+def test_the_training_settings_follow_the_image_sizes():
+    small = build_dataset.choose_training("segmentation", [(37, 53), (61, 45)])
+    assert (small["IMAGE_HEIGHT"], small["IMAGE_WIDTH"], small["TRAIN_BATCH_SIZE"]) == (64, 56, 16)
+    large = build_dataset.choose_training("segmentation", [(1024, 2048), (900, 1200)])
+    assert (large["IMAGE_HEIGHT"], large["IMAGE_WIDTH"], large["TRAIN_BATCH_SIZE"]) == (256, 256, 4)
+    assert "MAX_RESIZE_VALUE" not in large  # Segmentation crops at the images' own resolution.
+    whole = build_dataset.choose_training("classification", [(1024, 2048), (900, 1200)])
+    assert whole["MAX_RESIZE_VALUE"] == 256 and whole["EVAL_RESIZE"] == (None, 256)
+    assert (whole["IMAGE_HEIGHT"], whole["IMAGE_WIDTH"]) == (192, 256)  # 1024x2048 -> 128x256, 900x1200 -> 192x256.
+
+
+def test_an_empty_shard_is_named_at_the_start(tmp_path, capsys):
+    from data.input import make_input_fn
+    from models.classification import Classification
+
+    examples = [{"image": np.zeros((8, 8, 3), np.uint8), "filename": f"{i}.png", "class_label": 0} for i in range(2)]
+    writer.write_shards(examples, 2, str(tmp_path / "train"), 2, progress=False)
+    (tmp_path / "train-00002-of-00003.tfrecord").write_bytes(b"")
+    make_input_fn(str(tmp_path / "train-*.tfrecord"), 2, 8, 8, Classification(2), training=False)
+    line = capsys.readouterr().err.strip()
+    assert line == f"notice: 1 of the 3 shards of {tmp_path}/train-*.tfrecord hold no records: " + str(
+        tmp_path / "train-00002-of-00003.tfrecord"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["segmentation", "classes", "coverage"])
+def test_from_a_folder_to_a_trained_and_evaluated_model_in_one_command(tmp_path, task):
+    """The documented path, as scripts: tools/build_dataset.py, train.py on the gin file it wrote
+    (a few steps of a small net), evaluate.py."""
+    write = {"segmentation": sample_folders.segmentation_folder, "classes": sample_folders.classification_folder,
+             "coverage": sample_folders.regression_folder}[task]  # fmt: skip
+    truth = write(tmp_path / "folder")
+    flags = {"segmentation": ["--image_dir=folder/images", "--mask_dir=folder/masks"],
+             "classes": ["--image_dir=folder"],
+             "coverage": ["--image_dir=folder/images", "--targets=folder/targets.csv"]}[task]  # fmt: skip
+    config = tmp_path / "mine.gin"
+    flags = [flag.replace("folder", str(tmp_path / "folder")) for flag in flags]
+    result = run_script("tools/build_dataset.py", "--name=mine", *flags, f"--output_dir={tmp_path / 'ds'}",
+                        f"--config={config}", "--measure_steps=2")  # fmt: skip
+    assert "steps/s measured here" in result.stdout and f"next: python train.py --gin_file={config}" in result.stdout
+    small = ["--gin_param=TRAIN_STEPS = 4", "--gin_param=EVAL_EVERY_STEPS = 4", "--gin_param=unet.base_filters = 4",
+             f"--gin_param=MODEL_DIR = '{tmp_path / 'run'}'"]  # fmt: skip
+    run_script("train.py", f"--gin_file={config}", *small)
+    run_script("evaluate.py", f"--gin_file={config}", *small[:1], *small[2:], "--eval_name=again")
+    val = (tmp_path / "ds" / "val.txt").read_text().splitlines()[1:]
+    for folder in ("eval", "eval_again"):
+        with open(tmp_path / "run" / folder / "results.jsonl") as f:
+            record = json.loads(f.readlines()[-1])
+        assert record["global_step"] == 4 and record["num_examples"] == len(val)
+    assert len(val) == round(len(truth) * 0.2) or task == "classes"
+    if task == "classes":
+        with open(tmp_path / "run" / "eval" / "results.jsonl") as f:
+            assert list(json.loads(f.readline())["per_class"]) == ["circle", "square", "triangle"]
+    with open(tmp_path / "ds" / "report.json") as f:
+        assert json.load(f)["training"]["steps_per_s"] > 0
+    with open(tmp_path / "folder" / "targets.csv" if task == "coverage" else os.devnull) as f:
+        assert task != "coverage" or len(list(csv.reader(f))) == len(truth) + 1
