@@ -52,6 +52,7 @@ DOCUMENTS = ["README.md", *sorted(os.path.relpath(p, REPO_ROOT) for p in glob.gl
 MIN_COMMANDS = {
     "README.md": 22,
     "docs/benchmarks.md": 0,  # Its commands are the benchmarks (minutes each), in prose: `make bench` runs them.
+    "docs/data.md": 6,
     "docs/distributed.md": 2,
     "docs/evaluation.md": 8,
     "docs/fork.md": 9,
