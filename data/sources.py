@@ -64,7 +64,7 @@ def is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
-def _folder(path: str, what: str):
+def check_folder(path: str, what: str):
     if not path or not os.path.isdir(path):
         raise DataError(f"{what} {path!r} is not a folder")
 
@@ -86,8 +86,8 @@ def segmentation(image_dir: str, mask_dir: str) -> list:
     Raises:
       DataError: not folders, no images, or an image without its mask (naming it).
     """
-    _folder(image_dir, "image_dir")
-    _folder(mask_dir, "mask_dir")
+    check_folder(image_dir, "image_dir")
+    check_folder(mask_dir, "mask_dir")
     names = _images_in(image_dir)
     if not names:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_dir!r}")
@@ -140,7 +140,7 @@ def class_folders(root: str, class_names=None):
     Raises:
       DataError: no class folders, an unknown or empty one, naming it.
     """
-    _folder(root, "image_dir")
+    check_folder(root, "image_dir")
     folders = sorted(name for name in os.listdir(root) if os.path.isdir(os.path.join(root, name)))
     if not folders:
         raise DataError(f"{root}: no class folders (classification wants one subfolder per class)")
@@ -170,7 +170,7 @@ def csv_targets(image_dir: str, table: str):
       DataError: a row that does not parse, a file missing or listed twice, or rows
         with different numbers of targets, naming the line.
     """
-    _folder(image_dir, "image_dir")
+    check_folder(image_dir, "image_dir")
     try:
         with open(table, newline="") as f:
             rows = [(number, row) for number, row in enumerate(csv.reader(f), 1) if any(cell.strip() for cell in row)]

@@ -214,6 +214,13 @@ def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 300_000  # KB: no decode happened.
     with pytest.raises(DataError, match="is 400.0 megapixels, over the limit of 100"):
         images.read_image_file(str(tmp_path / "huge.png"), max_pixels=100_000_000)
+    sample_folders.classification_folder(tmp_path / "folder", per_class=2)
+    _build(tmp_path, image_dir=str(tmp_path / "folder"))
+    before = _fingerprint(tmp_path / "ds")
+    os.replace(tmp_path / "huge.png", tmp_path / "folder" / "square" / "huge.png")
+    with pytest.raises(DataError, match=r"square/huge.png: 20000x20000 is 400.0 megapixels"):
+        _build(tmp_path, image_dir=str(tmp_path / "folder"))
+    assert _fingerprint(tmp_path / "ds") == before
 
 
 def test_colour_masks_become_class_ids_and_an_unknown_colour_is_named(tmp_path):

@@ -36,6 +36,7 @@ their header; a mask colour not in the table is refused, naming the file.
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -76,7 +77,7 @@ def find(image_dir=None, mask_dir=None, voc_root=None, targets=None, class_names
         return _found("segmentation", splits, {split: root for split in SPLITS}, class_names, how)
     if not image_dir:
         raise DataError("give --image_dir (with --mask_dir, --targets or class folders) or --voc_root")
-    sources._folder(image_dir, "image_dir")
+    sources.check_folder(image_dir, "image_dir")
     already = sources.presplit(image_dir)
     if mask_dir:
         if targets:
@@ -153,6 +154,8 @@ def build(
 
     See the module docstring; the arguments are the flags of the same names.
     """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
+        raise DataError(f"--name={name!r}: letters, digits, '_', '.' and '-' only (it names a folder and a gin file)")
     output_dir = output_dir or os.path.join("datasets", name)
     config = config or os.path.join("configs", f"{name}.gin")
     _check_outputs(output_dir, config, [image_dir, mask_dir, voc_root])
