@@ -16,6 +16,7 @@ TF_CPP_MIN_LOG_LEVEL yourself to see more.
 """
 
 import errno
+import signal
 import sys
 
 from common import runtime
@@ -41,6 +42,9 @@ def call(main, argv) -> int:
     except Interrupted as stopped:
         print(first_line(stopped), file=sys.stderr, flush=True)
         return stopped.exit_code
+    except KeyboardInterrupt:  # Ctrl-C where no handler of the program's own turned it into an Interrupted.
+        print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        return 128 + signal.SIGINT
     except OSError as error:  # The machine's fault, not the program's: a full disk, a read-only folder.
         if error.errno not in _ENVIRONMENT_ERRNOS:
             raise

@@ -91,7 +91,7 @@ def header(data: bytes, filename: str, max_pixels: int = MAX_PIXELS):
         with _no_pil_limit(), Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             orientation = 1
-            if image.format == "JPEG" or image.format == "TIFF":  # Their EXIF is in the header.
+            if image.format in ("JPEG", "MPO", "TIFF"):  # Their EXIF is in the header (MPO: a phone's JPEG).
                 orientation = int(image.getexif().get(_ORIENTATION, 1) or 1)
     except Image.UnidentifiedImageError:
         raise DataError(f"{filename}: cannot read image: not a format TensorFlow or PIL reads") from None
@@ -302,6 +302,8 @@ def read_mask(path: str, size, colours=None, unknown_to_ignore: bool = False, ma
                 )
             mode = image.mode
             if colours is None:
+                if mode == "1":  # A bilevel PNG: values 0 and 1.
+                    return np.asarray(image, dtype=np.uint8)
                 if mode not in ("L", "P"):
                     raise DataError(
                         f"{path}: mask mode {mode}; masks must be single-channel PNG (grey or palette) whose "
@@ -309,6 +311,8 @@ def read_mask(path: str, size, colours=None, unknown_to_ignore: bool = False, ma
                     )
                 return np.asarray(image, dtype=np.uint8)
             rgb = np.asarray(image.convert("RGB"))
+    except DataError:
+        raise
     except (Image.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise DataError(f"{path}: cannot read mask: {error}") from None
     return colours.class_ids(rgb, path, unknown_to_ignore)
@@ -338,10 +342,12 @@ class ColourTable:
           DataError: unreadable file, a malformed row, a repeated colour or name, naming the row.
         """
         try:
-            with open(path, newline="") as f:
+            with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM.
                 text = f.read()
         except OSError as error:
             raise DataError(f"{path}: cannot read the colour table: {error.strerror or error}") from None
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: the colour table is not UTF-8 text (byte {error.start})") from None
         rows = _json_rows(text, path) if path.lower().endswith(".json") else _text_rows(text, path)
         names, colours, ids, seen = [], [], [], {}
         for where, name, colour in rows:

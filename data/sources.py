@@ -24,8 +24,10 @@ import numpy as np
 from common.errors import DataError
 from data import images
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 SPLITS = ("train", "val")
+# Folder names that mean a split, not a class: a tree with any of them must be split as train/ and val/.
+SPLIT_NAMES = ("train", "val", "valid", "validation", "test", "testing", "eval")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +76,32 @@ def _images_in(folder: str) -> list:
     return sorted(name for name in os.listdir(folder) if is_image(name) and os.path.isfile(os.path.join(folder, name)))
 
 
+def subfolders(folder: str) -> list:
+    """The subfolders of `folder`, in name order; hidden ones (`.ipynb_checkpoints`, ...) left out."""
+    return sorted(n for n in os.listdir(folder) if not n.startswith(".") and os.path.isdir(os.path.join(folder, n)))
+
+
 def presplit(folder: str) -> bool:
-    """Whether `folder` is already split: its subfolders are exactly `train/` and `val/`."""
-    subfolders = {name for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name))}
-    return subfolders == set(SPLITS)
+    """Whether `folder` is already split: its subfolders are exactly `train/` and `val/`.
+
+    Raises:
+      DataError: split-like subfolders other than those two (a `test/`, a `validation/`):
+        they would be read as classes, or drawn into the training split.
+    """
+    return check_split_names(subfolders(folder), folder)
+
+
+def check_split_names(names, where: str) -> bool:
+    """True for exactly train and val; False for no split name; an error for any other mix."""
+    splits = sorted(set(names) & set(SPLIT_NAMES))
+    if not splits:
+        return False
+    if set(names) == set(SPLITS):
+        return True
+    raise DataError(
+        f"{where}: folders {', '.join(splits)} look like splits; a split tree has exactly train/ and val/ "
+        "(move the others, e.g. test/, out of it)"
+    )
 
 
 def segmentation(image_dir: str, mask_dir: str) -> list:
@@ -91,6 +115,12 @@ def segmentation(image_dir: str, mask_dir: str) -> list:
     names = _images_in(image_dir)
     if not names:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_dir!r}")
+    stems = {}
+    for name in names:
+        stem = os.path.splitext(name)[0]
+        if stem in stems:
+            raise DataError(f"{os.path.join(image_dir, name)} and {stems[stem]} would share the mask {stem}.png")
+        stems[stem] = os.path.join(image_dir, name)
     items = []
     for name in names:
         mask = os.path.join(mask_dir, os.path.splitext(name)[0] + ".png")
@@ -117,6 +147,9 @@ def voc(voc_root: str, split: str, mask_folder: str = "SegmentationClass") -> li
         ids = [line.split()[0] for line in f if line.strip()]
     if not ids:
         raise DataError(f"{listing}: no ids")
+    if len(set(ids)) != len(ids):
+        twice = next(name for name in ids if ids.count(name) > 1)
+        raise DataError(f"{listing}: id {twice} is listed twice")
     items = []
     for number, name in enumerate(ids, 1):
         images = [os.path.join(voc_root, "JPEGImages", name + ext) for ext in (".jpg", ".jpeg", ".png")]
@@ -141,19 +174,21 @@ def class_folders(root: str, class_names=None):
       DataError: no class folders, an unknown or empty one, naming it.
     """
     check_folder(root, "image_dir")
-    folders = sorted(name for name in os.listdir(root) if os.path.isdir(os.path.join(root, name)))
+    folders = subfolders(root)
+    check_split_names(folders, root)
     if not folders:
         raise DataError(f"{root}: no class folders (classification wants one subfolder per class)")
     names = list(class_names) if class_names else folders
     unknown = [folder for folder in folders if folder not in names]
     if unknown:
         raise DataError(f"{os.path.join(root, unknown[0])}: a folder that is not one of the classes {names}")
+    if len(names) < 2:
+        raise DataError(f"{root}: one class ({names[0]}); classification needs two class folders or more")
+    if len(set(names)) != len(names):
+        raise DataError(f"--class_names names a class twice: {names}")
     items = []
     for folder in folders:
-        found = []
-        for directory, subfolders, files in os.walk(os.path.join(root, folder)):
-            subfolders.sort()
-            found += [os.path.join(directory, name) for name in sorted(files) if is_image(name)]
+        found = _images_under(os.path.join(root, folder))
         if not found:
             raise DataError(f"{os.path.join(root, folder)}: a class folder without images")
         items += [Item(path, class_id=names.index(folder)) for path in found]
@@ -172,7 +207,7 @@ def csv_targets(image_dir: str, table: str):
     """
     check_folder(image_dir, "image_dir")
     try:
-        with open(table, newline="") as f:
+        with open(table, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM.
             rows = [(number, row) for number, row in enumerate(csv.reader(f), 1) if any(cell.strip() for cell in row)]
     except OSError as error:
         raise DataError(f"{table}: cannot read: {error.strerror or error}") from None
@@ -211,11 +246,16 @@ def csv_targets(image_dir: str, table: str):
 def unlisted_images(image_dir: str, items) -> list:
     """Image files under `image_dir` that no item uses (for a notice: nothing is left out silently)."""
     used = {os.path.normpath(item.image) for item in items}
+    return [path for path in _images_under(image_dir) if os.path.normpath(path) not in used]
+
+
+def _images_under(folder: str) -> list:
+    """Image files at any depth under `folder` (hidden folders and files left out), in name order."""
     found = []
-    for directory, subfolders, files in os.walk(image_dir):
-        subfolders.sort()
+    for directory, folders, files in os.walk(folder):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
         found += [os.path.join(directory, name) for name in sorted(files) if is_image(name)]
-    return [path for path in found if os.path.normpath(path) not in used]
+    return found
 
 
 def split(items, val_fraction: float, seed: int, strata=None) -> dict:

@@ -10,7 +10,8 @@ default it has; three tasks ship, one module each: `models/segmentation.py`,
 `models/classification.py`, `models/regression.py`.
 
 A fork's own head is one more subclass, in the template or in its own module (gin's
-`import my_fork`), bound with `TASK = @my_task()` (docs/fork.md). `tests/test_fork.py`
+`import my_fork`), bound by its registered name, `TASK = @MyTask()` for a class
+decorated `@gin.configurable` (docs/fork.md). `tests/test_fork.py`
 trains, evaluates (`--worst_k`) and compares (`tools/compare.py`) one defined outside
 the repository.
 

@@ -41,9 +41,9 @@ class TinyNet:
 
 
 @gin.configurable
-def wrong_pixels(labels, predictions):
+def wrong_pixels(labels, predictions, ignore_label=255):
     """Counts the non-ignored pixels predicted wrong, exactly, over the whole evaluation."""
-    valid = tf.not_equal(labels, 255)
+    valid = tf.not_equal(labels, ignore_label)
     wrong = tf.logical_and(valid, tf.not_equal(labels, predictions["classes"]))
     sums, update = streaming_sums({"wrong": wrong}, "wrong_pixels")
     return {"wrong_pixels": (sums["wrong"], update)}
@@ -118,6 +118,7 @@ def fork(tiny_dataset, tmp_path_factory):
             FocalSegmentation.num_classes = %NUM_CLASSES
             FocalSegmentation.class_names = %CLASS_NAMES
             FocalSegmentation.extra_metrics = [@wrong_pixels]
+            wrong_pixels.ignore_label = %IGNORE_LABEL
             AUGMENTATIONS = [@flip_left_right(), @flip_up_down(), @brightness(), @Invert()]
             Invert.trace = '{root / "invert_traced.txt"}'
             EVAL_HOOKS = [@batch_counter()]

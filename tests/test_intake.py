@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import resource
 import struct
 import zlib
@@ -409,3 +410,103 @@ def test_from_a_folder_to_a_trained_and_evaluated_model_in_one_command(tmp_path,
         assert json.load(f)["training"]["steps_per_s"] > 0
     with open(tmp_path / "folder" / "targets.csv" if task == "coverage" else os.devnull) as f:
         assert task != "coverage" or len(list(csv.reader(f))) == len(truth) + 1
+
+
+def test_a_failure_after_the_records_leaves_the_previous_dataset(tmp_path, monkeypatch):
+    """Everything, the speed measurement included, happens in the staging folder: a failure (or
+    Ctrl-C) there leaves the last good dataset, its report, and nothing else."""
+    sample_folders.classification_folder(tmp_path / "folder", per_class=2)
+    _build(tmp_path, image_dir=str(tmp_path / "folder"))
+    before = _fingerprint(tmp_path / "ds")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_dataset, "measure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _build(tmp_path, image_dir=str(tmp_path / "folder"), measure_steps=3, num_shards=2)
+    assert _fingerprint(tmp_path / "ds") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "folder", "mine.gin"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(tmp_path / "ds").st_mode & 0o777 == 0o777 & ~umask  # Not mkdtemp's owner-only mode.
+
+
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ("split_and_test", "folders test, train, val look like splits"),
+        ("one_class", "one class (circle); classification needs two class folders or more"),
+        ("same_stem", "would share the mask img000.png"),
+        ("csv_inside_output", "holds the input"),
+        ("duplicate_names", "--class_names names a class twice"),
+    ],
+)
+def test_layouts_that_would_mix_or_not_train_are_refused_before_anything_is_written(tmp_path, layout, message):
+    folder = tmp_path / "folder"
+    kwargs = {"image_dir": str(folder)}
+    if layout == "split_and_test":
+        for split in ("train", "val", "test"):
+            sample_folders.classification_folder(folder / split, per_class=1)
+    elif layout == "one_class":
+        sample_folders.classification_folder(tmp_path / "all", per_class=2)
+        os.makedirs(folder)
+        os.replace(tmp_path / "all" / "circle", folder / "circle")
+    elif layout == "same_stem":
+        sample_folders.segmentation_folder(folder, count=2)
+        Image.new("RGB", (53, 37)).save(folder / "images" / "img000.png")
+        kwargs = {"image_dir": str(folder / "images"), "mask_dir": str(folder / "masks")}
+    elif layout == "csv_inside_output":
+        sample_folders.regression_folder(folder, count=4)
+        (tmp_path / "ds").mkdir()
+        os.replace(folder / "targets.csv", tmp_path / "ds" / "targets.csv")
+        kwargs = {"image_dir": str(folder / "images"), "targets": str(tmp_path / "ds" / "targets.csv")}
+    else:
+        sample_folders.classification_folder(folder, per_class=2)
+        kwargs["class_names"] = ["circle", "square", "triangle", "circle"]
+    with pytest.raises(DataError, match=re.escape(message)):
+        _build(tmp_path, **kwargs)
+    assert not (tmp_path / "ds").exists() or layout == "csv_inside_output"
+    assert not (tmp_path / "mine.gin").exists()
+
+
+def test_an_output_path_that_is_a_link_or_a_pattern_is_refused(tmp_path):
+    sample_folders.classification_folder(tmp_path / "folder", per_class=2)
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    for output, message in ((tmp_path / "link", "is a symbolic link"), (tmp_path / "run [2]", "no *, ? or [")):
+        with pytest.raises(DataError, match=re.escape(message)):
+            build_dataset.build("x", image_dir=str(tmp_path / "folder"), output_dir=str(output),
+                                config=str(tmp_path / "x.gin"), measure_steps=0)  # fmt: skip
+
+
+def test_a_phone_jpeg_read_as_mpo_is_turned_too(tmp_path):
+    """Phones write JPEGs with a multi-picture block, which PIL opens as MPO: their EXIF turn counts."""
+    shown = np.zeros((60, 40, 3), np.uint8)
+    shown[:10] = 255  # A white band at the top of the shown image.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = Image.fromarray(np.ascontiguousarray(sample_folders.STORED[6](shown)))
+    stored.save(tmp_path / "phone.jpg", format="MPO", save_all=True, append_images=[stored], exif=exif, quality=95)
+    assert Image.open(tmp_path / "phone.jpg").format == "MPO"
+    pixels = images.read_image_file(str(tmp_path / "phone.jpg"))
+    assert pixels.shape == (60, 40, 3) and pixels[:10].mean() > 200 and pixels[20:].mean() < 50
+
+
+def test_a_csv_and_a_colour_table_saved_by_excel_read_as_text(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark; a mask error names the file once."""
+    sample_folders.regression_folder(tmp_path / "folder", count=4)
+    table = tmp_path / "folder" / "targets.csv"
+    table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes().split(b"\n", 1)[1])  # No header: the BOM meets a file name.
+    items, names = sources.csv_targets(str(tmp_path / "folder" / "images"), str(table))
+    assert len(items) == 4 and names == ["target_0"]
+    colours = tmp_path / "colours.csv"
+    colours.write_bytes("\ufeffsky,0,0,255\nroad,128,64,128\n".encode())
+    assert images.ColourTable.read(str(colours)).names == ["sky", "road"]
+    colours.write_bytes("carr\xe9,0,255,0\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"colours.csv: the colour table is not UTF-8 text"):
+        images.ColourTable.read(str(colours))
+    Image.new("L", (5, 5)).save(tmp_path / "mask.png")
+    with pytest.raises(DataError) as error:
+        images.read_mask(str(tmp_path / "mask.png"), (4, 5))
+    assert str(error.value).count("mask.png") == 1, error.value

@@ -34,10 +34,12 @@ turned upright by its EXIF orientation; images over `--max_pixels` are refused f
 their header; a mask colour not in the table is refused, naming the file.
 """
 
+import glob
 import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -47,7 +49,7 @@ from absl import flags
 
 from common import files, runtime
 from common.constants import IGNORE_LABEL
-from common.errors import DataError
+from common.errors import DataError, Interrupted
 from core import cli
 from data import images, records_index, sources
 
@@ -72,6 +74,9 @@ def find(image_dir=None, mask_dir=None, voc_root=None, targets=None, class_names
         if image_dir or mask_dir or targets:
             raise DataError("--voc_root goes alone (not with --image_dir, --mask_dir or --targets)")
         splits = {split: sources.voc(voc_root, split) for split in SPLITS}
+        both = {item.image for item in splits["train"]} & {item.image for item in splits["val"]}
+        if both:
+            raise DataError(f"{voc_root}: train.txt and val.txt both list {len(both)} id(s), e.g. {sorted(both)[0]}")
         root = os.path.join(voc_root, "JPEGImages")
         how = "the VOC tree's ImageSets/Segmentation/train.txt and val.txt"
         return _found("segmentation", splits, {split: root for split in SPLITS}, class_names, how)
@@ -84,21 +89,20 @@ def find(image_dir=None, mask_dir=None, voc_root=None, targets=None, class_names
             raise DataError("--mask_dir (segmentation) and --targets (regression) do not go together")
         if already:
             splits = {s: sources.segmentation(os.path.join(image_dir, s), os.path.join(mask_dir, s)) for s in SPLITS}
+            _notice_unused(image_dir, splits["train"] + splits["val"], "are not directly in train/ or val/", mask_dir)
             return _found("segmentation", splits, _roots(image_dir, True), class_names, _presplit_note(image_dir))
         items = sources.segmentation(image_dir, mask_dir)
+        _notice_unused(image_dir, items, "are in subfolders (only the files directly in it are read)", mask_dir)
         splits = sources.split(items, val_fraction, seed)
         return _found("segmentation", splits, _roots(image_dir, False), class_names, _drawn(val_fraction, seed))
     if targets:
         items, names = sources.csv_targets(image_dir, targets)
-        unlisted = sources.unlisted_images(image_dir, items)
-        if unlisted:
-            print(f"notice: {len(unlisted)} image(s) in {image_dir} are not in {targets} and are left out "
-                  f"(first: {unlisted[0]})")  # fmt: skip
+        _notice_unused(image_dir, items, f"are not in {targets}")
         names = list(class_names) if class_names else names
         if len(names) != len(items[0].target):
             raise DataError(f"--class_names has {len(names)} names for {len(items[0].target)} target(s)")
         top = [os.path.relpath(item.image, image_dir).split(os.sep)[0] for item in items]
-        if set(top) == set(SPLITS):  # The CSV's files are under train/ and val/: already split.
+        if sources.check_split_names(set(top), targets):  # The CSV's files are under train/ and val/.
             splits = {split: [item for item, first in zip(items, top) if first == split] for split in SPLITS}
             return _found("regression", splits, _roots(image_dir, True), names, _presplit_note(image_dir))
         splits = sources.split(items, val_fraction, seed)
@@ -107,11 +111,23 @@ def find(image_dir=None, mask_dir=None, voc_root=None, targets=None, class_names
         train, names = sources.class_folders(os.path.join(image_dir, "train"), class_names)
         val, _ = sources.class_folders(os.path.join(image_dir, "val"), names)
         how = _presplit_note(image_dir)
+        _notice_unused(image_dir, train + val, "are not in a class folder of train/ or val/")
         return _found("classification", {"train": train, "val": val}, _roots(image_dir, True), names, how)
     items, names = sources.class_folders(image_dir, class_names)
+    _notice_unused(image_dir, items, "are not in a class folder")
     splits = sources.split(items, val_fraction, seed, strata=[item.class_id for item in items])
     how = _drawn(val_fraction, seed) + ", stratified by class"
     return _found("classification", splits, _roots(image_dir, False), names, how)
+
+
+def _notice_unused(image_dir, items, why, mask_dir=None):
+    """One line for the images under `image_dir` that no example uses: nothing is left out in silence."""
+    unused = sources.unlisted_images(image_dir, items)
+    if mask_dir:
+        masks = os.path.abspath(mask_dir) + os.sep
+        unused = [path for path in unused if not os.path.abspath(path).startswith(masks)]
+    if unused:
+        print(f"notice: {len(unused)} image(s) in {image_dir} {why} and are left out (first: {unused[0]})")
 
 
 def _found(task, splits, roots, class_names, how):
@@ -154,42 +170,83 @@ def build(
 
     See the module docstring; the arguments are the flags of the same names.
     """
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
-        raise DataError(f"--name={name!r}: letters, digits, '_', '.' and '-' only (it names a folder and a gin file)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name or ""):
+        raise DataError(
+            f"--name={name!r}: up to 100 letters, digits, '_', '.' and '-' (it names a folder and a gin file)"
+        )
+    if max_side < NETWORK_MULTIPLE:
+        raise DataError(f"--max_side={max_side}: at least {NETWORK_MULTIPLE} (the network's multiple)")
     output_dir = output_dir or os.path.join("datasets", name)
     config = config or os.path.join("configs", f"{name}.gin")
-    _check_outputs(output_dir, config, [image_dir, mask_dir, voc_root])
+    _check_outputs(output_dir, config, [image_dir, mask_dir, voc_root, targets, mask_colors])
     colours = images.ColourTable.read(mask_colors) if mask_colors else None
     if colours and class_names:
         raise DataError("--class_names and --mask_colors both name the classes; give one")
+    if class_names and len(set(class_names)) != len(class_names):
+        raise DataError(f"--class_names names a class twice: {','.join(class_names)}")
     found = find(image_dir, mask_dir, voc_root, targets, class_names or (colours and colours.names), colours,
                  val_fraction, seed)  # fmt: skip
     found["output_dir"] = output_dir
     files.restore_folder(output_dir)
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.staging-", dir=parent)
-    try:
+    staging = _staging_folder(output_dir)
+    try:  # Everything is written into the staging folder, and measured there: a failure leaves the old dataset.
         splits = {
             split: _write_split(found, split, staging, colours, unknown_colors == "ignore", max_pixels, num_shards)
             for split in SPLITS
         }
+        report = _report(name, found, splits, output_dir, command)
+        macros, report["training"] = _plan_training(report, splits["train"]["sizes"], staging, config, max_side,
+                                                    measure_steps, time_budget_minutes)  # fmt: skip
+        files.write_atomic(os.path.join(staging, "report.json"), json.dumps(report, indent=1) + "\n")
+        text = format_report(report)
+        files.write_atomic(os.path.join(staging, "report.txt"), text + "\n")
         _check_outputs(output_dir, config, [])  # Still absent or ours: nothing else took the place meanwhile.
         files.replace_folder(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    report = _report(name, found, splits, output_dir, command)
-    report["training"] = _write_config(report, found, output_dir, config, max_side, measure_steps, time_budget_minutes)
-    files.write_atomic(os.path.join(output_dir, "report.json"), json.dumps(report, indent=1) + "\n")
-    text = format_report(report)
-    files.write_atomic(os.path.join(output_dir, "report.txt"), text + "\n")
+    files.write_atomic(config, config_text(report, output_dir, macros, report["training"]))
     print(text)
     return report
+
+
+def _staging_folder(output_dir):
+    """A new folder beside `output_dir`, with the umask's mode (mkdtemp's is owner-only); staging
+    folders that a killed build left (their process gone) are removed first."""
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    prefix = f".{os.path.basename(os.path.abspath(output_dir))}.staging-"
+    for leftover in glob.glob(os.path.join(glob.escape(parent), glob.escape(prefix) + "*")):
+        pid = leftover[len(os.path.join(parent, prefix)) :].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    staging = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
+    return staging
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_outputs(output_dir, config, inputs):
     """Refuses to replace a folder or a gin file this tool did not write, or one that holds the inputs."""
     out = os.path.abspath(output_dir)
+    if glob.escape(output_dir) != output_dir:
+        raise DataError(f"--output_dir {output_dir!r}: no *, ? or [ in it (the gin file's patterns glob it)")
+    if os.path.islink(output_dir):
+        raise DataError(f"--output_dir {output_dir} is a symbolic link; give the folder it points to")
+    if os.path.isdir(config):
+        raise DataError(
+            f"--config {config} is a folder; give the gin file to write, e.g. {os.path.join(config, 'x.gin')}"
+        )
     for path in filter(None, inputs):
         path = os.path.abspath(path)
         if path == out or path.startswith(out + os.sep):
@@ -220,7 +277,10 @@ def _write_split(found, split, staging, colours, unknown_to_ignore, max_pixels, 
 
     def examples():
         for item in items:
-            example = item.read(os.path.relpath(item.image, root), colours, unknown_to_ignore, max_pixels)
+            name = os.path.relpath(item.image, root)
+            if "\n" in name or "\r" in name:
+                raise DataError(f"{item.image!r}: a file name with a line break (the file lists hold one per line)")
+            example = item.read(name, colours, unknown_to_ignore, max_pixels)
             if num_classes is not None:
                 values = np.unique(example["mask"])
                 bad = values[(values >= num_classes) & (values != IGNORE_LABEL)]
@@ -326,17 +386,20 @@ def choose_training(task, sizes, max_side=256, multiple=NETWORK_MULTIPLE):
             **macros}  # fmt: skip
 
 
-def _write_config(report, found, output_dir, config, max_side, measure_steps, time_budget_minutes):
-    """Writes the gin file, measures its training speed here, sets the step budget; returns the figures."""
-    macros = choose_training(report["task"], _train_sizes(output_dir), max_side)
+def _plan_training(report, train_sizes, staging, config, max_side, measure_steps, time_budget_minutes):
+    """The gin file's macros and the training figures: the settings from the image sizes, then the
+    speed of a gin file with them measured here on the staged records, and the step budget."""
+    macros = choose_training(report["task"], train_sizes, max_side)
     val_count = report["splits"]["val"]["examples"]
     macros.update(TRAIN_STEPS=DEFAULT_STEPS, EVAL_EVERY_STEPS=DEFAULT_STEPS // 4,
                   SUMMARY_INDICES=list(range(min(4, val_count))))  # fmt: skip
     training = {"config": config, "crop": [macros["IMAGE_HEIGHT"], macros["IMAGE_WIDTH"]],
                 "batch": macros["TRAIN_BATCH_SIZE"], "steps_per_s": None}  # fmt: skip
-    files.write_atomic(config, config_text(report, output_dir, macros, training))
     if measure_steps > 0:
-        training["steps_per_s"] = round(measure(config, measure_steps, macros["TRAIN_BATCH_SIZE"]), 3)
+        trial = os.path.join(staging, "measure.gin")
+        files.write_atomic(trial, config_text(report, staging, macros, training))
+        training["steps_per_s"] = round(measure(trial, measure_steps, macros["TRAIN_BATCH_SIZE"]), 3)
+        os.remove(trial)
         budget = time_budget_minutes * 60 * training["steps_per_s"]
         if budget < DEFAULT_STEPS:
             steps = max(100, int(budget) // 100 * 100)
@@ -347,22 +410,14 @@ def _write_config(report, found, output_dir, config, max_side, measure_steps, ti
             )
         training["minutes"] = round(macros["TRAIN_STEPS"] / training["steps_per_s"] / 60, 1)
     training["steps"] = macros["TRAIN_STEPS"]
-    files.write_atomic(config, config_text(report, output_dir, macros, training))
-    return training
-
-
-def _train_sizes(output_dir):
-    from data import input as data_input
-
-    shards = data_input.list_files(os.path.join(output_dir, "train-*.tfrecord"))
-    return [(height, width) for path in shards for _, height, width in records_index.read(path)["examples"]]
+    return macros, training
 
 
 def measure(config: str, steps: int, batch: int) -> float:
     """Training steps/s of `config` on this machine: `steps` steps after 3 of warm-up, in a scratch folder."""
     from core import speed
 
-    print(f"measuring {steps} training steps of {config} ...", flush=True)
+    print(f"measuring {steps} training steps of the written settings ...", flush=True)
     scratch = tempfile.mkdtemp(prefix="build_dataset_measure_")
     try:
         model_fn, train_input_fn, _ = speed.configured([config], [f"MODEL_DIR = {scratch!r}"])
@@ -406,8 +461,8 @@ def config_text(report, output_dir, macros, training) -> str:
     if training.get("budget_note"):
         lines.append(f"# {training['budget_note']}.")
     lines += ["", "include 'configs/base.gin'", "", f"TASK = @{task}()"]
-    lines.append(f"TRAIN_FILES = {os.path.join(_gin_path(output_dir), 'train-*.tfrecord')!r}")
-    lines.append(f"VAL_FILES = {os.path.join(_gin_path(output_dir), 'val-*.tfrecord')!r}")
+    lines.append(f"TRAIN_FILES = {os.path.join(glob.escape(_gin_path(output_dir)), 'train-*.tfrecord')!r}")
+    lines.append(f"VAL_FILES = {os.path.join(glob.escape(_gin_path(output_dir)), 'val-*.tfrecord')!r}")
     lines.append(f"NUM_CLASSES = {len(names)}" + ("  # Targets." if task == "regression" else ""))
     lines.append(f"CLASS_NAMES = {names!r}")
     crop_note = "The training crop" + ("; evaluation runs each image at its own size." if task == "segmentation" else
@@ -473,9 +528,15 @@ def format_report(report) -> str:
     return "\n".join(lines)
 
 
+def _stop(signal_number, frame):
+    del frame
+    raise Interrupted(f"stopped by signal {signal_number}; the previous dataset is as it was", signal_number)
+
+
 def main(argv):
     del argv
     runtime.quiet()
+    signal.signal(signal.SIGTERM, _stop)  # Unwinds through the staging folder's cleanup.
     build(
         FLAGS.name,
         image_dir=FLAGS.image_dir,
