@@ -21,19 +21,23 @@ configs/synthetic.gin as `make train` runs it (the default U-Net, 64x64 images, 
   session in its own: `eval_first_call_s` gives both); and `eval_loop_vs_keras`, the same
   with Estimator's batches' loop alone (from its session's creation to the last batch).
 
-Then what op determinism costs (`determinism_cost_ratio`: the same Estimator training
-from TFRecords, examples/s with `DETERMINISTIC = False` over with it on, taking turns
-three times, the median of each); then what grows with the job (`bench/growth.py`: start-up to the first step at three
-dataset sizes, a resume's cost at 10.9 epochs over 1.9, time per example as the dataset and
-the images grow), and the time to quality: `train.py --gin_file=configs/synthetic.gin`
-(what `make train` runs) in a fresh process, from its start to the first evaluation with
-mean IoU >= `--target` (`time_to_target_miou_s`; stopped there), with its steps/s (the
-machine's speed that day).
+Then what op determinism costs (`determinism_cost_ratio`: the same Estimator training from
+TFRecords, examples/s with `DETERMINISTIC = False` over with it on, taking turns three
+times, the median of each); then mixed precision (`--sections=precision`: the same
+Estimator training in `mixed_bfloat16` over float32, `bf16_speedup`, and over Keras `fit`
+under the same policy, `train_throughput_vs_keras_bf16`, taking turns `--rounds` times; a
+full evaluation in each, `eval_bf16_speedup`); then what grows with the job
+(`bench/growth.py`: start-up to the first step at three dataset sizes, a resume's cost at
+10.9 epochs over 1.9, time per example as the dataset and the images grow), and the time
+to quality: `train.py --gin_file=configs/synthetic.gin` (what `make train` runs) in a
+fresh process, from its start to the first evaluation with mean IoU >= `--target`
+(`time_to_target_miou_s`; stopped there), with its steps/s (the machine's speed that day),
+in float32 and in mixed_bfloat16 (`time_to_target_miou_s_bf16`).
 
 Prints each measurement and, last, one JSON object with every figure.
 
     .venv/bin/python bench/train.py [--warmup=20] [--steps=100] [--rounds=3] [--eval_calls=9] [--target=0.95]
-                                    [--sections=keras,determinism,growth,target]
+                                    [--sections=keras,determinism,precision,growth,target]
 """
 
 import argparse
@@ -58,7 +62,7 @@ def _keras_model(tf, network, task, height, width, learning_rate):
 
     images = tf.keras.Input((height, width, 3), dtype=tf.uint8)
     logits = network(normalise(images), task.num_classes, training=None, seed=0)
-    model = tf.keras.Model(images, logits)
+    model = tf.keras.Model(images, tf.cast(logits, tf.float32))  # float32 out under a mixed policy too.
     ignore = task.ignore_label
 
     def loss(labels, logits):  # The task's own loss, as the model_fn's (the Dice term included).
@@ -75,11 +79,25 @@ def _keras_model(tf, network, task, height, width, learning_rate):
     return model
 
 
-def time_to_target(target: float, work: str):
+def _keras_rate(tf, model, data, warmup, steps, batch):
+    """Examples/s of Keras `Model.fit` between its `warmup`-th and `warmup + steps`-th step."""
+    rate = speed.Rate(warmup, steps, batch)
+
+    class Callback(tf.keras.callbacks.Callback):
+        def on_train_batch_end(self, number, logs=None):
+            if rate.step():
+                self.model.stop_training = True
+
+    model.fit(data, steps_per_epoch=warmup + steps + 1, epochs=1, callbacks=[Callback()], verbose=0)
+    return rate.rate
+
+
+def time_to_target(target: float, work: str, precision: str = "float32"):
     """Runs configs/synthetic.gin's training in a fresh process until an evaluation reaches
     mean IoU `target`: (seconds from its start to that evaluation's line or None, the
     last mean IoU, its last steps/s)."""
-    command = [sys.executable, "train.py", f"--gin_file={GIN_FILE}", f"--model_dir={os.path.join(work, 'target')}"]
+    command = [sys.executable, "train.py", f"--gin_file={GIN_FILE}", f"--model_dir={os.path.join(work, precision)}",
+               f"--gin_param=PRECISION = {precision!r}"]  # fmt: skip
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=runtime.REPO_ROOT, stdout=subprocess.PIPE, text=True)
     reached, last, speed = None, None, None
@@ -104,7 +122,7 @@ def main(argv=None):
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--eval_calls", type=int, default=9)
-    parser.add_argument("--sections", default="keras,determinism,growth,target")
+    parser.add_argument("--sections", default="keras,determinism,precision,growth,target")
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
     runtime.quiet()
@@ -112,25 +130,80 @@ def main(argv=None):
     figures = _against_keras(args, work) if "keras" in sections else {}
     if "determinism" in sections:
         figures.update(_determinism_cost(args, work))
+    if "precision" in sections:
+        figures.update(_precision(args, work))
     if "growth" in sections:
         import growth  # bench/growth.py, beside this file.
 
         figures.update(growth.measure())
     if "target" in sections:
-        print(f"\nconfigs/synthetic.gin until mean IoU {args.target}:", flush=True)
-        reached, last, speed = time_to_target(args.target, work)
-        figures["time_to_target_miou_s"] = reached and round(reached, 1)
-        figures["target_run"] = {"target": args.target, "last_mean_iou": last, "steps_per_s": speed}
+        for precision, suffix in (("float32", ""), ("mixed_bfloat16", "_bf16")):
+            print(f"\nconfigs/synthetic.gin in {precision} until mean IoU {args.target}:", flush=True)
+            reached, last, speed = time_to_target(args.target, work, precision)
+            figures[f"time_to_target_miou_s{suffix}"] = reached and round(reached, 1)
+            figures[f"target_run{suffix}"] = {"target": args.target, "last_mean_iou": last, "steps_per_s": speed}
     print(json.dumps(figures))
 
 
-def _configured():
+def _configured(gin_params=()):
     """configs/synthetic.gin parsed (its dataset written first if missing): `(model_fn,
     train input_fn, eval input_fn)` as train.py builds them."""
     from data import synthetic
 
     synthetic.prepare_for_config(GIN_FILE, runtime.REPO_ROOT)
-    return speed.configured([GIN_FILE])
+    return speed.configured([GIN_FILE], gin_params)
+
+
+def _precision(args, work):
+    """mixed_bfloat16 against float32, taking turns `--rounds` times: the template's Estimator
+    training (`bf16_speedup`), Keras `fit` under the same policy on the same network
+    (`train_throughput_vs_keras_bf16`), and a full evaluation (`eval_bf16_speedup`)."""
+    import gin
+    import tensorflow as tf
+
+    from models import precision
+
+    built = {policy: _configured([f"PRECISION = {policy!r}"]) for policy in ("float32", "mixed_bfloat16")}
+    batch = gin.query_parameter("%TRAIN_BATCH_SIZE")
+    height, width = gin.query_parameter("%IMAGE_HEIGHT"), gin.query_parameter("%IMAGE_WIDTH")
+    network, task = gin.query_parameter("%NETWORK").scoped_configurable_fn(), built["float32"][0].task
+    learning_rate = gin.query_parameter("build_model_fn.learning_rate")
+    train_fn = built["float32"][1]
+    keras_data = train_fn().map(lambda f, label: (f["image"], label))
+    with precision.policy_scope("mixed_bfloat16"):  # Its layers take the policy as they are made.
+        model = _keras_model(tf, network, task, height, width, learning_rate)
+
+    def keras_fit():
+        return _keras_rate(tf, model, keras_data, args.warmup, args.steps, batch)
+
+    rates = {"keras_bf16": [], "float32": [], "mixed_bfloat16": []}
+    estimators = {}
+    for number in range(args.rounds):
+        rates["keras_bf16"].append(keras_fit())
+        for policy, (model_fn, train_input_fn, _) in built.items():
+            directory = os.path.join(work, f"precision_{policy}_{number}")
+            rate, estimators[policy] = speed.training_rate(model_fn, train_input_fn, directory, args.warmup,
+                                                           args.steps, batch)  # fmt: skip
+            rates[policy].append(rate)
+        last = {key: f"{values[-1]:.1f}" for key, values in rates.items()}
+        print(f"round {number + 1}: Keras fit bfloat16 {last['keras_bf16']}, Estimator float32 {last['float32']}, "
+              f"bfloat16 {last['mixed_bfloat16']} examples/s", flush=True)  # fmt: skip
+    medians = {key: float(np.median(values)) for key, values in rates.items()}
+    seconds = {policy: [] for policy in built}
+    for _ in range(args.eval_calls + 1):  # Taking turns; the first call of each builds its graph, not counted.
+        for policy, estimator in estimators.items():
+            started = time.perf_counter()
+            estimator.evaluate(built[policy][2], name="bench_precision")
+            seconds[policy].append(time.perf_counter() - started)
+    evaluation = {policy: float(np.median(values[1:])) for policy, values in seconds.items()}
+    print(f"evaluation: float32 {evaluation['float32']:.2f} s, bfloat16 {evaluation['mixed_bfloat16']:.2f} s a call",
+          flush=True)  # fmt: skip
+    return {
+        "bf16_speedup": round(medians["mixed_bfloat16"] / medians["float32"], 3),
+        "train_throughput_vs_keras_bf16": round(medians["mixed_bfloat16"] / medians["keras_bf16"], 3),
+        "eval_bf16_speedup": round(evaluation["float32"] / evaluation["mixed_bfloat16"], 3),
+        "precision_rounds": {key: [round(value, 1) for value in values] for key, values in rates.items()},
+    }
 
 
 def _determinism_cost(args, work):
@@ -180,15 +253,7 @@ def _against_keras(args, work):
         return tf.data.Dataset.from_tensor_slices((features, labels)).repeat()
 
     def keras_fit():
-        rate = speed.Rate(args.warmup, args.steps, batch)
-
-        class Callback(tf.keras.callbacks.Callback):
-            def on_train_batch_end(self, number, logs=None):
-                if rate.step():
-                    self.model.stop_training = True
-
-        model.fit(keras_data, steps_per_epoch=args.warmup + args.steps + 1, epochs=1, callbacks=[Callback()], verbose=0)
-        return rate.rate
+        return _keras_rate(tf, model, keras_data, args.warmup, args.steps, batch)
 
     # Taking turns, `--rounds` times: this machine's speed drifts by about 10% over minutes,
     # so each figure is the median of its rounds, each measured next to the others.

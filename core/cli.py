@@ -64,6 +64,20 @@ def run(main):
     app.run(lambda argv: sys.exit(call(main, argv)))
 
 
+def _precision() -> str:
+    """`precision <policy>` as gin's PRECISION chose it (`'auto'`: and that it was auto)."""
+    import gin
+
+    from models import precision
+
+    try:
+        chosen = gin.query_parameter("%PRECISION")
+    except ValueError:  # A config without base.gin's macro: build_model_fn's default.
+        chosen = "float32"
+    policy = precision.resolve(chosen)
+    return f"precision {policy}" + (" (auto)" if chosen == "auto" else "")
+
+
 def init(flag_values, report_devices: bool = True) -> dict:
     """Quiet logs, strict gin, op determinism (gin's DETERMINISTIC) from the shared flags;
     prints the devices in one line (`report_devices`; off where stdout is a result, e.g. a path).
@@ -78,5 +92,5 @@ def init(flag_values, report_devices: bool = True) -> dict:
     configurables.parse_gin(flag_values.gin_file, flag_values.gin_param or [])
     configurables.op_determinism()
     if report_devices:
-        print(determinism.describe(), flush=True)
+        print(f"{determinism.describe()}; {_precision()}", flush=True)
     return {"model_dir": flag_values.model_dir} if flag_values.model_dir else {}

@@ -20,6 +20,7 @@ from common.errors import ConfigError
 from hooks.gpu_check import GpuOpCheck
 from metrics import summaries
 from models import inference
+from models import precision as precision_lib
 
 NAN_LOSS_MESSAGE = "non-finite loss at step"
 
@@ -97,6 +98,7 @@ def build_model_fn(
     evaluation_hooks=(),
     eval_scales=(1.0,),
     add_flipped_images: bool = False,
+    precision: str = "float32",
 ):
     """Builds a `model_fn` for TRAIN, EVAL and PREDICT from a network and a task.
 
@@ -122,6 +124,9 @@ def build_model_fn(
       eval_scales: EVAL and PREDICT (and so the SavedModel): run the network on the
         image resized by each scale and combine the views (DeepLab's `eval_scales`).
       add_flipped_images: also run each scale mirrored left-right (DeepLab's flag).
+      precision: `'float32'`, `'mixed_bfloat16'`, `'mixed_float16'` or `'auto'` (gin's
+        PRECISION, `models/precision.py`): the network computes in it, with float32
+        variables and float32 outputs; mixed_float16 adds dynamic loss scaling.
 
     Images of any size work in every mode (`models/inference.py`): padded to the
     network's `input_multiple` and cropped back; an evaluation batch padded to one
@@ -138,6 +143,7 @@ def build_model_fn(
         scales = inference.check_scales(eval_scales)
     except ValueError as error:
         raise ConfigError(f"build_model_fn.{error}") from None
+    network = precision_lib.wrap(network, precision)  # Every mode, so evaluation and serving too.
 
     def model_fn(features, labels, mode, params, config):
         del params  # Everything is bound by the builder.
@@ -183,7 +189,10 @@ def build_model_fn(
         if training:
             global_step = tf.compat.v1.train.get_or_create_global_step()
             rate = learning_rate_at(global_step, learning_rate, decay_steps, warmup_steps)
-            optimizer = tf.compat.v1.train.AdamOptimizer(rate)
+            optimizer = precision_lib.optimizer_for(tf.compat.v1.train.AdamOptimizer(rate), precision)
+            scale = precision_lib.loss_scale(optimizer)
+            if scale is not None:  # TensorBoard's loss_scale: mixed_float16's dynamic loss scale.
+                tf.compat.v1.summary.scalar("loss_scale", scale)
             # A NaN or Inf loss fails the step before the optimizer changes any weight, so
             # no NaN weights can ever be saved; the message names the step (NAN_LOSS_MESSAGE).
             finite = tf.debugging.Assert(

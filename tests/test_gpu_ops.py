@@ -146,6 +146,16 @@ def test_the_network_no_gin_file_picks_trains_without_an_op_a_gpu_refuses(datase
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_graphs_have_no_op_a_gpu_refuses(datasets, policy):
+    """PRECISION's graphs: the casts, the low-precision kernels and (float16) the loss-scaling
+    optimizer's ops, in every mode."""
+    found = _graphs("configs/synthetic.gin", datasets, [f"PRECISION = {policy!r}"], graphs=["TRAIN", "EVAL", "PREDICT"])
+    problems = [f"{graph}: {refusal}" for graph, refusals in found.items() for refusal in refusals]
+    assert set(found) == {"TRAIN", "EVAL", "PREDICT"} and not problems, "\n".join(problems)
+
+
 def bincount_hook():
     """A fork's evaluation hook builder that counts predicted classes with tf.math.bincount."""
 

@@ -381,7 +381,8 @@ def test_an_empty_shard_is_named_at_the_start(tmp_path, capsys):
 @pytest.mark.parametrize("task", ["segmentation", "classes", "coverage"])
 def test_from_a_folder_to_a_trained_and_evaluated_model_in_one_command(tmp_path, task):
     """The documented path, as scripts: tools/build_dataset.py, train.py on the gin file it wrote
-    (a few steps of a small net), evaluate.py."""
+    (a few steps of a small net), evaluate.py. (docs/data.md runs the same commands for each task
+    from the sample folders; this checks what they write.)"""
     write = {"segmentation": sample_folders.segmentation_folder, "classes": sample_folders.classification_folder,
              "coverage": sample_folders.regression_folder}[task]  # fmt: skip
     truth = write(tmp_path / "folder")
