@@ -4,7 +4,7 @@ The backbone is Keras' own MobileNetV2 (`include_top=False`), cut at the feature
 of the chosen output stride, so its variables carry Keras' layer and weight names
 (`Conv1/kernel`, `block_3_expand_BN/moving_mean`, ...): the names of an ImageNet
 weights file, which `WARM_START_FROM = '/path/mobilenet_v2_..._no_top.h5'` restores
-(`core/warm_start.py`; the README says where the official files come from). Nothing is
+(`core/warm_start.py`; docs/recipes.md says where the official files come from). Nothing is
 downloaded: the net is built with `weights=None`.
 
 Keras builds a functional model on placeholders of its own, with every layer up to

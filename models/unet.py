@@ -2,7 +2,7 @@
 
 BatchNormalization trains this net several times faster than GroupNormalization
 (and each step is about twice as cheap on CPU: measured with `bench`-style Keras
-fits on the synthetic set, see the README). In a graph-mode `model_fn` Keras
+fits on the synthetic set). In a graph-mode `model_fn` Keras
 layers keep their moving-average updates in `layer.updates`, not in the UPDATE_OPS
 collection; the model_fn finds and runs them (`models.model_fn.state_updates`), so
 a network never has to know that rule.
