@@ -21,9 +21,7 @@ def write_atomic(path: str, data) -> str:
     os.makedirs(directory, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(handle, 0o666 & ~umask)  # As open() would make it (mkstemp's is owner-only).
+        os.fchmod(handle, 0o666 & ~umask())  # As open() would make it (mkstemp's is owner-only).
         with os.fdopen(handle, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
@@ -35,6 +33,13 @@ def write_atomic(path: str, data) -> str:
         raise
     _fsync_directory(directory)
     return path
+
+
+def umask() -> int:
+    """The process's umask (reading it means setting it: it is put back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: str):

@@ -52,7 +52,8 @@ def write_shards(examples, num_examples: int, output_prefix: str, num_shards: in
       shown_as: the prefix the progress line names (default `output_prefix`).
 
     Returns:
-      dict with `paths`, `num_examples` and, by the label kind: `pixel_counts`
+      dict with `paths`, `num_examples`, `sizes` (each example's `(height, width)`, in
+      order) and, by the label kind: `pixel_counts`
       (masks: per mask value, 256 long; encoded masks are not counted),
       `label_counts` (class labels: int64 [max label + 1], examples per class id)
       or `target_summary` (targets: `{"min", "mean", "max"}`, each a list with one
@@ -102,6 +103,7 @@ def _write_staged(examples, num_examples, output_prefix, num_shards, progress, s
     start = time.time()
     written = 0
     interactive = sys.stderr.isatty()  # A \r progress line only where it redraws.
+    all_sizes = []
     for shard, path in enumerate(paths):
         sizes = []  # Each example's (file name, height, width): the shard's index.
         with tf.io.TFRecordWriter(path) as writer:
@@ -124,13 +126,14 @@ def _write_staged(examples, num_examples, output_prefix, num_shards, progress, s
                     line = f"\r{shown_prefix}: {written}/{num_examples} examples, {rate:.0f}/s"
                     print(line, end="", file=sys.stderr)
         records_index.write(path, sizes)
+        all_sizes += [(height, width) for _, height, width in sizes]
     if next(iterator, None) is not None:
         raise DataError(f"expected {num_examples} examples, got more")
     if progress:
         rate = written / max(time.time() - start, 1e-9)
         end = "\n" if interactive else f"{shown_prefix}: {written} examples in {num_shards} shards, {rate:.0f}/s\n"
         print(end, end="", file=sys.stderr, flush=True)
-    return {"paths": paths, "num_examples": written, **stats.result()}
+    return {"paths": paths, "num_examples": written, "sizes": all_sizes, **stats.result()}
 
 
 class _LabelStats:

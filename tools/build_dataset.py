@@ -51,7 +51,7 @@ from common import files, runtime
 from common.constants import IGNORE_LABEL
 from common.errors import DataError, Interrupted
 from core import cli
-from data import images, records_index, sources
+from data import images, sources
 
 FLAGS = flags.FLAGS
 
@@ -220,9 +220,7 @@ def _staging_folder(output_dir):
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
     staging = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)
+    os.chmod(staging, 0o777 & ~files.umask())
     return staging
 
 
@@ -297,8 +295,7 @@ def _write_split(found, split, staging, colours, unknown_to_ignore, max_pixels, 
     listing = [f"# {split}: example i is line i (from 0) below, a file in {os.path.abspath(root)}"]
     listing += [os.path.relpath(item.image, root) for item in items]
     files.write_atomic(os.path.join(staging, f"{split}.txt"), "\n".join(listing) + "\n")
-    sizes = [(height, width) for path in stats["paths"] for _, height, width in records_index.read(path)["examples"]]
-    return {"examples": len(items), "shards": len(stats["paths"]), "sizes": sizes, **stats}
+    return {"examples": len(items), "shards": len(stats["paths"]), **stats}
 
 
 def _auto_shards(items) -> int:
