@@ -236,7 +236,8 @@ def test_write_shards_summarises_each_label_kind(tmp_path):
     )
     assert stats["num_examples"] == 3 and len(stats["paths"]) == 2
     assert stats["pixel_counts"][[0, 1, 255]].tolist() == [12, 24, 12] and stats["pixel_counts"].sum() == 48
-    assert set(stats) == {"paths", "num_examples", "pixel_counts"}
+    assert set(stats) == {"paths", "num_examples", "sizes", "pixel_counts"}
+    assert stats["sizes"] == [(4, 4)] * 3  # Each example's (height, width), in order.
 
     labels = [2, 0, 2, 2]
     stats = writer.write_shards(
