@@ -4,6 +4,7 @@ python evaluate.py --gin_file=configs/synthetic.gin --model_dir=runs/synthetic
     [--checkpoint=PATH | --all_checkpoints | --continuous --timeout_secs=S | --worst_k=K]
     [--subset=3,17,42 | --subset=@ids.txt] [--eval_name=N]
     [--eval_scales=0.75,1,1.25] [--add_flipped_images]
+    [--slice_by=size --slice_by='file:^([a-z]+)_' [--slice_metadata=meta.csv] [--min_slice_size=20]]
 """
 
 import sys
@@ -28,14 +29,26 @@ flags.DEFINE_string("eval_name", None, "Results go to model_dir/eval_<name> (def
 flags.DEFINE_integer("worst_k", 0, "Evaluate and show the K worst examples of the latest full evaluation.")
 flags.DEFINE_list("eval_scales", None, "Multi-scale evaluation: average the probabilities at these image scales.")
 flags.DEFINE_bool("add_flipped_images", None, "Also average each scale's left-right mirror (DeepLab's flag).")
+flags.DEFINE_multi_string(
+    "slice_by", None, "Slices (metrics/slices.py): size, class, area, file:REGEX, a metadata column, or A*B."
+)
+flags.DEFINE_string("slice_metadata", None, "A CSV of per-file columns (first column or `file`: file names).")
+flags.DEFINE_integer("min_slice_size", None, "Slices with fewer examples are reported as too small (gin default 20).")
 FLAGS = flags.FLAGS
+
+
+def slicing_overrides() -> dict:
+    """The slicing flags given, over gin's `slicing.*`."""
+    given = {"slice_by": FLAGS.slice_by, "metadata": FLAGS.slice_metadata, "min_size": FLAGS.min_slice_size}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def main(argv):
     del argv
     start = time.time()
+    settings = cli.init(FLAGS)
     records = configurables.evaluate(
-        **cli.init(FLAGS),
+        **settings,
         checkpoint=FLAGS.checkpoint,
         all_checkpoints=FLAGS.all_checkpoints,
         continuous=FLAGS.continuous,
@@ -45,6 +58,7 @@ def main(argv):
         worst_k=FLAGS.worst_k,
         eval_scales=[float(scale) for scale in FLAGS.eval_scales] if FLAGS.eval_scales else None,
         add_flipped_images=FLAGS.add_flipped_images,
+        **({"slicing": configurables.slicing(**slicing_overrides())} if slicing_overrides() else {}),
     )
     print(f"{len(records)} evaluation(s) in {time.time() - start:.0f}s", file=sys.stdout)
 

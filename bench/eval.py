@@ -4,17 +4,23 @@ On a synthetic val split of 2,000 examples at 256x256 (written once to
 datasets/bench_eval_256/), with the default U-Net at a one-step checkpoint:
   - `subset_1pct_cost_ratio`: `Estimator.evaluate` of 20 examples (1%, through the
     input_fn's enumerate/filter) / a full evaluation of the 2,000;
-  - `hooks_overhead_ratio`: a full evaluation with every hook and summary
-    (16 image panels, per-example IoU, confusion image and table, per-class
-    logging every 20 batches) / the same evaluation with the metrics only;
+  - `hooks_overhead_ratio`: a full evaluation with every hook and summary (per-example
+    values and statistics, 16 image panels, confusion image and table, per-class logging
+    every 20 batches) / the same evaluation with the metrics only;
   - `intervals_cost_ratio`: the 95% bootstrap intervals every evaluation reports
     (1,000 resamples of the per-example statistics) / that full evaluation; and their
-    seconds at PASCAL VOC val's size (1,449 examples, 21 classes).
-Each evaluation is timed end to end (graph, session, restore, every batch), the
-variants taking turns; the figure is the median over `--repeats`. The last line
-is one JSON object.
+    seconds at PASCAL VOC val's size (1,449 examples, 21 classes);
+  - `hooks_per_example_us`: whether the hooks' cost grows with the evaluation set (the
+    per-example values and statistics are collected into variables that grow): at 2,000
+    and 20,000 examples of 32x32 (`datasets/bench_eval_32_<n>/`), with a small U-Net so
+    that the hooks' share is measurable, (every hook - metrics only) / examples, in
+    microseconds, and `hooks_growth_ratio`, that at 20,000 over that at 2,000.
+Each evaluation is timed end to end (graph, session, restore, every batch). The variants
+take turns in ABBA order (forward, then backward, ...), so a machine that speeds up or
+slows down over the run, or an evaluation that runs faster after another, favours none;
+each figure is the median over `--repeats` rounds. The last line is one JSON object.
 
-    .venv/bin/python bench/eval.py [--repeats=2]
+    .venv/bin/python bench/eval.py [--repeats=4] [--sections=hooks,growth]
 """
 
 import argparse
@@ -22,6 +28,7 @@ import io
 import json
 import os
 import statistics
+import tempfile
 import time
 from contextlib import redirect_stdout
 
@@ -31,87 +38,114 @@ from common import determinism, runtime
 
 SIZE = 256
 NUM_EXAMPLES = 2000
-DATA_DIR = os.path.join(runtime.REPO_ROOT, "datasets", f"bench_eval_{SIZE}")
+GROWTH_SIZE = 32
+GROWTH_EXAMPLES = (2000, 20000)
 CLASS_NAMES = ["background", "circle", "square", "triangle"]
 
 
-def _dataset():
+def _dataset(size: int, count: int):
+    """The synthetic val split of `count` examples at `size`, written once."""
     from data import synthetic, writer
 
-    marker = os.path.join(DATA_DIR, "done")
+    suffix = "" if count == NUM_EXAMPLES else f"_{count}"
+    folder = os.path.join(runtime.REPO_ROOT, "datasets", f"bench_eval_{size}{suffix}")
+    marker = os.path.join(folder, "done")
     if not os.path.exists(marker):
-        examples = (synthetic.example("segmentation", 0, "val", i, SIZE, SIZE) for i in range(NUM_EXAMPLES))
-        writer.write_shards(examples, NUM_EXAMPLES, os.path.join(DATA_DIR, "val"), 8)
+        examples = (synthetic.example("segmentation", 0, "val", i, size, size) for i in range(count))
+        writer.write_shards(examples, count, os.path.join(folder, "val"), 8)
         open(marker, "w").close()
-    return os.path.join(DATA_DIR, "val-*.tfrecord")
+    return os.path.join(folder, "val-*.tfrecord")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--batch_size", type=int, default=32)
-    args = parser.parse_args(argv)
-    runtime.quiet()
-    determinism.configure()
-    import tempfile
+def take_turns(variants: dict, repeats: int) -> dict:
+    """`{name: [seconds]}`: each variant `() -> None` run `repeats` times, in ABBA order."""
+    seconds = {name: [] for name in variants}
+    names = list(variants)
+    for number in range(repeats):
+        for name in names if number % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            variants[name]()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
 
-    import tensorflow as tf
 
-    from data.input import make_input_fn
-    from hooks.eval_logging import per_class_logging
-    from models import build_model_fn
-    from models.segmentation import Segmentation
-    from models.unet import UNet
+class _Bench:
+    """One dataset, one one-step checkpoint, model_fns with and without the hooks."""
 
-    pattern = _dataset()
-    model_dir = tempfile.mkdtemp(prefix="bench_eval_")
+    def __init__(self, size: int, count: int, batch_size: int, network=None):
+        import tensorflow as tf
 
-    def model_fn(with_hooks):
+        from data.input import make_input_fn
+        from models.segmentation import Segmentation
+        from models.unet import UNet
+
+        self.size, self.count, self.batch_size = size, count, batch_size
+        self.network = network or UNet()
+        self.pattern = _dataset(size, count)
+        self.task = Segmentation(4, CLASS_NAMES)
+        self.model_dir = tempfile.mkdtemp(prefix="bench_eval_")
+        train = make_input_fn(self.pattern, 4, size, size, self.task, training=True)
+        tf.estimator.Estimator(self.model_fn(False), self.model_dir).train(train, max_steps=1)
+        self.checkpoint = tf.train.latest_checkpoint(self.model_dir)
+
+    def model_fn(self, with_hooks: bool):
+        from hooks.eval_logging import per_class_logging
+        from models import build_model_fn
+        from models.segmentation import Segmentation
+
         if not with_hooks:
-            return build_model_fn(UNet(), Segmentation(4, CLASS_NAMES, confusion_summary=False), per_example=False)
+            task = Segmentation(4, CLASS_NAMES, confusion_summary=False)
+            return build_model_fn(self.network, task, per_example=False)
         return build_model_fn(
-            UNet(),
+            self.network,
             Segmentation(4, CLASS_NAMES),
-            summary_indices=list(range(0, 2000, 125)),
+            summary_indices=list(range(0, self.count, self.count // 16))[:16],
             evaluation_hooks=[per_class_logging(every_n_steps=20)],
         )
 
-    task = Segmentation(4, CLASS_NAMES)
+    def evaluation(self, with_hooks: bool, subset=None, kept=None):
+        """`() -> None`: one `Estimator.evaluate` of the checkpoint, its example count checked."""
+        import tensorflow as tf
 
-    def input_fn(subset=None):
-        return make_input_fn(pattern, args.batch_size, SIZE, SIZE, task, subset=subset)
+        from data.input import make_input_fn
 
-    tf.estimator.Estimator(model_fn(False), model_dir).train(
-        make_input_fn(pattern, 4, SIZE, SIZE, task, training=True), max_steps=1
-    )
-    checkpoint = tf.train.latest_checkpoint(model_dir)
-    subset = list(range(0, NUM_EXAMPLES, 100))  # 20 examples: 1%.
-    variants = {
-        "full_metrics_only": (model_fn(False), input_fn()),
-        "subset_1pct": (model_fn(False), input_fn(subset)),
-        "full_all_hooks": (model_fn(True), input_fn()),
-    }
-    seconds = {name: [] for name in variants}
-    kept_result = None
-    for _ in range(args.repeats):
-        for name, (fn, inputs) in variants.items():
-            estimator = tf.estimator.Estimator(fn, model_dir)
-            start = time.perf_counter()
+        model_fn = self.model_fn(with_hooks)
+        expected = self.count if subset is None else len(subset)
+
+        def run():
+            estimator = tf.estimator.Estimator(model_fn, self.model_dir)
+            inputs = make_input_fn(self.pattern, self.batch_size, self.size, self.size, self.task, subset=subset)
             with redirect_stdout(io.StringIO()):  # The logging hook's lines.
-                result = estimator.evaluate(inputs, checkpoint_path=checkpoint, name=name)
-            kept_result = result if name == "full_all_hooks" else kept_result
-            seconds[name].append(time.perf_counter() - start)
-            expected = len(subset) if name == "subset_1pct" else NUM_EXAMPLES
-            assert result["num_examples"] == expected, (name, result["num_examples"])
+                result = estimator.evaluate(inputs, checkpoint_path=self.checkpoint, name="bench")
+            assert result["num_examples"] == expected, (result["num_examples"], expected)
+            if kept is not None:
+                kept["result"] = result
+
+        return run
+
+
+def _hooks(args) -> dict:
+    bench = _Bench(SIZE, NUM_EXAMPLES, args.batch_size)
+    subset = list(range(0, NUM_EXAMPLES, 100))  # 20 examples: 1%.
+    kept = {}
+    seconds = take_turns(
+        {
+            "full_metrics_only": bench.evaluation(False),
+            "subset_1pct": bench.evaluation(False, subset),
+            "full_all_hooks": bench.evaluation(True, kept=kept),
+        },
+        args.repeats,
+    )
     median = {name: statistics.median(values) for name, values in seconds.items()}
     # The bootstrap intervals every evaluation now reports (core/results.py), from the
     # per-example statistics the full evaluation kept: their cost against the evaluation.
     from core import results
     from metrics import bootstrap
+    from models.segmentation import Segmentation
 
-    _, kept = results.statistics_of(kept_result)
+    _, statistics_kept = results.statistics_of(kept["result"])
     start = time.perf_counter()
-    bootstrap.intervals(kept, task.from_sums)
+    bootstrap.intervals(statistics_kept, bench.task.from_sums)
     interval_seconds = time.perf_counter() - start
     voc = {"confusion": np.random.default_rng(0).integers(0, 50, (1449, 21 * 21))}  # VOC val's size.
     start = time.perf_counter()
@@ -119,21 +153,52 @@ def main(argv=None):
     voc_seconds = time.perf_counter() - start
     print(f"bootstrap intervals: {interval_seconds:.3f} s ({NUM_EXAMPLES} examples, 4 classes), "
           f"{voc_seconds:.3f} s (1,449 examples, 21 classes)")  # fmt: skip
-    for name, value in median.items():
-        print(f"{name:>18}: {value:7.2f} s")
-    print(
-        json.dumps(
-            {
-                "subset_1pct_cost_ratio": round(median["subset_1pct"] / median["full_metrics_only"], 4),
-                "hooks_overhead_ratio": round(median["full_all_hooks"] / median["full_metrics_only"], 4),
-                "intervals_cost_ratio": round(interval_seconds / median["full_all_hooks"], 4),
-                "intervals_seconds_voc_size": round(voc_seconds, 3),
-                "seconds": {name: round(value, 3) for name, value in median.items()},
-                "examples": NUM_EXAMPLES,
-                "image_size": SIZE,
-            }
-        )
-    )
+    for name, values in seconds.items():
+        print(f"{name:>18}: {median[name]:7.2f} s  (rounds: {', '.join(f'{v:.2f}' for v in values)})", flush=True)
+    return {
+        "subset_1pct_cost_ratio": round(median["subset_1pct"] / median["full_metrics_only"], 4),
+        "hooks_overhead_ratio": round(median["full_all_hooks"] / median["full_metrics_only"], 4),
+        "intervals_cost_ratio": round(interval_seconds / median["full_all_hooks"], 4),
+        "intervals_seconds_voc_size": round(voc_seconds, 3),
+        "seconds": {name: round(value, 3) for name, value in median.items()},
+        "examples": NUM_EXAMPLES,
+        "image_size": SIZE,
+    }
+
+
+def _growth(args) -> dict:
+    from models.unet import UNet
+
+    per_example = {}
+    for count in GROWTH_EXAMPLES:
+        bench = _Bench(GROWTH_SIZE, count, 64, UNet(base_filters=4, depth=2))
+        seconds = take_turns({"metrics_only": bench.evaluation(False), "all_hooks": bench.evaluation(True)}, args.repeats)
+        median = {name: statistics.median(values) for name, values in seconds.items()}
+        per_example[count] = 1e6 * (median["all_hooks"] - median["metrics_only"]) / count
+        print(f"{count} examples at {GROWTH_SIZE}x{GROWTH_SIZE}: metrics only {median['metrics_only']:.2f} s, "
+              f"all hooks {median['all_hooks']:.2f} s: {per_example[count]:.1f} us an example", flush=True)  # fmt: skip
+    small, large = GROWTH_EXAMPLES
+    return {
+        "hooks_per_example_us": {str(count): round(value, 1) for count, value in per_example.items()},
+        "hooks_growth_ratio": round(per_example[large] / per_example[small], 3) if per_example[small] > 0 else None,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=4, help="Rounds of each comparison (ABBA order).")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--sections", default="hooks,growth")
+    args = parser.parse_args(argv)
+    runtime.quiet()
+    determinism.configure()
+    figures = {}
+    sections = args.sections.split(",")
+    if "hooks" in sections:
+        figures.update(_hooks(args))
+    if "growth" in sections:
+        figures.update(_growth(args))
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

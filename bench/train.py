@@ -25,8 +25,10 @@ Then what op determinism costs (`determinism_cost_ratio`: the same Estimator tra
 TFRecords, examples/s with `DETERMINISTIC = False` over with it on, taking turns three
 times, the median of each); then mixed precision (`--sections=precision`: the same
 Estimator training in `mixed_bfloat16` over float32, `bf16_speedup`, and over Keras `fit`
-under the same policy, `train_throughput_vs_keras_bf16`, taking turns `--rounds` times; a
-full evaluation in each, `eval_bf16_speedup`); then what grows with the job
+under the same policy, `train_throughput_vs_keras_bf16`; Keras' own bfloat16 factor,
+`keras_bf16_speedup`; one intra-op thread over the default in each precision,
+`threads_vs_default_by_precision`; all taking turns `--rounds` times; a full evaluation in
+each, `eval_bf16_speedup`); then what grows with the job
 (`bench/growth.py`: start-up to the first step at three dataset sizes, a resume's cost at
 10.9 epochs over 1.9, time per example as the dataset and the images grow), and the time
 to quality: `train.py --gin_file=configs/synthetic.gin` (what `make train` runs) in a
@@ -157,7 +159,9 @@ def _configured(gin_params=()):
 def _precision(args, work):
     """mixed_bfloat16 against float32, taking turns `--rounds` times: the template's Estimator
     training (`bf16_speedup`), Keras `fit` under the same policy on the same network
-    (`train_throughput_vs_keras_bf16`), and a full evaluation (`eval_bf16_speedup`)."""
+    (`train_throughput_vs_keras_bf16`) and Keras' own factor (`keras_bf16_speedup`, what the
+    hardware gives this network), one intra-op thread against the default in each precision
+    (`threads_vs_default_by_precision`), and a full evaluation (`eval_bf16_speedup`)."""
     import gin
     import tensorflow as tf
 
@@ -170,24 +174,33 @@ def _precision(args, work):
     learning_rate = gin.query_parameter("build_model_fn.learning_rate")
     train_fn = built["float32"][1]
     keras_data = train_fn().map(lambda f, label: (f["image"], label))
-    with precision.policy_scope("mixed_bfloat16"):  # Its layers take the policy as they are made.
-        model = _keras_model(tf, network, task, height, width, learning_rate)
-
-    def keras_fit():
-        return _keras_rate(tf, model, keras_data, args.warmup, args.steps, batch)
-
-    rates = {"keras_bf16": [], "float32": [], "mixed_bfloat16": []}
+    models = {}
+    for policy in built:
+        with precision.policy_scope(policy):  # Its layers take the policy as they are made.
+            models[policy] = _keras_model(tf, network, task, height, width, learning_rate)
+    one_thread = tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=1, inter_op_parallelism_threads=0, allow_soft_placement=True
+    )
+    runs = {f"keras_{policy}": (policy, None) for policy in built}
+    runs.update({policy: (policy, None) for policy in built})
+    runs.update({f"{policy}_intra_op_1": (policy, one_thread) for policy in built})
+    rates = {key: [] for key in runs}
     estimators = {}
     for number in range(args.rounds):
-        rates["keras_bf16"].append(keras_fit())
-        for policy, (model_fn, train_input_fn, _) in built.items():
-            directory = os.path.join(work, f"precision_{policy}_{number}")
-            rate, estimators[policy] = speed.training_rate(model_fn, train_input_fn, directory, args.warmup,
-                                                           args.steps, batch)  # fmt: skip
-            rates[policy].append(rate)
-        last = {key: f"{values[-1]:.1f}" for key, values in rates.items()}
-        print(f"round {number + 1}: Keras fit bfloat16 {last['keras_bf16']}, Estimator float32 {last['float32']}, "
-              f"bfloat16 {last['mixed_bfloat16']} examples/s", flush=True)  # fmt: skip
+        for key, (policy, session_config) in runs.items():
+            if key.startswith("keras_"):
+                rates[key].append(_keras_rate(tf, models[policy], keras_data, args.warmup, args.steps, batch))
+                continue
+            model_fn, train_input_fn, _ = built[policy]
+            directory = os.path.join(work, f"precision_{key}_{number}")
+            rate, estimator = speed.training_rate(
+                model_fn, train_input_fn, directory, args.warmup, args.steps, batch, session_config
+            )
+            rates[key].append(rate)
+            if session_config is None:
+                estimators[policy] = estimator
+        print(f"round {number + 1}: " + ", ".join(f"{key} {values[-1]:.1f}" for key, values in rates.items())
+              + " examples/s", flush=True)  # fmt: skip
     medians = {key: float(np.median(values)) for key, values in rates.items()}
     seconds = {policy: [] for policy in built}
     for _ in range(args.eval_calls + 1):  # Taking turns; the first call of each builds its graph, not counted.
@@ -200,7 +213,11 @@ def _precision(args, work):
           flush=True)  # fmt: skip
     return {
         "bf16_speedup": round(medians["mixed_bfloat16"] / medians["float32"], 3),
-        "train_throughput_vs_keras_bf16": round(medians["mixed_bfloat16"] / medians["keras_bf16"], 3),
+        "train_throughput_vs_keras_bf16": round(medians["mixed_bfloat16"] / medians["keras_mixed_bfloat16"], 3),
+        "keras_bf16_speedup": round(medians["keras_mixed_bfloat16"] / medians["keras_float32"], 3),
+        "threads_vs_default_by_precision": {
+            policy: {"1,0": round(medians[f"{policy}_intra_op_1"] / medians[policy], 3)} for policy in built
+        },
         "eval_bf16_speedup": round(evaluation["float32"] / evaluation["mixed_bfloat16"], 3),
         "precision_rounds": {key: [round(value, 1) for value in values] for key, values in rates.items()},
     }

@@ -22,6 +22,7 @@ from core import best, cluster, evaluation, experiment, warm_start
 from data import augment, preprocess
 from data import input as data_input
 from hooks import eval_logging
+from metrics import slices
 from models import classification, deeplab, mobilenet, model_fn, regression, segmentation, unet
 
 # Builders.
@@ -53,6 +54,7 @@ gin.external_configurable(eval_logging.per_class_logging, "per_class_logging")
 gin.external_configurable(best.BestCheckpoint, "best_checkpoint")
 gin.external_configurable(warm_start.WarmStart, "warm_start")
 gin.external_configurable(evaluation.Export, "export")
+slicing = gin.external_configurable(slices.Slicing, "slicing")
 
 # When a checkpoint replaces the best: `BEST_RULE = @better_by_margin()`.
 gin.external_configurable(best.BetterByMargin, "better_by_margin")

@@ -60,10 +60,10 @@ def list_checkpoints(model_dir: str) -> list:
     return [path for path in checkpoints.listed_checkpoints(model_dir) if tf.io.gfile.exists(path + ".index")]
 
 
-def filenames(input_fn):
-    """Each example's file name by index, from an evaluation input_fn's `examples`; None if unknown."""
-    examples = getattr(input_fn, "examples", None)
-    return [name for name, _, _ in examples] if examples else None
+def examples_of(input_fn):
+    """Each example's `(file name, height, width)` by index, from an evaluation input_fn's
+    `examples` (the shards' indexes); None if unknown."""
+    return getattr(input_fn, "examples", None) or None
 
 
 class Export:
@@ -94,12 +94,25 @@ class Reporting:
         and the separate evaluator), which keeps the best checkpoint and exports.
       best: the resolved `core.best.BestCheckpoint` (a training run's).
       export: `Export` (a training run's), or None.
+      slicing: `metrics.slices.Slicing`, the slices each evaluation reports, or None.
     """
 
-    def __init__(self, model_dir, eval_dir, task, input_fn, stream=None, training_run=False, best=None, export=None):
+    def __init__(
+        self,
+        model_dir,
+        eval_dir,
+        task,
+        input_fn,
+        stream=None,
+        training_run=False,
+        best=None,
+        export=None,
+        slicing=None,
+    ):
         self.model_dir, self.eval_dir, self.task = model_dir, eval_dir, task
         self.stream = stream or sys.stdout
-        self.expected_examples, self.filenames = input_fn.num_examples, filenames(input_fn)
+        self.expected_examples, self.examples = input_fn.num_examples, examples_of(input_fn)
+        self.slicing = slicing
         self.training_run, self.export = training_run, export
         self.best = (best or BestCheckpoint()).for_task(task)
 
@@ -124,7 +137,12 @@ def build_reporters(context: Reporting, extra=()) -> list:
     best = context.best
     reporters = [
         results.ResultsReporter(
-            context.eval_dir, context.task, context.stream, context.expected_examples, context.filenames
+            context.eval_dir,
+            context.task,
+            context.stream,
+            context.expected_examples,
+            context.examples,
+            context.slicing,
         )
     ]
     if context.training_run:
@@ -301,6 +319,7 @@ def evaluate(
     eval_scales=None,
     add_flipped_images=None,
     keep_eval_graph: bool = True,
+    slicing=None,
 ):
     """The root of evaluate.py: evaluates checkpoints of `model_dir`; returns the records.
 
@@ -336,6 +355,8 @@ def evaluate(
         `eval_name` is given, so its curve never mixes with the training's.
       keep_eval_graph: evaluations share one EVAL graph and session
         (`core/estimator.py`); False: stock Estimator (gin's KEEP_EVAL_GRAPH).
+      slicing: `metrics.slices.Slicing`, the slices of each evaluation (gin's
+        `slicing.*`, evaluate.py's --slice_by); None: none.
 
     Raises:
       EvaluationError: no checkpoint, or conflicting modes.
@@ -367,7 +388,7 @@ def evaluate(
     input_fn = input_fn_builder(subset=None if indices is None else indices.tolist())
     estimator = Estimator(model_fn=model_fn, model_dir=model_dir, keep_eval_graph=keep_eval_graph)
     eval_dir = os.path.join(model_dir, eval_dir_name(eval_name))
-    context = Reporting(model_dir, eval_dir, model_fn.task, input_fn, stream)
+    context = Reporting(model_dir, eval_dir, model_fn.task, input_fn, stream, slicing=slicing)
     reporters = build_reporters(context, reporters)
 
     def run(path, checkpoint_name=None, is_final=False):

@@ -51,6 +51,7 @@ def train_and_evaluate(
     evaluator_timeout_secs: float = 600,
     progress_every_secs: float = 10.0,
     stream=None,
+    slicing=None,
 ):
     """Trains for `train_steps`, saving a checkpoint and evaluating it every `eval_every_steps`.
 
@@ -80,6 +81,8 @@ def train_and_evaluate(
         without a checkpoint.
       progress_every_secs: seconds between progress lines.
       stream: where progress and results are printed (default stdout).
+      slicing: `metrics.slices.Slicing`, the slices every evaluation reports (gin's
+        `slicing.slice_by`); None: none.
 
     Returns:
       The last evaluation's results record (`core/results.py`), or None.
@@ -90,7 +93,7 @@ def train_and_evaluate(
     best = (best or BestCheckpoint()).for_task(task)
     eval_dir = os.path.join(model_dir, "eval")
     reporting = evaluation.Reporting(model_dir, eval_dir, task, eval_input_fn, stream,
-                                     training_run=True, best=best, export=export)  # fmt: skip
+                                     training_run=True, best=best, export=export, slicing=slicing)  # fmt: skip
     progress = ProgressHook(train_steps, progress_every_secs, stream)
 
     def build(settings=None):

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from common import files
 from common.errors import EvaluationError, RunError, first_line
-from metrics import bootstrap
+from metrics import bootstrap, slices
 from metrics.summaries import PER_EXAMPLE_KEY_PREFIX, STATISTICS_KEY_PREFIX  # Result keys: "per_example/<name>".
 
 RESULTS_FILE = "results.jsonl"
@@ -87,17 +87,18 @@ def _csv_value(value) -> str:
 
 
 def write_per_example(
-    eval_dir: str, eval_result: dict, checkpoint_path: str, score: str, worst_is_lowest=True, filenames=None
+    eval_dir: str, eval_result: dict, checkpoint_path: str, score: str, worst_is_lowest=True, examples=None
 ):
     """Writes `per_example-<step>.csv` (index, score, other values, file name; worst first); None if absent.
 
     Args:
       score: the per-example value that ranks examples (the task's `per_example_score`).
       worst_is_lowest: whether the lowest score is the worst (IoU) or the highest (an error).
-      filenames: each example's file name by index (the split's records), or None.
+      examples: each example's `(file name, height, width)` by index (the split's records), or None.
     """
     if PER_EXAMPLE_KEY_PREFIX + "index" not in eval_result:
         return None
+    filenames = [name for name, _, _ in examples] if examples is not None else None
     indices = np.asarray(eval_result[PER_EXAMPLE_KEY_PREFIX + "index"]).astype(np.int64)
     names = [score] + sorted(
         key[len(PER_EXAMPLE_KEY_PREFIX) :]
@@ -165,10 +166,11 @@ def statistics_path(eval_dir: str, step: int) -> str:
     return os.path.join(eval_dir, f"{STATISTICS_FILE_PREFIX}{step}.npz")
 
 
-def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, statistics: dict, task, filenames=None):
+def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, statistics: dict, task, examples=None):
     """Writes `statistics-<step>.npz`: `index` and each statistic, rows sorted by index, with
-    what `tools/compare.py` needs to read them alone: the checkpoint, the task's class and
-    class names, and each example's file name when known."""
+    what `tools/compare.py` and `tools/slices.py` need to read them alone: the checkpoint,
+    the task's class and class names, and each example's file name and image size when
+    known (`examples`: `(file name, height, width)` by index, the split's records)."""
     order = np.argsort(index, kind="stable")
     arrays = {name: values[order] for name, values in statistics.items()}
     for name, values in arrays.items():
@@ -179,8 +181,9 @@ def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, stat
         "task": np.asarray(task.name),  # A name in the task registry (models/task.py), never code.
         "class_names": np.asarray(list(task.class_names), dtype=str),
     }
-    if filenames is not None:
-        about["filenames"] = np.asarray([filenames[i] for i in index[order]], dtype=str)
+    if examples is not None:
+        about["filenames"] = np.asarray([examples[i][0] for i in index[order]], dtype=str)
+        about["image_sizes"] = np.asarray([examples[i][1:3] for i in index[order]], dtype=np.int32).reshape(-1, 2)
     content = io.BytesIO()
     np.savez_compressed(content, index=index[order], **about, **{STATISTICS_ARRAY + k: v for k, v in arrays.items()})
     return files.write_atomic(statistics_path(eval_dir, step), content.getvalue())
@@ -188,7 +191,7 @@ def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, stat
 
 def read_statistics(path: str) -> dict:
     """A `statistics-<step>.npz` as `{"checkpoint", "task", "class_names", "filenames"
-    (or None), "index" [N], "statistics": {name: [N, k]}}`.
+    (or None), "image_sizes" (int [N, 2], or None), "index" [N], "statistics": {name: [N, k]}}`.
 
     Raises:
       EvaluationError: one line naming the file when it is missing, torn or not one.
@@ -208,6 +211,7 @@ def _statistics(data) -> dict:
         "task": str(data["task"]),
         "class_names": [str(name) for name in data["class_names"]],
         "filenames": [str(name) for name in data["filenames"]] if "filenames" in data.files else None,
+        "image_sizes": data["image_sizes"] if "image_sizes" in data.files else None,
         "index": data["index"],
         "statistics": {k[len(STATISTICS_ARRAY) :]: data[k] for k in data.files if k.startswith(STATISTICS_ARRAY)},
     }
@@ -247,20 +251,53 @@ def task_of(kept: dict, path: str = "a statistics file"):
     return task_class.from_class_names(kept["class_names"])
 
 
-def report(eval_dir: str, eval_result: dict, checkpoint_path: str, task, stream=None, filenames=None) -> dict:
+def report(eval_dir: str, eval_result: dict, checkpoint_path: str, task, stream=None, examples=None, slicing=None):
     """Records one evaluation: results.jsonl line (with the bootstrap intervals of the
-    task's `from_sums` metrics), per-example CSV and statistics, printed table."""
+    task's `from_sums` metrics, and the slices of `slicing`), per-example CSV and
+    statistics, printed tables, TensorBoard text and scalars."""
+    stream = stream or sys.stdout
     record = to_record(eval_result, checkpoint_path, task.class_names, task.per_class_keys)
     kept = statistics_of(eval_result)
     if kept is not None:
         tf.io.gfile.makedirs(eval_dir)
-        write_statistics(eval_dir, record["global_step"], checkpoint_path, *kept, task, filenames)
+        path = write_statistics(eval_dir, record["global_step"], checkpoint_path, *kept, task, examples)
         record["ci"] = bootstrap.intervals(kept[1], task.from_sums)
+        if slicing:
+            record["slices"] = compute_slices(read_statistics(path), task, slicing)
         write_interval_summary(eval_dir, record)
-    append_record(eval_dir, record, lambda line: print(line, file=stream or sys.stdout, flush=True))
-    write_per_example(eval_dir, eval_result, checkpoint_path, task.per_example_score, task.worst_is_lowest, filenames)
-    print(format_table(record), file=stream or sys.stdout, flush=True)
+    elif slicing:
+        raise EvaluationError("slices need the per-example statistics: build_model_fn.per_example is False")
+    append_record(eval_dir, record, lambda line: print(line, file=stream, flush=True))
+    write_per_example(eval_dir, eval_result, checkpoint_path, task.per_example_score, task.worst_is_lowest, examples)
+    print(format_table(record), file=stream, flush=True)
+    if "slices" in record:
+        metric = task.headline
+        print(slices.table(record["slices"], metric, task.higher_is_better(metric)), file=stream, flush=True)
     return record
+
+
+def compute_slices(kept: dict, task, slicing, source: str = "the evaluation") -> dict:
+    """The slices of `slicing` (`metrics.slices.Slicing`) of a read statistics file's examples."""
+    masks = slice_masks(kept, task, slicing, source)
+    return slices.compute(kept["statistics"], task.from_sums, masks, slicing.min_size)
+
+
+def slice_masks(kept: dict, task, slicing, source: str = "the evaluation") -> dict:
+    """`{slice: bool [N]}` of `slicing`'s specs over a read statistics file's examples."""
+    metadata = slices.read_metadata(slicing.metadata) if slicing.metadata else None
+    examples = slices.Examples(
+        kept["filenames"],
+        kept.get("image_sizes"),
+        task.label_counts(kept["statistics"]),
+        task.class_names,
+        task.dense_labels,
+        metadata,
+        source,
+    )
+    masks = {}
+    for spec in slicing.slice_by:
+        masks.update(examples.slices(spec))
+    return masks
 
 
 def interval_table(record: dict) -> str:
@@ -278,12 +315,34 @@ def interval_table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def slice_table(sliced: dict) -> str:
+    """The slices as a markdown table (TensorBoard's text tab): each scalar metric."""
+    metrics = sorted({key for value in sliced.values() for key in value.get("metrics", {}) if "/" not in key})
+    lines = ["| slice | examples | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for name, value in sliced.items():
+        if value.get("too_small"):
+            cells = ["too small"] * len(metrics)
+        else:
+            cells = [_cell(value["metrics"].get(key)).strip() + _interval(value, key) for key in metrics]
+        lines.append(f"| {name} | {value['num_examples']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_interval_summary(eval_dir: str, record: dict):
-    """The intervals in TensorBoard's text tab, in the evaluation's own event file."""
+    """The intervals (and slices) in TensorBoard's text tab, and one scalar per slice and
+    metric, in the evaluation's own event file."""
     summary = tf.compat.v1.Summary()
     value = summary.value.add(tag="confidence_intervals")
     value.metadata.plugin_data.plugin_name = "text"  # TensorBoard's text tab.
     value.tensor.CopyFrom(tf.make_tensor_proto(interval_table(record)))
+    for name, sliced in record.get("slices", {}).items():
+        for metric, number in sliced.get("metrics", {}).items():
+            if number is not None and "/" not in metric:  # One scalar per slice and headline-level metric.
+                summary.value.add(tag=f"slices/{name}/{metric}", simple_value=float(number))
+    if record.get("slices"):
+        value = summary.value.add(tag="slices")
+        value.metadata.plugin_data.plugin_name = "text"
+        value.tensor.CopyFrom(tf.make_tensor_proto(slice_table(record["slices"])))
     writer = tf.compat.v1.summary.FileWriterCache.get(eval_dir)
     writer.add_summary(summary, record["global_step"])
     writer.flush()
@@ -360,9 +419,9 @@ class ResultsReporter(tf.estimator.Exporter):
     evaluation paths (`core/evaluation.py`) call the same reporters.
     """
 
-    def __init__(self, eval_dir: str, task, stream=None, expected_examples=None, filenames=None):
+    def __init__(self, eval_dir: str, task, stream=None, expected_examples=None, examples=None, slicing=None):
         self._eval_dir = eval_dir
-        self._filenames = filenames
+        self._examples, self._slicing = examples, slicing
         self._task = task
         self._stream = stream or sys.stdout
         self._expected_examples = expected_examples
@@ -376,6 +435,6 @@ class ResultsReporter(tf.estimator.Exporter):
         del estimator, export_path, is_the_final_export
         check_example_count(eval_result, self._expected_examples)
         self.last_record = report(
-            self._eval_dir, eval_result, checkpoint_path, self._task, self._stream, self._filenames
+            self._eval_dir, eval_result, checkpoint_path, self._task, self._stream, self._examples, self._slicing
         )
         return None

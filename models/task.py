@@ -29,6 +29,7 @@ Reading order: `train.py` -> `core/experiment.py` -> `models/model_fn.py` -> thi
 
 import abc
 
+import numpy as np
 import tensorflow as tf
 
 from common.constants import IGNORE_LABEL
@@ -182,6 +183,12 @@ class Task(abc.ABC):
         `{metric: float64 [R]}`, each metric as `metric_ops()` defines it."""
         return {}
 
+    def label_counts(self, statistics: dict):
+        """numpy: `{name: [N, k]}` per-example statistics -> float64 [N, C], each example's
+        labelled pixels (or examples) of each class, or None: the task has no classes. What
+        the `class` and `area` slices read (`metrics/slices.py`)."""
+        return None
+
     def higher_is_better(self, metric: str) -> bool:
         """Whether a larger value of `metric` is better (the best checkpoint, early stopping)."""
         return metric not in self.lower_is_better
@@ -200,6 +207,13 @@ class CategoricalTask(Task):
         """
         mean = tf.add_n([tf.nn.softmax(view) for view in views]) / len(views)
         return tf.math.log(tf.maximum(mean, 1e-30))
+
+    def label_counts(self, statistics):
+        """The rows of each example's confusion counts (rows = ground truth)."""
+        if "confusion" not in statistics:
+            return None
+        confusion = np.asarray(statistics["confusion"], np.float64)
+        return confusion.reshape(len(confusion), self.num_classes, self.num_classes).sum(axis=2)
 
     def predictions(self, logits):
         return {

@@ -34,3 +34,71 @@ def event_tags(directory):
             for value in event.summary.value:
                 tags.setdefault(value.tag, []).append(event.step)
     return tags
+
+
+# evaluate.py's own flags, as the keyword arguments of its root (`core.evaluation.evaluate`).
+_EVALUATE_FLAGS = {
+    "checkpoint": str,
+    "all_checkpoints": bool,
+    "continuous": bool,
+    "timeout_secs": float,
+    "subset": str,
+    "eval_name": str,
+    "worst_k": int,
+}
+
+
+def run_in_process(script, *args, check=True):
+    """`run_script` for train.py and evaluate.py without a new interpreter: the same flags
+    (--gin_file, --gin_param, --model_dir, and evaluate.py's own), gin parsed strictly and op
+    determinism set as `core.cli.init` does, the root run under `core.cli.call` (a UserError:
+    one line on stderr, return code 1). Returns a CompletedProcess of its return code and
+    what it printed. For tests not about the process boundary: signals, a real exit status,
+    a lock held by another process and start-up need `run_script`."""
+    import contextlib
+    import io
+    import logging
+
+    import gin
+
+    from core import cli, configurables
+
+    gin_files, gin_params, kwargs = [], [], {}
+    for arg in args:
+        name, has_value, value = arg.removeprefix("--").partition("=")
+        if name == "gin_file":
+            gin_files.append(os.path.join(REPO_ROOT, value))  # run_script's working directory.
+        elif name == "gin_param":
+            gin_params.append(value)
+        elif name == "model_dir":
+            kwargs["model_dir"] = value
+        elif script == "evaluate.py" and name in _EVALUATE_FLAGS:
+            kind = _EVALUATE_FLAGS[name]
+            kwargs[name] = (value.lower() != "false" if has_value else True) if kind is bool else kind(value)
+        else:
+            raise ValueError(f"run_in_process: {script} {arg} is not handled here; use run_script")
+    root = {"train.py": "train_and_evaluate", "evaluate.py": "evaluate"}[script]
+
+    def main(argv):
+        del argv
+        configurables.parse_gin(gin_files, gin_params)
+        configurables.op_determinism()
+        getattr(configurables, root)(**kwargs)
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    # TensorFlow's and absl's error logs, which a process would print on its stderr.
+    logs = logging.StreamHandler(stderr)
+    logs.setLevel(logging.ERROR)
+    logs.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+    logging.getLogger().addHandler(logs)
+    gin.clear_config()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = cli.call(main, [script])
+    finally:
+        gin.clear_config()
+        logging.getLogger().removeHandler(logs)
+    result = subprocess.CompletedProcess([script, *args], code, stdout.getvalue(), stderr.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"{script} returned {code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result

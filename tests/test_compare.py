@@ -28,7 +28,7 @@ def _write(eval_dir, step, confusion, task=None, filenames=None, index=None):
         index,
         {"confusion": np.asarray(confusion, np.float64).reshape(len(confusion), -1)},
         task or Segmentation(2, NAMES),
-        {int(i): names[k] for k, i in enumerate(index)},
+        {int(i): (names[k], 32, 32) for k, i in enumerate(index)},  # (file name, height, width) by index.
     )
 
 

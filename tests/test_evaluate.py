@@ -16,7 +16,7 @@ from core import results
 from core.evaluation import subset_eval_name
 from metrics import bootstrap
 from tests.conftest import REPO_ROOT, TINY_VAL, tiny_gin_params
-from tests.helpers import event_tags, run_script
+from tests.helpers import event_tags, run_in_process, run_script
 
 
 def _args(model_dir, dataset, **overrides):
@@ -25,7 +25,9 @@ def _args(model_dir, dataset, **overrides):
 
 
 def _evaluate(model_dir, dataset, *extra, check=True, **overrides):
-    return run_script("evaluate.py", *_args(model_dir, dataset, **overrides), *extra, check=check)
+    """evaluate.py's root, in this process (`run_in_process`): these tests are about what it
+    writes, not the process; test_continuous_times_out... runs the real evaluate.py."""
+    return run_in_process("evaluate.py", *_args(model_dir, dataset, **overrides), *extra, check=check)
 
 
 def _image_tags(directory):
@@ -36,7 +38,7 @@ def _image_tags(directory):
 def trained(tiny_dataset, tmp_path_factory):
     """Checkpoints at steps 0, 2, 4, 6 with an evaluation at 2, 4 and 6."""
     model_dir = tmp_path_factory.mktemp("eval") / "model"
-    run_script("train.py", *_args(model_dir, tiny_dataset, SUMMARY_INDICES=[0, 5]))
+    run_in_process("train.py", *_args(model_dir, tiny_dataset, SUMMARY_INDICES=[0, 5]))
     return model_dir
 
 
@@ -150,8 +152,13 @@ def test_per_class_logging_hook_reports_every_n_batches(trained, tiny_dataset):
 @pytest.mark.slow
 def test_continuous_times_out_with_a_message_when_no_final_step(trained, tiny_dataset):
     start = time.time()
-    result = _evaluate(
-        trained, tiny_dataset, "--continuous", "--timeout_secs=2", "--eval_name=waiting", check=False, TRAIN_STEPS=99
+    result = run_script(  # The real evaluate.py: its exit status and its one line.
+        "evaluate.py",
+        *_args(trained, tiny_dataset, TRAIN_STEPS=99),
+        "--continuous",
+        "--timeout_secs=2",
+        "--eval_name=waiting",
+        check=False,
     )
     assert result.returncode == 1
     assert "no new checkpoint" in result.stderr and "final step 99" in result.stderr
@@ -163,23 +170,31 @@ def test_continuous_times_out_with_a_message_when_no_final_step(trained, tiny_da
 def test_continuous_picks_up_new_checkpoints_until_the_final_step(tiny_dataset, tmp_path):
     model_dir = tmp_path / "model"
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    evaluator = subprocess.Popen(
-        [
-            sys.executable,
-            "evaluate.py",
-            *_args(model_dir, tiny_dataset),
-            "--continuous",
-            "--timeout_secs=60",
-            "--eval_name=watcher",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    run_script("train.py", *_args(model_dir, tiny_dataset))
-    stdout, stderr = evaluator.communicate(timeout=120)
+    output = tmp_path / "evaluator.out"
+    with output.open("w") as stdout:
+        evaluator = subprocess.Popen(
+            [
+                sys.executable,
+                "evaluate.py",
+                *_args(model_dir, tiny_dataset),
+                "--continuous",
+                "--timeout_secs=60",
+                "--eval_name=watcher",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    # The training runs in this process, once the evaluator is following (past its start-up):
+    # as when both start together, it sees the checkpoints as they come.
+    deadline = time.time() + 120
+    while "following" not in output.read_text() and evaluator.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    run_in_process("train.py", *_args(model_dir, tiny_dataset))
+    _, stderr = evaluator.communicate(timeout=120)
+    stdout = output.read_text()
     assert evaluator.returncode == 0, stderr
     assert "evaluated the final step 6" in stdout
     # Its own eval directory: the trainer's early stopping reads model_dir/eval's event
@@ -192,13 +207,13 @@ def test_continuous_picks_up_new_checkpoints_until_the_final_step(tiny_dataset, 
 def test_best_checkpoint_survives_keep_checkpoint_max_1_and_a_restart(tiny_dataset, tmp_path):
     model_dir = tmp_path / "model"
     overrides = {"train_and_evaluate.keep_checkpoint_max": 1, "TRAIN_STEPS": 6}
-    run_script("train.py", *_args(model_dir, tiny_dataset, **overrides))
+    run_in_process("train.py", *_args(model_dir, tiny_dataset, **overrides))
     best = json.loads((model_dir / "best.json").read_text())
     reader = tf.train.load_checkpoint(str(model_dir / "best"))
     assert reader.get_tensor("global_step") == best["global_step"]
     # Restart with a longer budget and no best.json: history comes back from results.jsonl.
     (model_dir / "best.json").unlink()
-    run_script("train.py", *_args(model_dir, tiny_dataset, **dict(overrides, TRAIN_STEPS=10)))
+    run_in_process("train.py", *_args(model_dir, tiny_dataset, **dict(overrides, TRAIN_STEPS=10)))
     records = results.read_records(str(model_dir / "eval"))
     assert [r["global_step"] for r in records] == [2, 4, 6, 8, 10]
     best_value = max(r["metrics"]["mean_iou"] for r in records)
@@ -216,20 +231,20 @@ def test_export_best_is_the_best_checkpoint_after_a_restart_and_a_worse_evaluati
     from core.best import exported_step, exported_versions
 
     model_dir = tmp_path / "model"
-    run_script("train.py", *_args(model_dir, tiny_dataset, TRAIN_STEPS=4))
+    run_in_process("train.py", *_args(model_dir, tiny_dataset, TRAIN_STEPS=4))
     best = json.loads((model_dir / "best.json").read_text())
     (first,) = exported_versions(str(model_dir / "export" / "best"))
     assert exported_step(first) == best["global_step"]
     # Nothing after the restart can become the best (a margin no run beats): every later evaluation is worse.
     worse = {"TRAIN_STEPS": 6, "BEST_RULE": "@better_by_margin()", "better_by_margin.margin": 10.0}
-    run_script("train.py", *_args(model_dir, tiny_dataset, **worse))
+    run_in_process("train.py", *_args(model_dir, tiny_dataset, **worse))
     assert [r["global_step"] for r in results.read_records(str(model_dir / "eval"))] == [2, 4, 6]
     assert json.loads((model_dir / "best.json").read_text()) == best
     assert exported_versions(str(model_dir / "export" / "best")) == [first]  # Not exported again.
     # A stale export (here the latest one, of step 6) is replaced by the best checkpoint's model.
     shutil.rmtree(first)
     shutil.copytree(exported_versions(str(model_dir / "export" / "latest"))[-1], first)
-    run_script("train.py", *_args(model_dir, tiny_dataset, **dict(worse, TRAIN_STEPS=8)))
+    run_in_process("train.py", *_args(model_dir, tiny_dataset, **dict(worse, TRAIN_STEPS=8)))
     (again,) = exported_versions(str(model_dir / "export" / "best"))
     assert (
         exported_step(again)

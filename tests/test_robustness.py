@@ -1,6 +1,9 @@
 """Crashes, restarts and bad data: exact resume after SIGKILL (with random scale and crop
 on), torn checkpoints, NaN losses, one trainer per directory, config integrity, and strict
-input with one-line errors. Real subprocesses and signals; each test can fail, and the negative controls
+input with one-line errors. Real subprocesses where the process is the point (SIGKILL, SIGTERM
+and SIGINT, a lock held by another trainer, a read-only or full disk, the reference run); the
+other runs call train.py's and evaluate.py's roots in this process (`tests.helpers.run_in_process`:
+the same flags, one-line errors and return code). Each test can fail, and the negative controls
 show what stock behaviour does."""
 
 import json
@@ -18,7 +21,7 @@ import tensorflow as tf
 
 from data import schema, synthetic
 from tests.conftest import REPO_ROOT, TINY_SIZE, tiny_gin_params
-from tests.helpers import run_script
+from tests.helpers import run_in_process, run_script
 
 STEPS = 12
 
@@ -95,7 +98,7 @@ def _has_checkpoint(step):
 def test_kill_and_resume_reproduces_the_uninterrupted_run(uninterrupted, tiny_dataset, tmp_path, point, ready):
     model_dir = tmp_path / "model"
     _kill_when(model_dir, tiny_dataset, ready)
-    result = run_script("train.py", *_args(model_dir, tiny_dataset))
+    result = run_in_process("train.py", *_args(model_dir, tiny_dataset))
     assert "error" not in result.stderr.lower(), result.stderr
     expected, got = _weights(uninterrupted), _weights(model_dir)
     assert got["global_step"] == STEPS
@@ -153,7 +156,7 @@ def test_a_signal_saves_the_step_stops_in_one_line_and_the_rerun_is_exact(
     if during_training:
         stopped = int(during_training.group(1))
         assert 3 <= stopped < STEPS and (model_dir / f"model.ckpt-{stopped}.index").exists()
-    run_script("train.py", *_args(model_dir, tiny_dataset))
+    run_in_process("train.py", *_args(model_dir, tiny_dataset))
     expected, got = _weights(uninterrupted), _weights(model_dir)
     for variable in expected:
         np.testing.assert_array_equal(got[variable], expected[variable], err_msg=variable)
@@ -170,7 +173,7 @@ def test_a_checkpoint_saved_but_never_evaluated_is_evaluated_at_the_resume(unint
     results_file = model_dir / "eval" / "results.jsonl"
     lines = results_file.read_text().splitlines(keepends=True)
     results_file.write_text("".join(lines[:-1]))  # The final step's evaluation never happened.
-    result = run_script("train.py", *_args(model_dir, tiny_dataset))
+    result = run_in_process("train.py", *_args(model_dir, tiny_dataset))
     assert "nothing to do" in result.stdout
     assert _steps_evaluated(model_dir) == _steps_evaluated(uninterrupted)
     assert _final_metrics(model_dir) == _final_metrics(uninterrupted)
@@ -181,7 +184,7 @@ def test_negative_control_stock_restart_replays_the_stream(uninterrupted, tiny_d
     """Without the input-position restore (stock Estimator), the resumed run differs."""
     model_dir = tmp_path / "model"
     _kill_when(model_dir, tiny_dataset, _has_checkpoint(6), **{"make_input_fn.resume": False})
-    run_script("train.py", *_args(model_dir, tiny_dataset, **{"make_input_fn.resume": False}))
+    run_in_process("train.py", *_args(model_dir, tiny_dataset, **{"make_input_fn.resume": False}))
     expected, got = _weights(uninterrupted), _weights(model_dir)
     assert any(not np.array_equal(got[name], expected[name]) for name in expected)
 
@@ -189,7 +192,7 @@ def test_negative_control_stock_restart_replays_the_stream(uninterrupted, tiny_d
 @pytest.mark.slow
 def test_finished_job_reruns_as_a_no_op(uninterrupted, tiny_dataset):
     before = _weights(uninterrupted)
-    result = run_script("train.py", *_args(uninterrupted, tiny_dataset))
+    result = run_in_process("train.py", *_args(uninterrupted, tiny_dataset))
     assert "nothing to do" in result.stdout
     assert all(np.array_equal(before[n], v) for n, v in _weights(uninterrupted).items())
 
@@ -204,7 +207,7 @@ def test_torn_newest_checkpoint_falls_back_to_the_previous_good_one(uninterrupte
         data.write_bytes(data.read_bytes()[:100])
     else:
         data.unlink()
-    result = run_script("train.py", *_args(model_dir, tiny_dataset))
+    result = run_in_process("train.py", *_args(model_dir, tiny_dataset))
     assert f"model.ckpt-{STEPS} is torn" in result.stdout and f"resuming from {model_dir}/model.ckpt-9" in result.stdout
     assert tf.train.latest_checkpoint(str(model_dir)).endswith(f"model.ckpt-{STEPS}")
     expected, got = _weights(uninterrupted), _weights(model_dir)
@@ -218,7 +221,7 @@ def test_no_readable_checkpoint_stops_naming_the_file(uninterrupted, tiny_datase
     shutil.copytree(uninterrupted, model_dir)
     for data in model_dir.glob("model.ckpt-*.data-*"):
         data.write_bytes(b"")
-    result = run_script("train.py", *_args(model_dir, tiny_dataset), check=False)
+    result = run_in_process("train.py", *_args(model_dir, tiny_dataset), check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: no readable checkpoint in {model_dir}")
     assert "model.ckpt-12, is torn" in result.stderr
@@ -237,7 +240,7 @@ def test_nan_loss_stops_naming_the_step_and_never_saves_it(tiny_dataset, tmp_pat
         "EVAL_EVERY_STEPS": 1,
         "train_and_evaluate.keep_checkpoint_max": 2,
     }
-    result = run_script("train.py", *_args(model_dir, tiny_dataset, **overrides), check=False)
+    result = run_in_process("train.py", *_args(model_dir, tiny_dataset, **overrides), check=False)
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: non-finite loss at step"), result.stderr
@@ -247,7 +250,7 @@ def test_nan_loss_stops_naming_the_step_and_never_saves_it(tiny_dataset, tmp_pat
     weights = _weights(model_dir)
     assert all(np.isfinite(v).all() for v in weights.values() if np.issubdtype(np.asarray(v).dtype, np.floating))
     # A restart fails the same way at the same step: it does not loop, and saves nothing bad.
-    again = run_script("train.py", *_args(model_dir, tiny_dataset, **overrides), check=False)
+    again = run_in_process("train.py", *_args(model_dir, tiny_dataset, **overrides), check=False)
     assert again.returncode == 1 and again.stderr.strip().splitlines()[-1] == line
     assert tf.train.latest_checkpoint(str(model_dir)) == latest
 
@@ -261,7 +264,7 @@ def test_second_trainer_is_refused_and_a_stale_lock_does_not_block(tiny_dataset,
         deadline = time.time() + 60
         while not (model_dir / "graph.pbtxt").exists() and time.time() < deadline:
             time.sleep(0.1)
-        second = run_script("train.py", *_args(model_dir, tiny_dataset, **overrides), check=False)
+        second = run_in_process("train.py", *_args(model_dir, tiny_dataset, **overrides), check=False)
         assert second.returncode == 1
         assert "is already being trained by pid" in second.stderr.strip().splitlines()[-1]
     finally:
@@ -269,7 +272,7 @@ def test_second_trainer_is_refused_and_a_stale_lock_does_not_block(tiny_dataset,
         first.wait()
     # The killed trainer's lock file is still there, but its lock died with it.
     assert (model_dir / ".trainer.lock").exists()
-    third = run_script("train.py", *_args(model_dir, tiny_dataset, TRAIN_STEPS=3, EVAL_EVERY_STEPS=3), check=False)
+    third = run_in_process("train.py", *_args(model_dir, tiny_dataset, TRAIN_STEPS=3, EVAL_EVERY_STEPS=3), check=False)
     assert "already being trained" not in third.stderr
 
 
@@ -286,7 +289,7 @@ def test_second_trainer_is_refused_and_a_stale_lock_does_not_block(tiny_dataset,
 def test_resuming_with_another_model_names_the_binding(uninterrupted, tiny_dataset, tmp_path, change, expected):
     model_dir = tmp_path / "model"
     shutil.copytree(uninterrupted, model_dir)
-    result = run_script("train.py", *_args(model_dir, tiny_dataset, **change, TRAIN_STEPS=20), check=False)
+    result = run_in_process("train.py", *_args(model_dir, tiny_dataset, **change, TRAIN_STEPS=20), check=False)
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
     assert all(text in line for text in expected), line
@@ -298,7 +301,9 @@ def test_resuming_with_another_learning_rate_is_allowed(uninterrupted, tiny_data
     # Not a fixed list of "shape" bindings: what cannot be restored is judged from the variables.
     model_dir = tmp_path / "model"
     shutil.copytree(uninterrupted, model_dir)
-    run_script("train.py", *_args(model_dir, tiny_dataset, **{"build_model_fn.learning_rate": 1e-4}, TRAIN_STEPS=15))
+    run_in_process(
+        "train.py", *_args(model_dir, tiny_dataset, **{"build_model_fn.learning_rate": 1e-4}, TRAIN_STEPS=15)
+    )
     assert tf.train.latest_checkpoint(str(model_dir)).endswith("model.ckpt-15")
 
 
@@ -387,7 +392,9 @@ def test_bad_input_stops_with_one_line_and_the_model_dir_restores(
     shutil.copytree(uninterrupted, model_dir)
     pattern = repr(str(shard.parent / "train-*.tfrecord"))
     start = time.time()
-    result = run_script("train.py", *_args(model_dir, tiny_dataset, TRAIN_FILES=pattern, TRAIN_STEPS=30), check=False)
+    result = run_in_process(
+        "train.py", *_args(model_dir, tiny_dataset, TRAIN_FILES=pattern, TRAIN_STEPS=30), check=False
+    )
     assert time.time() - start < 60
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
@@ -400,14 +407,14 @@ def test_bad_input_stops_with_one_line_and_the_model_dir_restores(
 
 @pytest.mark.slow
 def test_subset_index_beyond_the_split_is_named(uninterrupted, tiny_dataset):
-    result = run_script("evaluate.py", *_args(uninterrupted, tiny_dataset), "--subset=1,70", check=False)
+    result = run_in_process("evaluate.py", *_args(uninterrupted, tiny_dataset), "--subset=1,70", check=False)
     assert result.returncode == 1
     assert "subset index 70 is beyond the split (7 examples" in result.stderr.strip().splitlines()[-1]
 
 
 def test_no_files_matching_is_named(tiny_dataset, tmp_path):
     pattern = repr(str(tmp_path / "nothing-*.tfrecord"))
-    result = run_script("train.py", *_args(tmp_path / "model", tiny_dataset, TRAIN_FILES=pattern), check=False)
+    result = run_in_process("train.py", *_args(tmp_path / "model", tiny_dataset, TRAIN_FILES=pattern), check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == f"error: no files match the pattern {pattern}"
 
@@ -423,7 +430,7 @@ def test_lenient_training_skips_and_counts_bad_records_up_to_a_fraction(tiny_dat
         "train/make_input_fn.max_bad_fraction": fraction,
         "TRAIN_STEPS": 9,
     }
-    result = run_script("train.py", *_args(tmp_path / "model", tiny_dataset, **overrides), check=False)
+    result = run_in_process("train.py", *_args(tmp_path / "model", tiny_dataset, **overrides), check=False)
     if ok:
         assert result.returncode == 0, result.stderr[-2000:]
         assert tf.train.latest_checkpoint(str(tmp_path / "model")).endswith("model.ckpt-9")
@@ -446,7 +453,7 @@ def test_lenient_mode_is_refused_for_evaluation(tiny_dataset):
 def test_evaluation_of_a_corrupt_split_names_the_file(uninterrupted, tiny_dataset, tmp_path):
     shard = _bad_split(tiny_dataset, tmp_path, "corrupt", split="val", shard_index=0)
     pattern = repr(str(shard.parent / "val-*.tfrecord"))
-    result = run_script(
+    result = run_in_process(
         "evaluate.py", *_args(uninterrupted, tiny_dataset, VAL_FILES=pattern), "--eval_name=corrupt", check=False
     )
     assert result.returncode == 1
@@ -463,14 +470,14 @@ def test_a_failed_first_run_leaves_the_model_dir_as_it_found_it(tiny_dataset, tm
         model_dir.mkdir()
         (model_dir / "notes.txt").write_text("mine")
     wrong = {"NUM_CLASSES": 3, "CLASS_NAMES": "['background', 'circle', 'square']"}  # The data has 4.
-    result = run_script("train.py", *_args(model_dir, tiny_dataset, **wrong), check=False)
+    result = run_in_process("train.py", *_args(model_dir, tiny_dataset, **wrong), check=False)
     assert result.returncode == 1 and "label outside [0, 3)" in result.stderr, result.stderr[-1000:]
     if existing:
         assert sorted(p.name for p in model_dir.iterdir()) == [".trainer.lock", "notes.txt"]  # An empty lock file.
     else:
         assert not model_dir.exists()
     # The corrected command is accepted: nothing was trained, nothing refuses it.
-    run_script("train.py", *_args(model_dir, tiny_dataset, TRAIN_STEPS=3))
+    run_in_process("train.py", *_args(model_dir, tiny_dataset, TRAIN_STEPS=3))
     assert tf.train.latest_checkpoint(str(model_dir)).endswith("model.ckpt-3")
 
 
@@ -515,7 +522,7 @@ def test_a_model_dir_that_is_not_a_directory_is_one_line(tiny_dataset, tmp_path,
     else:
         model_dir.symlink_to(tmp_path / "gone")
         expected = f"error: {model_dir} is a symbolic link to {tmp_path / 'gone'}, which does not exist"
-    result = run_script("train.py", *_args(model_dir, tiny_dataset), check=False)
+    result = run_in_process("train.py", *_args(model_dir, tiny_dataset), check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == expected
 
@@ -570,13 +577,13 @@ def test_torn_state_files_never_stick_a_resume(tiny_dataset, tmp_path):
     resume moves each aside with one line, keeps what was whole, and completes."""
     model_dir = tmp_path / "model"
     early = {"TRAIN_STEPS": 6, "best_checkpoint.early_stopping_evals": 5}
-    run_script("train.py", *_args(model_dir, tiny_dataset, **early))
+    run_in_process("train.py", *_args(model_dir, tiny_dataset, **early))
     (events,) = (model_dir / "eval").glob("events.out.tfevents.*")
     events.write_bytes(events.read_bytes()[:-7])
     (model_dir / "best.json").write_text('{"global_step": 6, "met')
     results_file = model_dir / "eval" / "results.jsonl"
     results_file.write_text(results_file.read_text()[:-100])  # Step 6's line torn (a full disk while appending).
-    result = run_script("train.py", *_args(model_dir, tiny_dataset, **dict(early, TRAIN_STEPS=9)))
+    result = run_in_process("train.py", *_args(model_dir, tiny_dataset, **dict(early, TRAIN_STEPS=9)))
     assert re.search(rf"{re.escape(str(events))} is torn \(kept its first \d+ record\(s\)\); moved to ", result.stdout)
     assert re.search(rf"{re.escape(str(model_dir / 'best.json'))} is torn \(not JSON: .*\); moved to ", result.stdout)
     assert re.search(
@@ -592,7 +599,7 @@ def test_turning_on_early_stopping_in_a_resumed_run_is_one_line(uninterrupted, t
     model_dir = tmp_path / "model"
     shutil.copytree(uninterrupted, model_dir)
     more = {"TRAIN_STEPS": STEPS + 3, "best_checkpoint.early_stopping_evals": 2}
-    result = run_script("train.py", *_args(model_dir, tiny_dataset, **more), check=False)
+    result = run_in_process("train.py", *_args(model_dir, tiny_dataset, **more), check=False)
     assert result.returncode == 1
     assert (
         result.stderr.strip()
@@ -615,7 +622,7 @@ def test_evaluate_takes_the_newest_checkpoint_that_still_exists(uninterrupted, t
     shutil.copytree(uninterrupted, model_dir)
     for path in model_dir.glob(f"model.ckpt-{STEPS}.*"):  # Listed in `checkpoint`, gone from the disk.
         path.unlink()
-    run_script("evaluate.py", *_args(model_dir, tiny_dataset), "--eval_name=newest")
+    run_in_process("evaluate.py", *_args(model_dir, tiny_dataset), "--eval_name=newest")
     assert _steps_evaluated_in(model_dir / "eval_newest") == [9]
 
 

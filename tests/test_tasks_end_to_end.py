@@ -141,11 +141,18 @@ def test_evaluate_in_every_mode(trained):
 
 
 @pytest.mark.slow
-def test_export_and_predict(trained, tmp_path):
+def test_export_and_predict(trained, tmp_path, capsys):
+    """tools/export.py's and tools/predict.py's functions, in-process: their command lines
+    run for real in tests/test_export_predict.py; here, each task's serving signature."""
+    from tools import export, predict
+
     task, root, model_dir, _ = trained
-    args = [f"--gin_file=configs/{task}.gin", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'export'}"]
-    export = run_script("tools/export.py", *args, *[f"--gin_param={p}" for p in _params(task, root)])
-    saved_model = export.stdout.strip().splitlines()[-1]
+    gin.clear_config()
+    try:
+        configurables.parse_gin([f"configs/{task}.gin"], _params(task, root))
+        saved_model = export.export(str(model_dir), str(tmp_path / "export"))
+    finally:
+        gin.clear_config()
     signature = tf.saved_model.load(saved_model).signatures["serving_default"]
     images = np.stack([synthetic.example(task, 1, "val", i, TINY_SIZE, TINY_SIZE)["image"] for i in range(3)])
     outputs = {key: value.numpy() for key, value in signature(image=tf.constant(images)).items()}
@@ -158,11 +165,12 @@ def test_export_and_predict(trained, tmp_path):
         paths.append(str(tmp_path / f"val_{i}.png"))
         tf.io.write_file(paths[-1], tf.io.encode_png(image))
     names = ",".join(synthetic.label_names(task))
-    predict_args = [f"--saved_model={saved_model}", f"--output_dir={tmp_path / 'out'}", f"--class_names={names}"]
-    result = run_script("tools/predict.py", *predict_args, *paths)
+    capsys.readouterr()
+    predict.predict(saved_model, paths, str(tmp_path / "out"), names.split(","))
+    stdout = capsys.readouterr().out
     with open(tmp_path / "out" / "predictions.csv") as f:
         table = list(csv.DictReader(f))
-    assert [row["image"] for row in table] == paths and len(result.stdout.strip().splitlines()) == 4
+    assert [row["image"] for row in table] == paths and len(stdout.strip().splitlines()) == 4
     if task == "classification":
         np.testing.assert_array_equal([int(row["class"]) for row in table], outputs["classes"])
     else:

@@ -1,6 +1,7 @@
 """Compares two evaluations of the same examples, paired: is B better than A, or luck?
 
     python tools/compare.py A B [--top=8] [--level=0.95] [--resamples=1000] [--gin_file=CONFIG]
+        [--slice_by=SPEC ... [--slice_metadata=meta.csv] [--min_slice_size=20]]
 
 A and B each name an evaluation: an eval directory (its latest evaluation, e.g.
 `runs/synthetic/eval`), a model directory (its `eval/`), or `DIR@STEP` (the evaluation
@@ -16,6 +17,9 @@ difference: ..."); and the examples whose own score changed most, with the comma
 show them as image panels in TensorBoard (evaluate.py --subset with each side's
 checkpoint); with `--gin_file` (the run's config) it runs those evaluations itself, into
 `eval_compare_a/` and `eval_compare_b/` of each side's model directory.
+
+With `--slice_by` (the specs of `evaluate.py --slice_by`, metrics/slices.py) it compares them
+slice by slice too: the headline's B - A on each slice's examples, paired, with its interval.
 
 Two evaluations of different examples (other indices, other files, another task) are
 refused with one line; so is a missing or unreadable evaluation.
@@ -34,7 +38,7 @@ runtime.hide_native_logs()
 runtime.quiet()  # Before TensorFlow's first import (core.results).
 from common.errors import EvaluationError  # noqa: E402
 from core import cli, configurables, results  # noqa: E402
-from metrics import bootstrap  # noqa: E402
+from metrics import bootstrap, slices  # noqa: E402
 
 
 def _statistics_files(eval_dir: str) -> dict:
@@ -147,6 +151,52 @@ def report(a: dict, b: dict, compared: dict, top: int, level: float, stream=None
     return [int(a["index"][i]) for i in order]
 
 
+def compare_slices(a: dict, b: dict, masks: dict, min_size: int, level=bootstrap.LEVEL,
+                   resamples=bootstrap.NUM_RESAMPLES, seed=bootstrap.SEED) -> dict:  # fmt: skip
+    """`{slice: {"num_examples", "a", "b", "difference", "low", "high"}}` of the headline, or
+    `{"num_examples", "too_small": True}`: each slice's paired comparison."""
+    check_same_examples(a, b)
+    task = a["task_object"]
+    out = {}
+    for name, mask in masks.items():
+        count = int(np.count_nonzero(mask))
+        if count < min_size:
+            out[name] = {"num_examples": count, "too_small": True}
+            continue
+        pick = {
+            side: {key: np.asarray(v)[mask] for key, v in kept["statistics"].items()}
+            for side, kept in (("a", a), ("b", b))
+        }
+        compared = bootstrap.paired_difference(pick["a"], pick["b"], task.from_sums, level, resamples, seed)
+        out[name] = {"num_examples": count, **compared[task.headline]}
+    return out
+
+
+def report_slices(a: dict, compared: dict, stream=None):
+    """Prints each slice's paired comparison of the headline, the most changed first."""
+    stream = stream or sys.stdout
+    task = a["task_object"]
+    headline = task.headline
+    width = max([len(name) for name in compared] + [5])
+    print(f"\nslices, {headline} (paired):", file=stream)
+    print(f"  {'slice':<{width}} {'examples':>8} {'A':>10} {'B':>10} {'B - A':>10}  interval", file=stream)
+    order = sorted(compared, key=lambda name: -abs(np.nan_to_num(compared[name].get("difference", 0.0))))
+    for name in order:
+        value = compared[name]
+        if value.get("too_small"):
+            print(f"  {name:<{width}} {value['num_examples']:8d}  too small", file=stream)
+            continue
+        line = f"  {name:<{width}} {value['num_examples']:8d} {_format(value['a'])} {_format(value['b'])} "
+        if value["low"] is None:
+            judged = "n/a"
+        elif value["low"] <= 0 <= value["high"]:
+            judged = "no significant difference"
+        else:
+            judged = "B better" if (value["low"] > 0) == task.higher_is_better(headline) else "B worse"
+        interval = "n/a" if value["low"] is None else f"[{value['low']:+.4f}, {value['high']:+.4f}]"
+        print(line + f"{value['difference']:+10.4f}  {interval}  {judged}", file=stream)
+
+
 def panel_commands(a: dict, b: dict, picked, gin_files=(), gin_params=()):
     """The evaluate.py command lines that show `picked` examples as each side's panels."""
     commands = []
@@ -167,6 +217,9 @@ def _main(argv) -> int:
     parser.add_argument("--resamples", type=int, default=bootstrap.NUM_RESAMPLES)
     parser.add_argument("--seed", type=int, default=bootstrap.SEED)
     parser.add_argument("--gin_file", action="append", default=[], help="The run's config: show the panels too.")
+    parser.add_argument("--slice_by", action="append", default=[], help="Compare slice by slice too (repeatable).")
+    parser.add_argument("--slice_metadata", default=None, help="A CSV of per-file columns for column slices.")
+    parser.add_argument("--min_slice_size", type=int, default=slices.MIN_SIZE)
     parser.add_argument("--gin_param", action="append", default=[], help="And its bindings, as train.py took them.")
     args = parser.parse_args(argv)
     if args.gin_file:  # Its `import` loads a fork's own task, so its name is known.
@@ -174,7 +227,13 @@ def _main(argv) -> int:
     a, b = load(args.a), load(args.b)
     compared = compare(a, b, args.level, args.resamples, args.seed)
     picked = report(a, b, compared, args.top, args.level)
+    if args.slice_by:
+        slicing = slices.Slicing(args.slice_by, args.slice_metadata, args.min_slice_size)
+        masks = results.slice_masks(a, a["task_object"], slicing, a["path"])
+        report_slices(a, compare_slices(a, b, masks, slicing.min_size, args.level, args.resamples, args.seed))
     commands = panel_commands(a, b, picked, args.gin_file, args.gin_param)
+    if not picked:
+        return 0
     if not args.gin_file:
         print("\nto see them as image panels in TensorBoard (with the run's --gin_file):")
         print("\n".join("  python " + " ".join(command) for command in commands))
