@@ -113,6 +113,8 @@ class Reporting:
         self.stream = stream or sys.stdout
         self.expected_examples, self.examples = input_fn.num_examples, examples_of(input_fn)
         self.slicing = slicing
+        if slicing:
+            slicing.check(self.examples, task)  # A bad slice fails here, not after the first evaluation.
         self.training_run, self.export = training_run, export
         self.best = (best or BestCheckpoint()).for_task(task)
 

@@ -64,6 +64,30 @@ class Slicing:
     def __bool__(self):
         return bool(self.slice_by)
 
+    def check(self, examples, task):
+        """Fails now, before any training, on what would fail at the first evaluation: a
+        file regex or metadata column for examples of unknown names, a metadata CSV without
+        a row for an evaluated file, class or area slices for a task without classes.
+
+        Args:
+          examples: the evaluation split's `(file name, height, width)` by index, or None.
+          task: the task (`models/task.py`).
+        """
+        names = [name for name, _, _ in examples] if examples else None
+        sizes = np.asarray([size for _, *size in examples]).reshape(-1, 2) if examples else None
+        has_classes = task.label_counts({"confusion": np.zeros((0, len(task.class_names) ** 2))}) is not None
+        metadata = read_metadata(self.metadata) if self.metadata else None
+        known = Examples(names, sizes, None, task.class_names, task.dense_labels, metadata, "the evaluation split")
+        for spec in self.slice_by:
+            for part in parts(spec):
+                if part in ("class", "area"):
+                    if not has_classes:
+                        raise ConfigError(f"slice {part!r}: the {task.name} task has no classes")
+                    if part == "area" and not task.dense_labels:
+                        raise ConfigError(f"slice 'area': the {task.name} task's labels are not per pixel")
+                else:
+                    known.groups(part)
+
 
 def parts(spec: str) -> list:
     """The specs a cross `A*B` is made of (a `file:` spec takes the rest of the string)."""

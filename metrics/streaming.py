@@ -110,18 +110,34 @@ def streaming_mean(values, mask=None, name="mean"):
 
 
 def streaming_concat(values, name):
-    """Collects every value seen into one growing 1-D float64 variable.
+    """Collects every value seen, in order, into one 1-D float64 variable.
 
     Memory grows with the evaluation set (8 bytes a value): what an exact, sort-based
-    metric such as ROC AUC needs.
+    metric such as ROC AUC needs, and the per-example values and statistics. The store's
+    capacity doubles when full and each batch is written into its free end, so a batch
+    costs its own size, not a copy of everything collected so far (`bench/eval.py`'s
+    `hooks_growth_ratio`).
 
     Returns:
       `(all_values_so_far, update_op)`.
     """
     with tf.compat.v1.variable_scope(None, name):
         store = metric_variable([None], tf.float64, "values", validate_shape=False)
-        update_op = store.assign(tf.concat([store.read_value(), tf.cast(tf.reshape(values, [-1]), tf.float64)], 0))
-        return store.read_value(), update_op
+        count = metric_variable([], tf.int64, "count")
+        new = tf.cast(tf.reshape(values, [-1]), tf.float64)
+        end = count + tf.size(new, out_type=tf.int64)
+        capacity = tf.size(store, out_type=tf.int64)
+
+        def grown():
+            extra = tf.maximum(end, 2 * capacity) - capacity
+            return store.assign(tf.concat([store.read_value(), tf.zeros([extra], tf.float64)], 0)).op
+
+        resized = tf.cond(end > capacity, grown, tf.no_op)
+        with tf.control_dependencies([resized]):
+            written = store.scatter_update(tf.IndexedSlices(new, tf.range(count, end)))
+        with tf.control_dependencies([written]):
+            update_op = count.assign(end)
+        return store.read_value()[: count.read_value()], update_op
 
 
 def example_count(values, name="num_examples"):

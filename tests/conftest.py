@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny synthetic dataset written once per test session."""
+"""Shared fixtures: a tiny synthetic dataset written once per test session; the order in
+which `make test`'s two processes take the test files."""
+
+import os
 
 import pytest
 
@@ -7,6 +10,42 @@ from common import runtime
 REPO_ROOT = runtime.REPO_ROOT
 runtime.hide_native_logs()  # Here and in every subprocess a test starts.
 runtime.quiet()
+
+# Seconds each slow file takes (pytest --durations, 2026-12-05). pytest-xdist's
+# --dist loadfile hands out whole files, the most tests first; by time, longest first, no
+# long file starts last and runs alone at the end (the longest-processing-time rule).
+SLOW_FILES = {
+    "test_docs.py": 385,
+    "test_robustness.py": 206,
+    "test_cluster.py": 113,
+    "test_evaluate.py": 88,
+    "test_intake.py": 73,
+    "test_trainer_evaluator.py": 41,
+    "test_estimator.py": 40,
+    "test_gpu_ops.py": 36,
+    "test_tasks_end_to_end.py": 32,
+    "test_warm_start.py": 33,
+    "test_fork.py": 32,
+    "test_end_to_end.py": 30,
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` taking the slowest files first (SLOW_FILES; others by their test count)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SlowestFirst(LoadFileScheduling):
+        def _assign_work_unit(self, node):
+            def seconds(scope):
+                return SLOW_FILES.get(os.path.basename(scope.split("::")[0]), 0.5 * len(self.workqueue[scope]))
+
+            self.workqueue.move_to_end(max(self.workqueue, key=seconds), last=False)
+            super()._assign_work_unit(node)
+
+    return SlowestFirst(config, log)
+
 
 TINY_SIZE = 32
 TINY_TRAIN = 12

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from common import files
 from common.errors import DataError
 from data import images, sample_folders, schema, sources, writer
-from tests.helpers import run_script
+from tests.helpers import run_in_process, run_script
 from tools import build_dataset
 
 
@@ -380,9 +380,10 @@ def test_an_empty_shard_is_named_at_the_start(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["segmentation", "classes", "coverage"])
 def test_from_a_folder_to_a_trained_and_evaluated_model_in_one_command(tmp_path, task):
-    """The documented path, as scripts: tools/build_dataset.py, train.py on the gin file it wrote
-    (a few steps of a small net), evaluate.py. (docs/data.md runs the same commands for each task
-    from the sample folders; this checks what they write.)"""
+    """The documented path: tools/build_dataset.py as a script, then train.py on the gin file it
+    wrote (a few steps of a small net) and evaluate.py, in this process (docs/data.md runs the
+    same commands as processes for each task from the sample folders; this checks what they
+    write)."""
     write = {"segmentation": sample_folders.segmentation_folder, "classes": sample_folders.classification_folder,
              "coverage": sample_folders.regression_folder}[task]  # fmt: skip
     truth = write(tmp_path / "folder")
@@ -396,8 +397,8 @@ def test_from_a_folder_to_a_trained_and_evaluated_model_in_one_command(tmp_path,
     assert "steps/s measured here" in result.stdout and f"next: python train.py --gin_file={config}" in result.stdout
     small = ["--gin_param=TRAIN_STEPS = 4", "--gin_param=EVAL_EVERY_STEPS = 4", "--gin_param=unet.base_filters = 4",
              f"--gin_param=MODEL_DIR = '{tmp_path / 'run'}'"]  # fmt: skip
-    run_script("train.py", f"--gin_file={config}", *small)
-    run_script("evaluate.py", f"--gin_file={config}", *small[:1], *small[2:], "--eval_name=again")
+    run_in_process("train.py", f"--gin_file={config}", *small)
+    run_in_process("evaluate.py", f"--gin_file={config}", *small[:1], *small[2:], "--eval_name=again")
     val = (tmp_path / "ds" / "val.txt").read_text().splitlines()[1:]
     for folder in ("eval", "eval_again"):
         with open(tmp_path / "run" / folder / "results.jsonl") as f:

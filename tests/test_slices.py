@@ -239,3 +239,27 @@ def test_a_change_gate_is_judged_on_the_paired_interval_not_the_point_values(eva
     argv[-1] = f"--max_drop=mean_iou {-change['low'] + 1e-4:.6f}"
     assert validate.main(argv) == 0
     assert validate.main([str(tmp_path / "eval"), "--max_drop=mean_iou 0.1"]) == 2  # No baseline: cannot judge.
+
+
+def test_a_training_run_refuses_a_bad_slice_before_it_trains(tiny_dataset, tmp_path):
+    """A slice that would fail at the first evaluation fails first, with nothing written."""
+    from tests.conftest import tiny_gin_params
+    from tests.helpers import run_in_process
+
+    model_dir = tmp_path / "run"
+    table = tmp_path / "meta.csv"
+    table.write_text("file,light\nval_0.png,day\n")  # Six of the seven val files have no row.
+    params = [*tiny_gin_params(tiny_dataset), "SLICE_BY = ['light']", f"slicing.metadata = '{table}'"]
+    args = ["--gin_file=configs/synthetic.gin", f"--model_dir={model_dir}"]
+    result = run_in_process("train.py", *args, *[f"--gin_param={p}" for p in params], check=False)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "error: slice 'light': the metadata CSV has no row for 'val_1.png' (and 5 more)"
+    )
+    assert not model_dir.exists()
+    params[-2] = "SLICE_BY = ['size', 'class']"
+    result = run_in_process("train.py", *args, *[f"--gin_param={p}" for p in params[:-1]])
+    record = [json.loads(line) for line in open(model_dir / "eval" / "results.jsonl")][-1]
+    assert record["slices"]["size:<128"]["num_examples"] == record["num_examples"] == 7
+    assert "slices by mean_iou, worst first" in result.stdout
