@@ -9,12 +9,14 @@ datasets/bench_eval_256/), with the default U-Net at a one-step checkpoint:
     every 20 batches) / the same evaluation with the metrics only;
   - `intervals_cost_ratio`: the 95% bootstrap intervals every evaluation reports
     (1,000 resamples of the per-example statistics) / that full evaluation; and their
-    seconds at PASCAL VOC val's size (1,449 examples, 21 classes);
+    seconds at PASCAL VOC val's size (1,449 examples, 21 classes); `slicing_seconds_20_slices`
+    and `slicing_cost_ratio`: 20 slices (100 to 2,000 examples each) of that evaluation's
+    statistics, each with its metrics and intervals (metrics/slices.py), and over it;
   - `hooks_per_example_us`: whether the hooks' cost grows with the evaluation set (the
     per-example values and statistics are collected into variables that grow, the part
     of the hooks whose cost could): their update ops alone, in one session, on batches of
     64 32x32 label maps, per example over 2,000 and over 20,000 examples (the fastest of
-    `--repeats` rounds), and `hooks_growth_ratio`, that at 20,000 over that at 2,000.
+    at least 10 rounds), and `hooks_growth_ratio`, that at 20,000 over that at 2,000.
 Each evaluation is timed end to end (graph, session, restore, every batch). The variants
 take turns in ABBA order (forward, then backward, ...), so an evaluation that runs faster
 after another favours none, and each variant's time is its fastest round: this machine
@@ -153,6 +155,14 @@ def _hooks(args) -> dict:
     start = time.perf_counter()
     bootstrap.intervals(voc, Segmentation(21).from_sums)
     voc_seconds = time.perf_counter() - start
+    from metrics import slices
+
+    masks = {f"slice_{k}": np.arange(NUM_EXAMPLES) % 20 == k for k in range(10)}  # 100 examples each,
+    masks.update({f"part_{k}": np.arange(NUM_EXAMPLES) % 10 < k + 1 for k in range(10)})  # 200 to 2,000.
+    start = time.perf_counter()
+    slices.compute(statistics_kept, bench.task.from_sums, masks)
+    slicing_seconds = time.perf_counter() - start
+    print(f"20 slices of the {NUM_EXAMPLES} examples, metrics and intervals: {slicing_seconds:.2f} s")
     print(f"bootstrap intervals: {interval_seconds:.3f} s ({NUM_EXAMPLES} examples, 4 classes), "
           f"{voc_seconds:.3f} s (1,449 examples, 21 classes)")  # fmt: skip
     for name, values in seconds.items():
@@ -162,6 +172,8 @@ def _hooks(args) -> dict:
         "hooks_overhead_ratio": round(fastest["full_all_hooks"] / fastest["full_metrics_only"], 4),
         "intervals_cost_ratio": round(interval_seconds / fastest["full_all_hooks"], 4),
         "intervals_seconds_voc_size": round(voc_seconds, 3),
+        "slicing_seconds_20_slices": round(slicing_seconds, 3),
+        "slicing_cost_ratio": round(slicing_seconds / fastest["full_all_hooks"], 4),
         "seconds": {name: round(value, 3) for name, value in fastest.items()},
         "examples": NUM_EXAMPLES,
         "image_size": SIZE,
@@ -192,7 +204,7 @@ def _growth(args) -> dict:
             values = [value for value, _ in ops.values()]
             with tf.compat.v1.Session(graph=graph) as session:
                 rounds = []
-                for _ in range(args.repeats):
+                for _ in range(max(args.repeats, 10)):  # Cheap (a second at most): more rounds, a steadier fastest.
                     session.run(tf.compat.v1.local_variables_initializer())
                     start = time.perf_counter()
                     for number in range(count // batch):
