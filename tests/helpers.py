@@ -61,6 +61,7 @@ def run_in_process(script, *args, check=True):
 
     import gin
 
+    from common import determinism
     from core import cli, configurables
 
     gin_files, gin_params, kwargs = [], [], {}
@@ -92,11 +93,13 @@ def run_in_process(script, *args, check=True):
     logs.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
     logging.getLogger().addHandler(logs)
     gin.clear_config()
+    was_deterministic = determinism.enabled()  # Process-wide: the tests after this one run as before it.
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             code = cli.call(main, [script])
     finally:
         gin.clear_config()
+        determinism.configure(was_deterministic)
         logging.getLogger().removeHandler(logs)
     result = subprocess.CompletedProcess([script, *args], code, stdout.getvalue(), stderr.getvalue())
     if check and code != 0:
