@@ -47,6 +47,7 @@ def main(argv):
     del argv
     start = time.time()
     settings = cli.init(FLAGS)
+    overrides = slicing_overrides()
     records = configurables.evaluate(
         **settings,
         checkpoint=FLAGS.checkpoint,
@@ -58,7 +59,7 @@ def main(argv):
         worst_k=FLAGS.worst_k,
         eval_scales=[float(scale) for scale in FLAGS.eval_scales] if FLAGS.eval_scales else None,
         add_flipped_images=FLAGS.add_flipped_images,
-        **({"slicing": configurables.slicing(**slicing_overrides())} if slicing_overrides() else {}),
+        **({"slicing": configurables.slicing(**overrides)} if overrides else {}),
     )
     print(f"{len(records)} evaluation(s) in {time.time() - start:.0f}s", file=sys.stdout)
 

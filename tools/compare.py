@@ -97,15 +97,22 @@ def check_same_examples(a: dict, b: dict):
         )
 
 
+def judgement(value: dict, higher_is_better: bool) -> str:
+    """ "better", "worse" (B against A), "no significant difference", or "undefined"."""
+    if value["low"] is None:
+        return "undefined"
+    if value["low"] <= 0 <= value["high"]:
+        return "no significant difference"
+    return "better" if (value["low"] > 0) == higher_is_better else "worse"
+
+
 def verdict(metric: str, value: dict, higher_is_better: bool) -> str:
     """One line: which side is better on `metric`, or that the interval holds 0."""
-    interval = f"{metric} {value['difference']:+.4f} [{value['low']:+.4f}, {value['high']:+.4f}]"
-    if value["low"] is None:
+    judged = judgement(value, higher_is_better)
+    if judged == "undefined":
         return f"undefined: {metric} has no interval (undefined in most resamples)"
-    if value["low"] <= 0 <= value["high"]:
-        return f"no significant difference: {interval}"
-    better = (value["low"] > 0) == higher_is_better
-    return f"B is {'better' if better else 'worse'}: {interval}"
+    interval = f"{metric} {value['difference']:+.4f} [{value['low']:+.4f}, {value['high']:+.4f}]"
+    return f"{'B is ' + judged if judged in ('better', 'worse') else judged}: {interval}"
 
 
 def per_example_scores(kept: dict):
@@ -187,12 +194,8 @@ def report_slices(a: dict, compared: dict, stream=None):
             print(f"  {name:<{width}} {value['num_examples']:8d}  too small", file=stream)
             continue
         line = f"  {name:<{width}} {value['num_examples']:8d} {_format(value['a'])} {_format(value['b'])} "
-        if value["low"] is None:
-            judged = "n/a"
-        elif value["low"] <= 0 <= value["high"]:
-            judged = "no significant difference"
-        else:
-            judged = "B better" if (value["low"] > 0) == task.higher_is_better(headline) else "B worse"
+        judged = judgement(value, task.higher_is_better(headline))
+        judged = "B " + judged if judged in ("better", "worse") else judged
         interval = "n/a" if value["low"] is None else f"[{value['low']:+.4f}, {value['high']:+.4f}]"
         print(line + f"{value['difference']:+10.4f}  {interval}  {judged}", file=stream)
 

@@ -218,4 +218,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.call(lambda argv: main(argv), sys.argv[1:]))
+    sys.exit(cli.call(main, sys.argv[1:]))
