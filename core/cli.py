@@ -45,11 +45,14 @@ def call(main, argv) -> int:
     except KeyboardInterrupt:  # Ctrl-C where no handler of the program's own turned it into an Interrupted.
         print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
         return 128 + signal.SIGINT
-    except OSError as error:  # The machine's fault, not the program's: a full disk, a read-only folder.
+    except OSError as raised:  # The machine's fault, not the program's: a full disk, a read-only folder.
+        # Raised inside a gin configurable, the error is gin's copy, its message extended and
+        # its errno, strerror and filename gone; the original is its context.
+        error = raised.__context__ if raised.errno is None and isinstance(raised.__context__, OSError) else raised
         if error.errno not in _ENVIRONMENT_ERRNOS:
             raise
         where = f"{error.filename}: " if error.filename else ""
-        print(f"error: {where}{error.strerror or error}", file=sys.stderr, flush=True)
+        print(f"error: {where}{first_line(error.strerror or error)}", file=sys.stderr, flush=True)
         return 1
     except UserError as error:
         if _verbose and error.__cause__ is not None:  # TensorFlow's whole message, under the line.

@@ -145,3 +145,20 @@ def test_a_full_disk_outside_tensorflow_is_one_line_and_a_bug_keeps_its_tracebac
 
     with pytest.raises(FileNotFoundError):
         cli.call(bug, [])
+
+
+def test_a_full_disk_inside_a_gin_configurable_is_one_line(capsys):
+    """gin re-raises an OSError from inside a configurable as a copy without its errno: the
+    full disk is still one line, not a traceback (seen once in the full-disk test)."""
+    import errno
+
+    import gin
+
+    from core import cli
+
+    def fill():
+        raise OSError(errno.ENOSPC, "No space left on device", "/models/run/model.ckpt-3.index")
+
+    configurable = gin.external_configurable(fill, "test_cli_fill_the_disk")
+    assert cli.call(lambda argv: configurable(), []) == 1
+    assert capsys.readouterr().err.splitlines() == ["error: /models/run/model.ckpt-3.index: No space left on device"]
