@@ -16,7 +16,12 @@ datasets/bench_eval_256/), with the default U-Net at a one-step checkpoint:
     per-example values and statistics are collected into variables that grow, the part
     of the hooks whose cost could): their update ops alone, in one session, on batches of
     64 32x32 label maps, per example over 2,000 and over 20,000 examples (the fastest of
-    at least 10 rounds), and `hooks_growth_ratio`, that at 20,000 over that at 2,000.
+    at least 10 rounds), and `hooks_growth_ratio`, that at 20,000 over that at 2,000;
+  - `second_set_cost_ratio`: what a second evaluation set (EVAL_SETS) adds to each
+    checkpoint's evaluation, over one set, both sets 400 examples at 64x64 (`make train`'s
+    val split) with every hook, on `core.estimator.Estimator` keeping a graph per set
+    (1.0: a set costs what its own examples cost); `one_kept_graph_vs_one_per_set`: the two
+    sets on an Estimator that keeps one graph (rebuilt at every switch of set) over it.
 Each evaluation is timed end to end (graph, session, restore, every batch). The variants
 take turns in ABBA order (forward, then backward, ...), so an evaluation that runs faster
 after another favours none, and each variant's time is its fastest round: this machine
@@ -25,7 +30,7 @@ variant it is, so a median or a within-round ratio of 6 rounds still reads the s
 draw as a cost (1.13 and 1.15 on runs whose fastest rounds were 1.00 and 1.03 apart).
 Every round is printed. The last line is one JSON object.
 
-    .venv/bin/python bench/eval.py [--repeats=6] [--sections=hooks,growth]
+    .venv/bin/python bench/eval.py [--repeats=6] [--sections=hooks,growth,sets]
 """
 
 import argparse
@@ -44,6 +49,7 @@ SIZE = 256
 NUM_EXAMPLES = 2000
 GROWTH_SIZE = 32
 GROWTH_EXAMPLES = (2000, 20000)
+SETS_SIZE, SETS_EXAMPLES = 64, 400
 CLASS_NAMES = ["background", "circle", "square", "triangle"]
 
 
@@ -223,11 +229,51 @@ def _growth(args) -> dict:
     }
 
 
+def _sets(args) -> dict:
+    """One evaluation set against two, at each checkpoint of a run: each variant its own
+    Estimator, evaluating the same checkpoint every round as a training run evaluates each
+    new one (the first round builds the graphs)."""
+    from core.estimator import Estimator
+    from data.input import make_input_fn
+
+    bench = _Bench(SETS_SIZE, SETS_EXAMPLES, args.batch_size)
+    model_fn = bench.model_fn(True)
+    first, second = (make_input_fn(bench.pattern, args.batch_size, SETS_SIZE, SETS_SIZE, bench.task) for _ in "ab")
+
+    def evaluation(max_eval_graphs, *input_fns):
+        estimator = Estimator(model_fn, bench.model_dir, max_eval_graphs=max_eval_graphs)
+
+        def run():
+            for number, input_fn in enumerate(input_fns):
+                with redirect_stdout(io.StringIO()):
+                    result = estimator.evaluate(input_fn, checkpoint_path=bench.checkpoint, name=f"set_{number}")
+                assert result["num_examples"] == SETS_EXAMPLES
+
+        return run
+
+    seconds = take_turns(
+        {
+            "one_set": evaluation(1, first),
+            "two_sets": evaluation(2, first, second),
+            "two_sets_one_kept_graph": evaluation(1, first, second),
+        },
+        max(args.repeats, 6),
+    )
+    fastest = {name: min(values) for name, values in seconds.items()}
+    for name, values in seconds.items():
+        print(f"{name:>23}: {fastest[name]:6.2f} s  (rounds: {', '.join(f'{v:.2f}' for v in values)})", flush=True)
+    return {
+        "second_set_cost_ratio": round((fastest["two_sets"] - fastest["one_set"]) / fastest["one_set"], 3),
+        "one_kept_graph_vs_one_per_set": round(fastest["two_sets_one_kept_graph"] / fastest["two_sets"], 3),
+        "sets_seconds": {name: round(value, 3) for name, value in fastest.items()},
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=6, help="Rounds of each comparison (ABBA order).")
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--sections", default="hooks,growth")
+    parser.add_argument("--sections", default="hooks,growth,sets")
     args = parser.parse_args(argv)
     runtime.quiet()
     determinism.configure()
@@ -237,6 +283,8 @@ def main(argv=None):
         figures.update(_hooks(args))
     if "growth" in sections:
         figures.update(_growth(args))
+    if "sets" in sections:
+        figures.update(_sets(args))
     print(json.dumps(figures))
 
 

@@ -5,7 +5,8 @@ evaluation's result with the checkpoint it came from. When the configured metric
 improves, it copies that checkpoint's files to `model_dir/best/` (with a
 `checkpoint` state file, so `tf.train.latest_checkpoint(model_dir/best)` finds it)
 and writes `model_dir/best.json`. After a restart it reads `best.json` back, or,
-when that is missing, rebuilds the best value from `eval/results.jsonl`, so a worse
+when that is missing (or names another metric or evaluation set), rebuilds the best value
+from the followed set's `results.jsonl` (`eval/`, or `eval_<BEST_SET>/`), so a worse
 checkpoint never replaces a better one.
 """
 
@@ -94,20 +95,24 @@ class BestCheckpoint:
         `BetterByMargin` or `SignificantlyBetter`.
       early_stopping_evals: stop when `metric` has not improved for this many
         evaluations (0: never).
+      eval_set: the evaluation set (gin's `EVAL_SETS`) whose `metric` counts (BEST_SET);
+        None: the first.
     """
 
-    def __init__(self, metric: str = None, higher_is_better: bool = None, rule=None, early_stopping_evals: int = 0):
+    def __init__(self, metric: str = None, higher_is_better: bool = None, rule=None, early_stopping_evals: int = 0,
+                 eval_set: str = None):  # fmt: skip
         self.metric, self.higher_is_better, self.rule = metric, higher_is_better, rule
-        self.early_stopping_evals = early_stopping_evals
+        self.early_stopping_evals, self.eval_set = early_stopping_evals, eval_set
 
     def for_task(self, task) -> "BestCheckpoint":
         """This choice with the metric and its direction filled in from `task` where unset."""
         metric = self.metric or task.headline
         higher = task.higher_is_better(metric) if self.higher_is_better is None else self.higher_is_better
-        return BestCheckpoint(metric, higher, self.rule, self.early_stopping_evals)
+        return BestCheckpoint(metric, higher, self.rule, self.early_stopping_evals, self.eval_set)
 
-    def early_stopping_hook(self, estimator, eval_every_steps: int):
-        """Estimator's own stop-if-no-improvement hook for this choice, or None when off."""
+    def early_stopping_hook(self, estimator, eval_every_steps: int, eval_dir: str = None):
+        """Estimator's own stop-if-no-improvement hook for this choice (reading the evaluations
+        of `eval_dir`, default the estimator's `eval/`), or None when off."""
         if not self.early_stopping_evals:
             return None
         stop_if = (
@@ -119,6 +124,7 @@ class BestCheckpoint:
             estimator,
             self.metric,
             max_steps_without_increase=self.early_stopping_evals * eval_every_steps,
+            eval_dir=eval_dir,
             run_every_secs=None,
             run_every_steps=eval_every_steps,
         )
@@ -154,8 +160,10 @@ def best_from_results(eval_dir: str, metric: str, higher_is_better: bool, before
     return best
 
 
-def keep_checkpoint(model_dir: str, checkpoint_path: str, metric: str, value: float, global_step: int) -> dict:
-    """Copies `checkpoint_path`'s files to `model_dir/best/` and writes best.json.
+def keep_checkpoint(model_dir: str, checkpoint_path: str, metric: str, value: float, global_step: int,
+                    eval_dir: str = "eval") -> dict:  # fmt: skip
+    """Copies `checkpoint_path`'s files to `model_dir/best/` and writes best.json (naming the
+    eval directory, `eval` or `eval_<set>`, whose `metric` it is).
 
     The copy is made in a temporary folder and swapped in, so a crash leaves
     either the old best or the new one, never a mix.
@@ -184,6 +192,7 @@ def keep_checkpoint(model_dir: str, checkpoint_path: str, metric: str, value: fl
         "value": float(value),
         "checkpoint": os.path.join(BEST_DIR, basename),
         "source": checkpoint_path,
+        "eval_dir": eval_dir,
     }
     files.write_atomic(os.path.join(model_dir, BEST_FILE), json.dumps(best, indent=2))
     return best
@@ -192,8 +201,10 @@ def keep_checkpoint(model_dir: str, checkpoint_path: str, metric: str, value: fl
 class BestCheckpointKeeper(tf.estimator.Exporter):
     """An Exporter that keeps the best checkpoint's files aside (see module doc)."""
 
-    def __init__(self, model_dir: str, metric: str, higher_is_better: bool = True, stream=None, rule=None):
+    def __init__(self, model_dir: str, metric: str, higher_is_better: bool = True, stream=None, rule=None,
+                 eval_dir: str = None):  # fmt: skip
         self._model_dir = model_dir
+        self._eval_dir = eval_dir or os.path.join(model_dir, "eval")  # The evaluations it follows.
         self._metric = metric
         self._higher_is_better = higher_is_better
         self._stream = stream or sys.stdout
@@ -207,12 +218,12 @@ class BestCheckpointKeeper(tf.estimator.Exporter):
 
     def _load(self, current_step):
         best = read_best(self._model_dir, lambda line: print(line, file=self._stream, flush=True))
-        if best is not None and best.get("metric") == self._metric:
+        same_set = best is not None and best.get("eval_dir", "eval") == os.path.basename(self._eval_dir)
+        if best is not None and best.get("metric") == self._metric and same_set:
             self._best, self._best_step = best["value"], best["global_step"]
         else:
             # The ResultsReporter has already recorded the current evaluation: leave it out.
-            eval_dir = os.path.join(self._model_dir, "eval")
-            record = best_from_results(eval_dir, self._metric, self._higher_is_better, before_step=current_step)
+            record = best_from_results(self._eval_dir, self._metric, self._higher_is_better, before_step=current_step)
             if record is not None:
                 self._best, self._best_step = record["metrics"][self._metric], record["global_step"]
         self._loaded = True
@@ -225,10 +236,10 @@ class BestCheckpointKeeper(tf.estimator.Exporter):
             known = ", ".join(sorted(k for k in eval_result if "/" not in k and k != "global_step"))
             raise ConfigError(f"BEST_METRIC {self._metric!r} is not a metric of this task; it has: {known}")
         value, step = float(eval_result[self._metric]), int(eval_result["global_step"])
-        if not improves(self._rule, value, self._best, self._higher_is_better, self._metric,
-                        os.path.join(self._model_dir, "eval"), step, self._best_step):  # fmt: skip
+        if not improves(self._rule, value, self._best, self._higher_is_better, self._metric, self._eval_dir, step,
+                        self._best_step):  # fmt: skip
             return None
-        keep_checkpoint(self._model_dir, checkpoint_path, self._metric, value, step)
+        keep_checkpoint(self._model_dir, checkpoint_path, self._metric, value, step, os.path.basename(self._eval_dir))
         self._best, self._best_step = value, step
         print(f"best {self._metric} so far: {value:.4f} at step {eval_result['global_step']}", file=self._stream)
         return os.path.join(self._model_dir, BEST_DIR)

@@ -7,10 +7,12 @@ images' batches (bench/train.py: about 1.4 s of fixed cost over a 1.2 s loop).
 
 What. This subclass builds the EVAL graph at the first evaluation and keeps it, with one
 session; each later evaluation of the same input_fn restores the checkpoint into that
-session and runs the batches. The parts are stock's own code or a copy of it, step by step:
-the graph is built by stock `_evaluate_build_graph`; the session is prepared by a stock
-`SessionManager` (the restore, `local_init_op` with the scaffold's `local_init_feed_dict`,
-which zeroes every metric accumulator, the ready checks), only restoring into the kept
+session and runs the batches. A run with several evaluation sets (`max_eval_graphs`, one
+per set) keeps one graph per input_fn; past that many, the least recently used is closed.
+The parts are stock's own code or a copy of it, step by step: the graph is built by stock
+`_evaluate_build_graph`; the session is prepared by a stock `SessionManager` (the restore,
+`local_init_op` with the scaffold's `local_init_feed_dict`, which zeroes every metric
+accumulator, the ready checks), only restoring into the kept
 session instead of a new one; the loop, the hooks' calls through a `MonitoredSession`
 (`begin`, `after_create_session`, ..., `end`, every evaluation), the log lines ("Starting
 evaluation", "Finished evaluation"), the returned dict and the event files are those of
@@ -379,23 +381,34 @@ class Estimator(tf.estimator.Estimator):
     Args:
       keep_eval_graph: False evaluates exactly as stock Estimator does (a new graph and
         session each time), as does an installed tensorflow-estimator other than 2.15.0.
+      max_eval_graphs: how many input_fns' graphs are kept (a run's evaluation sets).
       Everything else: as `tf.estimator.Estimator`.
     """
 
-    def __init__(self, *args, keep_eval_graph: bool = True, **kwargs):
+    def __init__(self, *args, keep_eval_graph: bool = True, max_eval_graphs: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
         self._keep_eval_graph = keep_eval_graph and not UNSUPPORTED
-        self._kept = None
+        self._kept_graphs = []  # One `_KeptGraph` per input_fn, the most recently used last.
+        self._max_eval_graphs = max(1, int(max_eval_graphs))
         if self._keep_eval_graph:
             # Estimator's __init__ refuses a subclass that overrides its members; `evaluate`
             # calls `self._actual_eval`, so the instance's attribute routes it here.
             self._actual_eval = self._evaluate_kept
 
     def close_eval_graph(self):
-        """Closes the kept EVAL session and frees its graph (the next evaluation builds a new one)."""
-        if self._kept is not None:
-            self._kept.close()
-            self._kept = None
+        """Closes every kept EVAL session and frees its graph (the next evaluation builds a new one)."""
+        while self._kept_graphs:
+            self._kept_graphs.pop().close()
+
+    @property
+    def _kept(self):
+        """The most recently used kept graph, or None."""
+        return self._kept_graphs[-1] if self._kept_graphs else None
+
+    def _drop(self, kept):
+        if kept in self._kept_graphs:
+            self._kept_graphs.remove(kept)
+        kept.close()
 
     def _stock_eval(self, *args):
         return tf.estimator.Estimator._actual_eval(self, *args)
@@ -417,13 +430,14 @@ class Estimator(tf.estimator.Estimator):
         if not self._keep_eval_graph or strategy is not None or not checkpoint_path or remote:
             return self._stock_eval(*stock_args)
         hooks = estimator_lib._check_hooks_type(hooks) + self._convert_eval_steps_to_hooks(steps)
-        if self._kept is not None and self._kept.input_fn is not input_fn:
-            self.close_eval_graph()
-        stale = self._kept and self._kept.stale_hook()
+        kept = next((kept for kept in self._kept_graphs if kept.input_fn is input_fn), None)
+        stale = kept and kept.stale_hook()
         if stale:
             self._back_to_stock(stale)
             return self._stock_eval(*stock_args)
-        if self._kept is None:
+        if kept is None:
+            while len(self._kept_graphs) >= self._max_eval_graphs:  # Another input_fn: the oldest goes.
+                self._drop(self._kept_graphs[0])
             kept = _KeptGraph(self, input_fn, checkpoint_path)
             if kept.unkeepable:  # Stock's evaluation, on the graph just built as stock builds it.
                 self._back_to_stock(kept.unkeepable)
@@ -436,26 +450,27 @@ class Estimator(tf.estimator.Estimator):
                         all_hooks=kept.input_hooks + hooks + kept.model_hooks,
                         output_dir=self.eval_dir(name),
                     )
-            self._kept = kept
+        else:
+            self._kept_graphs.remove(kept)
+        self._kept_graphs.append(kept)
         try:
-            results = self._run_kept(hooks, checkpoint_path, name)
+            results = self._run_kept(kept, hooks, checkpoint_path, name)
         except RuntimeError as error:
             if "Graph is finalized" not in str(error):
-                self.close_eval_graph()
+                self._drop(kept)
                 raise
             self._back_to_stock("a hook adds ops to the EVAL graph after its first evaluation")
             return self._stock_eval(*stock_args)
         except BaseException:
-            self.close_eval_graph()
+            self._drop(kept)
             raise
-        found = self._kept.random_ops.found
+        found = kept.random_ops.found
         if found:  # This evaluation drew its numbers first, as stock's does: the next one could not.
             self._back_to_stock(f"the EVAL graph draws random numbers with a stateful op ({found})")
         return results
 
-    def _run_kept(self, hooks, checkpoint_path, name):
-        """Stock `_evaluate_once` and `_evaluate_run`, on the kept graph and session."""
-        kept = self._kept
+    def _run_kept(self, kept, hooks, checkpoint_path, name):
+        """Stock `_evaluate_once` and `_evaluate_run`, on a kept graph and its session."""
         for hook in hooks:
             if isinstance(hook, tf_evaluation._StopAfterNEvalsHook):
                 hook._set_evals_completed_tensor(kept.eval_step_value)

@@ -25,6 +25,7 @@ The evaluation hooks (SessionRunHooks) come from the model_fn's
 `evaluation_hooks` (a gin list on `build_model_fn`), so every path runs them too.
 """
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -39,14 +40,10 @@ from common.errors import EvaluationError, TrainerGoneError, reported
 from core import checkpoints, cluster, results
 from core.best import BestCheckpoint, BestCheckpointKeeper, BestModelExporter
 from core.estimator import Estimator
+from core.eval_sets import chosen_set, eval_dir_name, set_slicing
 from core.model_dir import EvalDirLock, leaves_no_trace
 from data.input import parse_subset
 from models.serving import serving_input_receiver_fn
-
-
-def eval_dir_name(eval_name) -> str:
-    """Estimator's eval directory for a name: `eval` or `eval_<name>`."""
-    return "eval" if not eval_name else f"eval_{eval_name}"
 
 
 def subset_eval_name(indices) -> str:
@@ -91,7 +88,8 @@ class Reporting:
         result, its examples' file names go to the per-example CSV.
       stream: where tables and lines go.
       training_run: whether this is a training run's own evaluation (train_and_evaluate
-        and the separate evaluator), which keeps the best checkpoint and exports.
+        and the separate evaluator) of the set it follows (BEST_SET, by default the first
+        or only one), which keeps the best checkpoint and exports.
       best: the resolved `core.best.BestCheckpoint` (a training run's).
       export: `Export` (a training run's), or None.
       slicing: `metrics.slices.Slicing`, the slices each evaluation reports, or None.
@@ -149,7 +147,7 @@ def build_reporters(context: Reporting, extra=()) -> list:
     ]
     if context.training_run:
         reporters.append(BestCheckpointKeeper(context.model_dir, best.metric, best.higher_is_better, context.stream,
-                                              best.rule))  # fmt: skip
+                                              best.rule, context.eval_dir))  # fmt: skip
         if context.export is not None and context.export.image_size:
             receiver = serving_input_receiver_fn(*context.export.image_size)
             reporters.append(BestModelExporter(context.model_dir, receiver, context.stream))
@@ -159,6 +157,52 @@ def build_reporters(context: Reporting, extra=()) -> list:
         if reporter is not None:
             reporters.append(reporter)
     return reporters
+
+
+def reporters_by_set(model_dir, eval_sets, followed, task, stream=None, best=None, export=None, extra=()) -> list:
+    """`[(EvalSet, reporters)]` of a training run, the `followed` set first: its reporters
+    keep the best checkpoint and export; every set's write its own results into its own
+    eval directory. A bad slice of any set fails here (`Reporting`)."""
+    ordered = [followed] + [eval_set for eval_set in eval_sets if eval_set is not followed]
+    by_set = []
+    for eval_set in ordered:
+        mine = eval_set is followed
+        eval_dir = os.path.join(model_dir, eval_set.dir_name)
+        context = Reporting(model_dir, eval_dir, task, eval_set.input_fn, stream, training_run=mine, best=best,
+                            export=export if mine else None, slicing=eval_set.slicing)  # fmt: skip
+        by_set.append((eval_set, build_reporters(context, extra)))
+    return by_set
+
+
+class OtherSets(tf.estimator.Exporter):
+    """The last of the EvalSpec's exporters in a run with several evaluation sets: the
+    checkpoint Estimator has just evaluated on the followed set is evaluated on each other
+    set, in `EVAL_SETS`' order, each with its own reporters (`reporters_by_set`).
+
+    Args:
+      others: `[(EvalSet, reporters)]`, the sets after the followed one.
+      hooks: more evaluation hooks (the run's `evaluation_stopper`).
+    """
+
+    def __init__(self, others, hooks=()):
+        self._others, self._hooks = list(others), list(hooks)
+
+    @property
+    def name(self):
+        return "other_eval_sets"
+
+    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
+        del export_path, eval_result
+        for eval_set, reporters in self._others:
+            evaluate_set(estimator, eval_set, reporters, checkpoint_path, is_final=is_the_final_export,
+                         hooks=self._hooks)  # fmt: skip
+
+
+def evaluate_set(estimator, eval_set, reporters, path, checkpoint_name=None, is_final=False, hooks=()):
+    """`evaluate_checkpoint` of one `EvalSet`, into its eval directory."""
+    eval_dir = os.path.join(estimator.model_dir, eval_set.dir_name)
+    return evaluate_checkpoint(estimator, eval_set.input_fn, path, eval_dir, reporters, eval_set.name,
+                               checkpoint_name, is_final, hooks)  # fmt: skip
 
 
 def evaluate_checkpoint(
@@ -277,29 +321,37 @@ def follow_checkpoints(
         shutil.rmtree(snapshot_dir, ignore_errors=True)
 
 
-def follow_trainer(estimator, input_fn, reporters, train_steps, timeout_secs, stream=None):
-    """The separate TF_CONFIG evaluator: evaluates the trainer's checkpoints as they come,
-    until the one where the trainer of this job (this `train_steps`) says it stopped.
+def follow_trainer(estimator, by_set, train_steps, timeout_secs, stream=None):
+    """The separate TF_CONFIG evaluator: evaluates the trainer's checkpoints as they come, on
+    each evaluation set (`reporters_by_set`, the followed set first), until the one where
+    the trainer of this job (this `train_steps`) says it stopped. Another set that already has
+    a checkpoint's results (an evaluator restarted between two sets) is not evaluated again.
 
     Returns:
-      The final evaluation's result dict (its results record, when it was evaluated by
-      an earlier run of this evaluator: then nothing is done).
+      The followed set's final evaluation's result dict (its results record, when every set
+      was evaluated by an earlier run of this evaluator: then nothing is done).
     """
     stream = stream or sys.stdout
-    eval_dir = os.path.join(estimator.model_dir, "eval")
+    eval_dirs = [os.path.join(estimator.model_dir, eval_set.dir_name) for eval_set, _ in by_set]
     final_marker = cluster.final_marker(estimator.model_dir, train_steps)
-    records = results.read_records(eval_dir)
-    if records and records[-1]["global_step"] == final_marker():  # A finished job, run again.
-        step = records[-1]["global_step"]
-        print(f"evaluator: the final step {step} is evaluated already; nothing to do", file=stream)
-        return records[-1]
+    done = [{record["global_step"] for record in results.read_records(eval_dir)} for eval_dir in eval_dirs]
+    final = final_marker()
+    if final is not None and all(final in steps for steps in done):  # A finished job, run again.
+        print(f"evaluator: the final step {final} is evaluated already; nothing to do", file=stream)
+        return next(r for r in results.read_records(eval_dirs[0]) if r["global_step"] == final)
     result = None
-    snapshot_dir = os.path.join(eval_dir, ".snapshot")
-    with EvalDirLock(eval_dir):
-        follower = follow_checkpoints(estimator.model_dir, snapshot_dir, train_steps, timeout_secs, "evaluator",
-                                      stream, final_marker=final_marker)  # fmt: skip
+    with contextlib.ExitStack() as locks:
+        for eval_dir in eval_dirs:
+            locks.enter_context(EvalDirLock(eval_dir))
+        follower = follow_checkpoints(estimator.model_dir, os.path.join(eval_dirs[0], ".snapshot"), train_steps,
+                                      timeout_secs, "evaluator", stream, final_marker=final_marker)  # fmt: skip
         for checkpoint, copy, is_final in follower:
-            result = evaluate_checkpoint(estimator, input_fn, copy, eval_dir, reporters, None, checkpoint, is_final)
+            step = checkpoints.step_of(checkpoint)
+            for number, (eval_set, reporters) in enumerate(by_set):
+                if number and step in done[number]:  # The followed set's keepers see every step again.
+                    continue
+                evaluated = evaluate_set(estimator, eval_set, reporters, copy, checkpoint, is_final)
+                result = evaluated if number == 0 else result
     return result
 
 
@@ -322,6 +374,9 @@ def evaluate(
     add_flipped_images=None,
     keep_eval_graph: bool = True,
     slicing=None,
+    slice_by=None,
+    eval_sets=None,
+    eval_set: str = None,
 ):
     """The root of evaluate.py: evaluates checkpoints of `model_dir`; returns the records.
 
@@ -358,7 +413,14 @@ def evaluate(
       keep_eval_graph: evaluations share one EVAL graph and session
         (`core/estimator.py`); False: stock Estimator (gin's KEEP_EVAL_GRAPH).
       slicing: `metrics.slices.Slicing`, the slices of each evaluation (gin's
-        `slicing.*`, evaluate.py's --slice_by); None: none.
+        `slicing.*`); None: none.
+      slice_by: slice specs that replace the set's and `slicing`'s (evaluate.py's
+        --slice_by); None: those.
+      eval_sets: gin's `EVAL_SETS` (`core.eval_sets.parse_eval_sets`); empty: the one split of
+        `input_fn_builder`, into `eval/`.
+      eval_set: which of `eval_sets` (default: the first): its files, subset and slices,
+        into `eval_<set>/` (a subset, a worst-k or a scales evaluation of it into
+        `eval_<set>_<name>/`).
 
     Raises:
       EvaluationError: no checkpoint, or conflicting modes.
@@ -369,12 +431,19 @@ def evaluate(
         raise EvaluationError("no model directory: pass --model_dir or set MODEL_DIR in the gin file")
     if sum(bool(x) for x in (checkpoint, all_checkpoints, continuous, worst_k)) > 1:
         raise EvaluationError("choose one of --checkpoint, --all_checkpoints, --continuous, --worst_k")
-    indices = parse_subset(subset)
+    set_name, spec = chosen_set(eval_sets, eval_set)
+    slicing = set_slicing(slicing, spec["slice_by"]) if spec else slicing
+    slicing = slicing if slice_by is None else set_slicing(slicing, slice_by)
+    indices = parse_subset(subset if subset is not None or not spec else spec["subset"])
+
+    def name_in_set(name):  # A view of a set (its subset, worst, scales) stays apart from the set's own curve.
+        return f"{set_name}_{name}" if set_name else name
+
     if worst_k:
-        checkpoint, indices = _worst_examples(model_dir, worst_k)
-        eval_name = eval_name or f"worst_{worst_k}"
-    if indices is not None:
-        eval_name = eval_name or subset_eval_name(indices)
+        checkpoint, indices = _worst_examples(model_dir, worst_k, eval_dir_name(set_name))
+        eval_name = eval_name or name_in_set(f"worst_{worst_k}")
+    if indices is not None and (subset is not None or worst_k):
+        eval_name = eval_name or name_in_set(subset_eval_name(indices))
         summary_indices = indices.tolist()[:64]
         print(f"evaluating {len(indices)} example(s) under eval name {eval_name!r}", file=stream)
     views = {}
@@ -384,10 +453,12 @@ def evaluate(
         views["add_flipped_images"] = bool(add_flipped_images)
     if views and not eval_name:
         scales = views.get("eval_scales")
-        eval_name = "scales_" + ("_".join(f"{scale:g}" for scale in scales) if scales else "configured")
-        eval_name += "_flipped" if views.get("add_flipped_images") else ""
+        name = "scales_" + ("_".join(f"{scale:g}" for scale in scales) if scales else "configured")
+        eval_name = name_in_set(name + ("_flipped" if views.get("add_flipped_images") else ""))
+    eval_name = eval_name or set_name
     model_fn = model_fn_builder(summary_indices=list(summary_indices), **views)
-    input_fn = input_fn_builder(subset=None if indices is None else indices.tolist())
+    files = {"file_pattern": spec["files"]} if spec else {}
+    input_fn = input_fn_builder(subset=None if indices is None else indices.tolist(), **files)
     estimator = Estimator(model_fn=model_fn, model_dir=model_dir, keep_eval_graph=keep_eval_graph)
     eval_dir = os.path.join(model_dir, eval_dir_name(eval_name))
     context = Reporting(model_dir, eval_dir, model_fn.task, input_fn, stream, slicing=slicing)
@@ -428,11 +499,11 @@ def evaluate(
         return [run(path)]
 
 
-def _worst_examples(model_dir: str, k: int):
-    """`(checkpoint, indices)` of the k worst examples of the latest full evaluation."""
-    path = results.latest_per_example(os.path.join(model_dir, "eval"))
+def _worst_examples(model_dir: str, k: int, directory: str = "eval"):
+    """`(checkpoint, indices)` of the k worst examples of the latest full evaluation in `directory`."""
+    path = results.latest_per_example(os.path.join(model_dir, directory))
     if path is None:
-        raise EvaluationError(f"no per-example CSV in {model_dir}/eval: run a full evaluation first")
+        raise EvaluationError(f"no per-example CSV in {model_dir}/{directory}: run a full evaluation first")
     checkpoint, rows = results.read_per_example(path)
     # The CSV names the checkpoint as it was written; the model directory may have moved.
     checkpoint = os.path.join(model_dir, os.path.basename(checkpoint))

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from common.errors import ConfigError
 from core import checkpoints, cluster, evaluation, results
+from core import eval_sets as eval_sets_lib
 from core.best import BestCheckpoint
 from core.estimator import Estimator
 from core.model_dir import prepare
@@ -52,11 +53,14 @@ def train_and_evaluate(
     progress_every_secs: float = 10.0,
     stream=None,
     slicing=None,
+    eval_sets=None,
+    eval_input_fn_builder=None,
 ):
     """Trains for `train_steps`, saving a checkpoint and evaluating it every `eval_every_steps`.
 
     Each evaluation covers the whole eval set, appends a line to `model_dir/eval/results.jsonl`
-    and prints a table; the final checkpoint is always evaluated. A finished run, run again,
+    and prints a table; the final checkpoint is always evaluated. With several evaluation
+    sets (`eval_sets`) each is evaluated at every checkpoint into its own `eval_<set>/`. A finished run, run again,
     does no work. Under TF_CONFIG the role decides (docs/distributed.md): the chief (or a
     lone process) runs this recipe; the evaluator, ps and workers run theirs.
 
@@ -83,68 +87,72 @@ def train_and_evaluate(
       stream: where progress and results are printed (default stdout).
       slicing: `metrics.slices.Slicing`, the slices every evaluation reports (gin's
         `slicing.slice_by`); None: none.
+      eval_sets: several evaluation sets (gin's `EVAL_SETS`, `core/eval_sets.py`),
+        each built by `eval_input_fn_builder` (gin's `@eval/make_input_fn`) with its files;
+        None or `{}`: `eval_input_fn` alone, into `eval/`. `best.eval_set` (BEST_SET) names
+        the one the best checkpoint, the exports and early stopping follow (the first).
 
     Returns:
-      The last evaluation's results record (`core/results.py`), or None.
+      The last evaluation's results record (`core/results.py`) of the followed set, or None.
     """
     stream = stream or sys.stdout
     log = functools.partial(print, file=stream, flush=True)
     task = _the_task(model_dir, model_fn, train_input_fn, eval_input_fn)
     best = (best or BestCheckpoint()).for_task(task)
-    eval_dir = os.path.join(model_dir, "eval")
-    reporting = evaluation.Reporting(model_dir, eval_dir, task, eval_input_fn, stream,
-                                     training_run=True, best=best, export=export, slicing=slicing)  # fmt: skip
+    sets = eval_sets_lib.build_eval_sets(eval_sets, eval_input_fn_builder, eval_input_fn, slicing)
+    followed = eval_sets_lib.followed_set(sets, best.eval_set)
+    # [(set, its reporters)], the followed set first; a bad slice fails here, before training.
+    by_set = evaluation.reporters_by_set(model_dir, sets, followed, task, stream, best, export, reporters)
+    eval_dirs = [os.path.join(model_dir, eval_set.dir_name) for eval_set, _ in by_set]
     progress = ProgressHook(train_steps, progress_every_secs, stream)
 
     def build(settings=None):
         return build_estimator(model_fn, model_dir, seed, eval_every_steps, keep_checkpoint_max, settings, strategy,
-                               keep_eval_graph)  # fmt: skip
+                               keep_eval_graph, len(sets))  # fmt: skip
 
     role, index = cluster.role()
     if role == "evaluator":
-        estimator = Estimator(model_fn=model_fn, model_dir=model_dir, keep_eval_graph=keep_eval_graph)
-        reporters = evaluation.build_reporters(reporting, reporters)
-        return evaluation.follow_trainer(
-            estimator, eval_input_fn, reporters, train_steps, evaluator_timeout_secs, stream
-        )
+        estimator = Estimator(model_fn=model_fn, model_dir=model_dir, keep_eval_graph=keep_eval_graph,
+                              max_eval_graphs=len(sets))  # fmt: skip
+        return evaluation.follow_trainer(estimator, by_set, train_steps, evaluator_timeout_secs, stream)
     cluster.check_strategy(strategy)
     if role == "ps":
         return cluster.run_ps(model_dir, train_steps, stream)
     if role == "worker":
-        return cluster.run_worker(build(), train_input_fn, eval_input_fn, train_steps, strategy, index,
+        return cluster.run_worker(build(), train_input_fn, followed.input_fn, train_steps, strategy, index,
                                   evaluator_timeout_secs, [progress], stream)  # fmt: skip
 
     def diagnose():  # Names the bad file and record, read again after a data failure.
-        return train_input_fn.diagnose() or eval_input_fn.diagnose()
+        return train_input_fn.diagnose() or next(filter(None, (s.input_fn.diagnose() for s in sets)), None)
 
+    early_stopping = bool(best.early_stopping_evals)
     with (
-        prepare(model_dir, train_steps, bool(best.early_stopping_evals), diagnose, log) as resume,
+        prepare(model_dir, train_steps, early_stopping, diagnose, log, [s.dir_name for s in sets]) as resume,
         SignalCatcher() as signals,
     ):
         estimator = build(_warm_start_settings(warm_start, resume, model_dir, model_fn, train_input_fn, seed, log))
         _check_resumable(resume, model_dir, model_fn, train_input_fn, seed, best)
-        reporters = evaluation.build_reporters(reporting, reporters)
-        _evaluate_if_never_evaluated(resume, estimator, eval_input_fn, eval_dir, reporters, signals)
+        _evaluate_if_never_evaluated(resume, estimator, by_set, signals)
         if resume.finished:
-            return _report_finished(resume.finished, eval_dir, log)
+            return _report_finished(resume.finished, eval_dirs, log)
         local_steps = LocalSteps()
         train_hooks = [progress, local_steps, gin.tf.GinConfigSaverHook(model_dir, summarize_config=True)]
-        train_hooks += [hook for hook in [best.early_stopping_hook(estimator, eval_every_steps)] if hook]
+        train_hooks += [hook for hook in [best.early_stopping_hook(estimator, eval_every_steps, eval_dirs[0])] if hook]
         train_hooks.append(_checkpoint_saver(model_dir, eval_every_steps, strategy, signals))
         train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=train_steps, hooks=train_hooks,
                                             saving_listeners=[progress.listener])  # fmt: skip
-        eval_spec = _eval_spec(eval_input_fn, reporters, eval_dir, signals)
+        eval_spec = _eval_spec(by_set, eval_dirs[0], signals)
         start = time.time()
         log(f"training {model_dir} to step {train_steps}, evaluating every {eval_every_steps} steps")
         tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
-        return _finish(model_dir, eval_dir, train_steps, best.metric, local_steps, start, log)
+        return _finish(model_dir, eval_dirs, train_steps, best.metric, local_steps, start, log)
 
 
 def build_estimator(model_fn, model_dir: str, seed: int, save_checkpoints_steps: int, keep_checkpoint_max: int,
-                    warm_start_from=None, strategy=None, keep_eval_graph: bool = True):  # fmt: skip
-    """A `core.estimator.Estimator` (its evaluations keep one EVAL graph unless
-    `keep_eval_graph` is False) with a seeded RunConfig, `WarmStartSettings` if any, and a
-    synchronous strategy from `core/cluster.py` if any."""
+                    warm_start_from=None, strategy=None, keep_eval_graph: bool = True, eval_sets: int = 1):  # fmt: skip
+    """A `core.estimator.Estimator` (its evaluations keep one EVAL graph per evaluation set
+    unless `keep_eval_graph` is False) with a seeded RunConfig, `WarmStartSettings` if any,
+    and a synchronous strategy from `core/cluster.py` if any."""
     run_config = tf.estimator.RunConfig(
         model_dir=model_dir,
         tf_random_seed=seed,
@@ -160,7 +168,7 @@ def build_estimator(model_fn, model_dir: str, seed: int, save_checkpoints_steps:
         session_config=strategy.session_config() if strategy else None,
     )
     return Estimator(model_fn=model_fn, config=run_config, warm_start_from=warm_start_from,
-                     keep_eval_graph=keep_eval_graph)  # fmt: skip
+                     keep_eval_graph=keep_eval_graph, max_eval_graphs=eval_sets)  # fmt: skip
 
 
 def _check_resumable(resume, model_dir, model_fn, input_fn, seed, best):
@@ -174,11 +182,16 @@ def _check_resumable(resume, model_dir, model_fn, input_fn, seed, best):
     checkpoints.check_model_matches(model_dir, resume.checkpoint, variables, gin.operative_config_str())
 
 
-def _eval_spec(eval_input_fn, reporters, eval_dir, signals):
-    """The EvalSpec: the whole eval set after every checkpoint, the reporters as its exporters."""
+def _eval_spec(by_set, eval_dir, signals):
+    """The EvalSpec: the whole followed set after every checkpoint, its reporters as the
+    exporters, then (`evaluation.OtherSets`) each other evaluation set."""
+    (followed, reporters), others = by_set[0], by_set[1:]
+    if others:
+        reporters = reporters + [evaluation.OtherSets(others, [preemption.evaluation_stopper(signals)])]
     return tf.estimator.EvalSpec(
-        eval_input_fn,
+        followed.input_fn,
         steps=None,  # The whole eval set, partial last batch included.
+        name=followed.name,  # Its eval directory: eval/, or eval_<set>/.
         exporters=reporters,
         hooks=[
             gin.tf.GinConfigSaverHook(eval_dir, summarize_config=True, include_step_in_filename=False),
@@ -204,13 +217,15 @@ def _the_task(model_dir, model_fn, train_input_fn, eval_input_fn):
     return task
 
 
-def _report_finished(line: str, eval_dir: str, log):
-    """A run with nothing left to train: says so, prints its last results; returns their record."""
+def _report_finished(line: str, eval_dirs: list, log):
+    """A run with nothing left to train: says so, prints each set's last results; returns the
+    followed set's (the first) last record."""
     log(line)
-    records = results.read_records(eval_dir)
-    if records:
-        log(results.format_table(records[-1]))
-    return records[-1] if records else None
+    last = [results.read_records(eval_dir)[-1:] for eval_dir in eval_dirs]
+    for eval_dir, records in zip(eval_dirs, last):
+        if records:
+            log((f"{os.path.basename(eval_dir)}:\n" if len(eval_dirs) > 1 else "") + results.format_table(records[0]))
+    return last[0][0] if last[0] else None
 
 
 def _warm_start_settings(config, resume, model_dir, model_fn, input_fn, seed, log):
@@ -225,14 +240,17 @@ def _warm_start_settings(config, resume, model_dir, model_fn, input_fn, seed, lo
     return plan.settings
 
 
-def _evaluate_if_never_evaluated(resume, estimator, eval_input_fn, eval_dir, reporters, signals):
-    """Evaluates the checkpoint a run resumes from if it never was (the run stopped between
-    its save and its evaluation), so it is a candidate for the best and the exports, as in
-    an uninterrupted run. A fresh run's step-0 checkpoint is never evaluated."""
-    if not resume.step or resume.step in {record["global_step"] for record in results.read_records(eval_dir)}:
+def _evaluate_if_never_evaluated(resume, estimator, by_set, signals):
+    """Evaluates the checkpoint a run resumes from on each set that never had it (the run
+    stopped between its save and its evaluations), so it is a candidate for the best and
+    the exports, as in an uninterrupted run. A fresh run's step-0 checkpoint is never evaluated."""
+    if not resume.step:
         return
-    evaluation.evaluate_checkpoint(estimator, eval_input_fn, resume.checkpoint, eval_dir, reporters,
-                                   hooks=[preemption.evaluation_stopper(signals)])  # fmt: skip
+    for eval_set, reporters in by_set:
+        eval_dir = os.path.join(estimator.model_dir, eval_set.dir_name)
+        if resume.step not in {record["global_step"] for record in results.read_records(eval_dir)}:
+            evaluation.evaluate_set(estimator, eval_set, reporters, resume.checkpoint,
+                                    hooks=[preemption.evaluation_stopper(signals)])  # fmt: skip
 
 
 def _checkpoint_saver(model_dir, save_steps, strategy, signals):
@@ -245,12 +263,12 @@ def _checkpoint_saver(model_dir, save_steps, strategy, signals):
     return preemption.CheckpointSaver(model_dir, save_steps, signals)
 
 
-def _finish(model_dir, eval_dir, train_steps, metric, local_steps, start, log):
+def _finish(model_dir, eval_dirs, train_steps, metric, local_steps, start, log):
     """Marks where training stopped (what the evaluator and the ps wait for) and says so.
 
     With asynchronous workers the final step may be past `train_steps`, with early
     stopping before it. In a cluster the evaluator evaluates the final checkpoint (maybe
-    not yet): None; alone, the last results record.
+    not yet): None; alone, the followed set's last results record (one line per set).
     """
     final = tf.train.latest_checkpoint(model_dir)
     final_step = checkpoints.checkpoint_step(final)
@@ -259,10 +277,10 @@ def _finish(model_dir, eval_dir, train_steps, metric, local_steps, start, log):
     if cluster.cluster():
         log(f"done in {time.time() - start:.0f}s: final step {final_step}")
         return None
-    records = results.read_records(eval_dir)
-    last = records[-1] if records else None
-    if last:
-        value = last["metrics"].get(metric, float("nan"))
-        step = last["global_step"]
-        log(f"done in {time.time() - start:.0f}s: step {step}, {metric} {value:.4f}; results in {eval_dir}")
-    return last
+    last = [(results.read_records(eval_dir)[-1:] or [None])[0] for eval_dir in eval_dirs]
+    for eval_dir, record in zip(eval_dirs, last):
+        if record:
+            value = record["metrics"].get(metric, float("nan"))
+            step = record["global_step"]
+            log(f"done in {time.time() - start:.0f}s: step {step}, {metric} {value:.4f}; results in {eval_dir}")
+    return last[0]

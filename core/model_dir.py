@@ -224,7 +224,7 @@ class Resume(NamedTuple):
 
 
 @contextlib.contextmanager
-def prepare(model_dir: str, train_steps: int, early_stopping: bool, diagnose=None, log=print):
+def prepare(model_dir: str, train_steps: int, early_stopping: bool, diagnose=None, log=print, eval_dirs=("eval",)):
     """Prepares `model_dir` for training to `train_steps`; yields a `Resume`.
 
     Inside the block: this process holds the directory's lock (a second trainer is
@@ -239,6 +239,8 @@ def prepare(model_dir: str, train_steps: int, early_stopping: bool, diagnose=Non
       early_stopping: whether early stopping is on (a run that stopped early is finished).
       diagnose: `() -> str or None`, names the bad record after a data failure.
       log: where lines about a repair go.
+      eval_dirs: the run's eval directories (`eval`, or `eval_<set>` for each evaluation
+        set), locked and repaired with the model directory.
     """
     check_directory(model_dir)
     if read_only(model_dir):  # A finished run on a read-only mount still shows its results.
@@ -248,12 +250,16 @@ def prepare(model_dir: str, train_steps: int, early_stopping: bool, diagnose=Non
             raise ModelDirError(f"{model_dir} is read-only: cannot train it (its latest step is {max(step, 0)})")
         yield Resume(latest, step, f"{model_dir}: already trained to step {step} (read-only); nothing to do.")
         return
-    # The training's own evaluations write model_dir/eval; in a TF_CONFIG cluster the
-    # separate evaluator does, and takes that lock itself.
-    eval_lock = contextlib.nullcontext() if cluster.cluster() else EvalDirLock(os.path.join(model_dir, "eval"))
-    with ModelDirLock(model_dir), leaves_no_trace(model_dir, lambda: trained_past_step_0(model_dir)), eval_lock:
+    # The training's own evaluations write model_dir/eval (eval_<set>, one per evaluation set);
+    # in a TF_CONFIG cluster the separate evaluator does, and takes those locks itself.
+    with contextlib.ExitStack() as held:
+        held.enter_context(ModelDirLock(model_dir))
+        held.enter_context(leaves_no_trace(model_dir, lambda: trained_past_step_0(model_dir)))
+        for eval_dir in [] if cluster.cluster() else eval_dirs:
+            held.enter_context(EvalDirLock(os.path.join(model_dir, eval_dir)))
         remove_leftovers(model_dir, log)
-        repair_event_files(os.path.join(model_dir, "eval"), log)
+        for eval_dir in eval_dirs:
+            repair_event_files(os.path.join(model_dir, eval_dir), log)
         with reported(diagnose):
             latest = checkpoints.repair_latest_checkpoint(model_dir, log=log)
             step = checkpoints.checkpoint_step(latest) if latest else None

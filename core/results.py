@@ -170,7 +170,11 @@ def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, stat
     """Writes `statistics-<step>.npz`: `index` and each statistic, rows sorted by index, with
     what `tools/compare.py` and `tools/slices.py` need to read them alone: the checkpoint,
     the task's class and class names, and each example's file name and image size when
-    known (`examples`: `(file name, height, width)` by index, the split's records)."""
+    known (`examples`: `(file name, height, width)` by index, the split's records).
+
+    Returns:
+      `(path, kept)`: the file, and its content as `read_statistics` would return it.
+    """
     order = np.argsort(index, kind="stable")
     arrays = {name: values[order] for name, values in statistics.items()}
     for name, values in arrays.items():
@@ -184,9 +188,19 @@ def write_statistics(eval_dir: str, step: int, checkpoint_path: str, index, stat
     if examples is not None:
         about["filenames"] = np.asarray([examples[i][0] for i in index[order]], dtype=str)
         about["image_sizes"] = np.asarray([examples[i][1:3] for i in index[order]], dtype=np.int32).reshape(-1, 2)
-    content = io.BytesIO()
-    np.savez_compressed(content, index=index[order], **about, **{STATISTICS_ARRAY + k: v for k, v in arrays.items()})
-    return files.write_atomic(statistics_path(eval_dir, step), content.getvalue())
+    content = {"index": index[order], **about, **{STATISTICS_ARRAY + k: v for k, v in arrays.items()}}
+    data = io.BytesIO()
+    np.savez_compressed(data, **content)
+    path = files.write_atomic(statistics_path(eval_dir, step), data.getvalue())
+    return path, _statistics(_Arrays(content))
+
+
+class _Arrays(dict):
+    """A dict of arrays read as `np.load`'s NpzFile is (`files`, `[name]`)."""
+
+    @property
+    def files(self):
+        return list(self)
 
 
 def read_statistics(path: str) -> dict:
@@ -260,10 +274,10 @@ def report(eval_dir: str, eval_result: dict, checkpoint_path: str, task, stream=
     kept = statistics_of(eval_result)
     if kept is not None:
         tf.io.gfile.makedirs(eval_dir)
-        path = write_statistics(eval_dir, record["global_step"], checkpoint_path, *kept, task, examples)
+        _, written = write_statistics(eval_dir, record["global_step"], checkpoint_path, *kept, task, examples)
         record["ci"] = bootstrap.intervals(kept[1], task.from_sums)
         if slicing:
-            record["slices"] = compute_slices(read_statistics(path), task, slicing)
+            record["slices"] = compute_slices(written, task, slicing)
         write_interval_summary(eval_dir, record)
     elif slicing:
         raise EvaluationError("slices need the per-example statistics: build_model_fn.per_example is False")
@@ -284,14 +298,13 @@ def compute_slices(kept: dict, task, slicing, source: str = "the evaluation") ->
 
 def slice_masks(kept: dict, task, slicing, source: str = "the evaluation") -> dict:
     """`{slice: bool [N]}` of `slicing`'s specs over a read statistics file's examples."""
-    metadata = slices.read_metadata(slicing.metadata) if slicing.metadata else None
     examples = slices.Examples(
         kept["filenames"],
         kept.get("image_sizes"),
         task.label_counts(kept["statistics"]),
         task.class_names,
         task.dense_labels,
-        metadata,
+        slicing.metadata_rows(),
         source,
     )
     masks = {}

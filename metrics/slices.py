@@ -56,6 +56,7 @@ class Slicing:
         self.slice_by = [spec for spec in slice_by if spec]
         self.metadata = metadata
         self.min_size = int(min_size)
+        self._rows = None
         if self.min_size < 1:
             raise ConfigError(f"slicing.min_size must be at least 1, got {min_size}")
         for spec in self.slice_by:
@@ -63,6 +64,12 @@ class Slicing:
 
     def __bool__(self):
         return bool(self.slice_by)
+
+    def metadata_rows(self):
+        """`read_metadata(self.metadata)`, read once (at `check`, before training), or None."""
+        if self.metadata and self._rows is None:
+            self._rows = read_metadata(self.metadata)
+        return self._rows
 
     def check(self, examples, task):
         """Fails now, before any training, on what would fail at the first evaluation: a
@@ -76,8 +83,8 @@ class Slicing:
         names = [name for name, _, _ in examples] if examples else None
         sizes = np.asarray([size for _, *size in examples]).reshape(-1, 2) if examples else None
         has_classes = task.label_counts({"confusion": np.zeros((0, len(task.class_names) ** 2))}) is not None
-        metadata = read_metadata(self.metadata) if self.metadata else None
-        known = Examples(names, sizes, None, task.class_names, task.dense_labels, metadata, "the evaluation split")
+        known = Examples(names, sizes, None, task.class_names, task.dense_labels, self.metadata_rows(),
+                         "the evaluation split")  # fmt: skip
         for spec in self.slice_by:
             for part in parts(spec):
                 if part in ("class", "area"):

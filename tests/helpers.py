@@ -44,6 +44,7 @@ _EVALUATE_FLAGS = {
     "timeout_secs": float,
     "subset": str,
     "eval_name": str,
+    "eval_set": str,
     "worst_k": int,
 }
 

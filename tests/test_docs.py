@@ -55,7 +55,7 @@ MIN_COMMANDS = {
     "docs/data.md": 7,
     "docs/estimator.md": 0,  # Its examples are python blocks (test_documented_python_runs).
     "docs/distributed.md": 2,
-    "docs/evaluation.md": 11,
+    "docs/evaluation.md": 13,
     "docs/fork.md": 9,
     "docs/gpu.md": 1,
     "docs/recipes.md": 6,

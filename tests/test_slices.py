@@ -263,3 +263,22 @@ def test_a_training_run_refuses_a_bad_slice_before_it_trains(tiny_dataset, tmp_p
     record = [json.loads(line) for line in open(model_dir / "eval" / "results.jsonl")][-1]
     assert record["slices"]["size:<128"]["num_examples"] == record["num_examples"] == 7
     assert "slices by mean_iou, worst first" in result.stdout
+
+
+def test_write_statistics_returns_what_reading_the_file_gives(tmp_path):
+    """results.report slices the statistics it has just written without reading them back."""
+    task = Classification(3, ["a", "b", "c"])
+    confusion = np.eye(9)[[0, 4, 8, 1, 3]] * 1.0
+    path, written = results.write_statistics(str(tmp_path), 3, "ckpt", np.array([4, 2, 0, 1, 3]),
+                                             {"confusion": confusion}, task,
+                                             {i: (f"{i}.png", 5 + i, 7) for i in range(5)})  # fmt: skip
+    read = results.read_statistics(path)
+    assert written.keys() == read.keys()
+    for key in ("checkpoint", "task", "class_names", "filenames"):
+        assert written[key] == read[key]
+    for key in ("index", "image_sizes"):
+        np.testing.assert_array_equal(written[key], read[key])
+        assert written[key].dtype == read[key].dtype
+    assert written["statistics"].keys() == read["statistics"].keys()
+    np.testing.assert_array_equal(written["statistics"]["confusion"], read["statistics"]["confusion"])
+    assert written["statistics"]["confusion"].dtype == read["statistics"]["confusion"].dtype

@@ -60,6 +60,11 @@ def resolve(name: str) -> str:
         directory = os.path.join(directory, "eval")
         found = _statistics_files(directory)
     if not found:
+        sets = sorted(entry for entry in os.listdir(directory) if entry.startswith("eval_"))
+        if sets and not os.path.isdir(os.path.join(directory, "eval")):  # EVAL_SETS: one directory each.
+            raise EvaluationError(
+                f"{name}: a model directory of several eval directories: name one ({', '.join(sets)})"
+            )
         raise EvaluationError(f"{name}: no evaluation with per-example statistics (statistics-*.npz) in {directory}")
     if not step:
         return found[max(found)]
@@ -211,6 +216,21 @@ def panel_commands(a: dict, b: dict, picked, gin_files=(), gin_params=()):
     return commands
 
 
+def add_slice_flags(parser, required=False, gin_help="The run's config (a fork's own task)."):
+    """The slice flags of tools/compare.py, tools/slices.py and tools/validate.py (the specs
+    of `evaluate.py --slice_by`), and `--gin_file`."""
+    parser.add_argument("--slice_by", action="append", default=[], required=required,
+                        help="size, class, area, file:REGEX, a metadata column, or A*B (repeat the flag).")  # fmt: skip
+    parser.add_argument("--slice_metadata", default=None, help="A CSV of per-file columns for column slices.")
+    parser.add_argument("--min_slice_size", type=int, default=slices.MIN_SIZE)
+    parser.add_argument("--gin_file", action="append", default=[], help=gin_help)
+
+
+def slicing_of(args) -> slices.Slicing:
+    """The `metrics.slices.Slicing` of flags added by `add_slice_flags`."""
+    return slices.Slicing(args.slice_by, args.slice_metadata, args.min_slice_size)
+
+
 def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("a")
@@ -219,10 +239,7 @@ def _main(argv) -> int:
     parser.add_argument("--level", type=float, default=bootstrap.LEVEL)
     parser.add_argument("--resamples", type=int, default=bootstrap.NUM_RESAMPLES)
     parser.add_argument("--seed", type=int, default=bootstrap.SEED)
-    parser.add_argument("--gin_file", action="append", default=[], help="The run's config: show the panels too.")
-    parser.add_argument("--slice_by", action="append", default=[], help="Compare slice by slice too (repeatable).")
-    parser.add_argument("--slice_metadata", default=None, help="A CSV of per-file columns for column slices.")
-    parser.add_argument("--min_slice_size", type=int, default=slices.MIN_SIZE)
+    add_slice_flags(parser, gin_help="The run's config: show the panels too.")
     parser.add_argument("--gin_param", action="append", default=[], help="And its bindings, as train.py took them.")
     args = parser.parse_args(argv)
     if args.gin_file:  # Its `import` loads a fork's own task, so its name is known.
@@ -231,7 +248,7 @@ def _main(argv) -> int:
     compared = compare(a, b, args.level, args.resamples, args.seed)
     picked = report(a, b, compared, args.top, args.level)
     if args.slice_by:
-        slicing = slices.Slicing(args.slice_by, args.slice_metadata, args.min_slice_size)
+        slicing = slicing_of(args)
         masks = results.slice_masks(a, a["task_object"], slicing, a["path"])
         report_slices(a, compare_slices(a, b, masks, slicing.min_size, args.level, args.resamples, args.seed))
     commands = panel_commands(a, b, picked, args.gin_file, args.gin_param)

@@ -23,24 +23,15 @@ from metrics import slices  # noqa: E402
 from tools import compare  # noqa: E402
 
 
-def add_slice_flags(parser, required=False):
-    parser.add_argument("--slice_by", action="append", default=[], required=required,
-                        help="size, class, area, file:REGEX, a metadata column, or A*B (repeat the flag).")  # fmt: skip
-    parser.add_argument("--slice_metadata", default=None, help="A CSV of per-file columns for column slices.")
-    parser.add_argument("--min_slice_size", type=int, default=slices.MIN_SIZE)
-    parser.add_argument("--gin_file", action="append", default=[], help="The run's config (a fork's own task).")
-
-
 def sliced(kept: dict, args) -> dict:
     """`{slice: ...}` of a loaded evaluation (`compare.load`) for the parsed slice flags."""
-    slicing = slices.Slicing(args.slice_by, args.slice_metadata, args.min_slice_size)
-    return results.compute_slices(kept, kept["task_object"], slicing, kept["path"])
+    return results.compute_slices(kept, kept["task_object"], compare.slicing_of(args), kept["path"])
 
 
 def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("evaluation")
-    add_slice_flags(parser, required=True)
+    compare.add_slice_flags(parser, required=True)
     parser.add_argument("--json", action="store_true", help="Print the slices as JSON.")
     args = parser.parse_args(argv)
     if args.gin_file:

@@ -40,7 +40,7 @@ runtime.quiet()  # Before TensorFlow's first import (core.results).
 from common import files  # noqa: E402
 from common.errors import ConfigError, UserError, first_line  # noqa: E402
 from core import cli, configurables, results  # noqa: E402
-from metrics import bootstrap, slices  # noqa: E402
+from metrics import bootstrap  # noqa: E402
 from tools import compare  # noqa: E402
 
 _OPERATORS = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less}
@@ -175,10 +175,7 @@ def _main(argv) -> int:
     parser.add_argument("--max_drop", action="append", default=[], help="'[slice:PATTERN] METRIC AMOUNT'")
     parser.add_argument("--baseline", default=None, help="The evaluation change thresholds compare against.")
     parser.add_argument("--export_dir", default=None, help="Also write the verdict into this export folder.")
-    parser.add_argument("--slice_by", action="append", default=[], help="Slices the slice: thresholds name.")
-    parser.add_argument("--slice_metadata", default=None, help="A CSV of per-file columns for column slices.")
-    parser.add_argument("--min_slice_size", type=int, default=slices.MIN_SIZE)
-    parser.add_argument("--gin_file", action="append", default=[], help="The run's config (a fork's own task).")
+    compare.add_slice_flags(parser)
     args = parser.parse_args(argv)
     thresholds = [parse(text, "require") for text in args.require]
     thresholds += [parse(text, "max_drop") for text in args.max_drop]
@@ -190,7 +187,7 @@ def _main(argv) -> int:
     baseline = compare.load(args.baseline) if args.baseline else None
     if baseline is not None:
         compare.check_same_examples(baseline, kept)
-    slicing = slices.Slicing(args.slice_by, args.slice_metadata, args.min_slice_size)
+    slicing = compare.slicing_of(args)
     masks = results.slice_masks(kept, kept["task_object"], slicing, kept["path"]) if slicing else {}
     checks = judge(kept, baseline, thresholds, masks, slicing.min_size)
     print(f"{kept['path']} ({kept['checkpoint']}), {len(kept['index'])} examples")
