@@ -10,6 +10,7 @@ from the followed set's `results.jsonl` (`eval/`, or `eval_<BEST_SET>/`), so a w
 checkpoint never replaces a better one.
 """
 
+import functools
 import json
 import math
 import os
@@ -140,7 +141,7 @@ def improves(rule, value, best, higher_is_better, metric, eval_dir, step, best_s
 
 def read_best(model_dir: str, log=print):
     """The content of `best.json`, or None (a torn one is moved aside, with one line: the
-    keeper then rebuilds the best from `eval/results.jsonl`)."""
+    keeper then rebuilds the best from the followed set's `results.jsonl`)."""
     best = files.read_json(os.path.join(model_dir, BEST_FILE), log)
     if best is not None and not {"global_step", "metric", "value", "checkpoint"} <= set(best):
         files.move_aside(os.path.join(model_dir, BEST_FILE), "fields missing", log)
@@ -224,9 +225,27 @@ class BestCheckpointKeeper(tf.estimator.Exporter):
         else:
             # The ResultsReporter has already recorded the current evaluation: leave it out.
             record = best_from_results(self._eval_dir, self._metric, self._higher_is_better, before_step=current_step)
+            if record is not None and best is not None:  # best/ holds another choice's best: replace it.
+                record = self._rechoose(best, record)
             if record is not None:
                 self._best, self._best_step = record["metrics"][self._metric], record["global_step"]
         self._loaded = True
+
+    def _rechoose(self, old, record):
+        """After BEST_METRIC or BEST_SET changed: keeps `record`'s checkpoint in best/ if it
+        still exists (returns `record`), else leaves the best unset (None: the next
+        evaluation becomes it); one line either way."""
+        chosen = f"{self._metric} on {os.path.basename(self._eval_dir)}"
+        was = f"{old.get('metric')} on {old.get('eval_dir', 'eval')}"
+        checkpoint = record.get("checkpoint") or ""
+        say = functools.partial(print, file=self._stream, flush=True)
+        if tf.io.gfile.exists(checkpoint + ".index"):
+            keep_checkpoint(self._model_dir, checkpoint, self._metric, record["metrics"][self._metric],
+                            record["global_step"], os.path.basename(self._eval_dir))  # fmt: skip
+            say(f"best: was by {was}, now by {chosen}: step {record['global_step']} from its results")
+            return record
+        say(f"best: was by {was}, now by {chosen}; its best step's checkpoint is gone: the next evaluation starts it")
+        return None
 
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
         del estimator, export_path, is_the_final_export

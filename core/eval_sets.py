@@ -6,6 +6,7 @@ then each is evaluated at every checkpoint into its own `eval_<set>/`. This modu
 `OtherSets`, `follow_trainer`) and `core/experiment.py` wires them into the run.
 """
 
+import os
 import re
 
 from common.errors import ConfigError, EvaluationError
@@ -19,6 +20,8 @@ def eval_dir_name(eval_name) -> str:
 
 _SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SET_KEYS = ("files", "subset", "slice_by")
+# evaluate.py's own eval directories (`eval_<prefix>...`), and tools/compare.py's panels.
+_RESERVED_PREFIXES = ("subset_", "worst_", "scales_", "compare_")
 
 
 def parse_eval_sets(sets) -> dict:
@@ -39,6 +42,9 @@ def parse_eval_sets(sets) -> dict:
     for name, value in sets.items():
         if not isinstance(name, str) or not _SET_NAME.match(name):
             raise ConfigError(f"EVAL_SETS: {name!r} is not a set name (letters, digits, '_', '-', '.'): eval_<name>/")
+        if name.startswith(_RESERVED_PREFIXES):
+            reserved = ", ".join(_RESERVED_PREFIXES)
+            raise ConfigError(f"EVAL_SETS: {name!r} starts like evaluate.py's own eval directories ({reserved})")
         spec = {"files": value} if isinstance(value, (str, list, tuple)) else value
         if not isinstance(spec, dict) or not spec.get("files"):
             raise ConfigError(f"EVAL_SETS[{name!r}]: give a file pattern, or a dict with 'files', got {value!r}")
@@ -46,6 +52,8 @@ def parse_eval_sets(sets) -> dict:
         if unknown:
             known = ", ".join(_SET_KEYS)
             raise ConfigError(f"EVAL_SETS[{name!r}]: unknown key(s) {', '.join(unknown)} (known: {known})")
+        if spec.get("slice_by") is not None and not isinstance(spec["slice_by"], (list, tuple)):
+            raise ConfigError(f"EVAL_SETS[{name!r}]: slice_by must be a list of specs, got {spec['slice_by']!r}")
         parsed[name] = {key: spec.get(key) for key in _SET_KEYS}
     return parsed
 
@@ -63,6 +71,10 @@ class EvalSet:
     def __init__(self, name, input_fn, slicing=None):
         self.name, self.input_fn, self.slicing = name, input_fn, slicing
         self.dir_name = eval_dir_name(name)
+
+    def eval_dir(self, model_dir: str) -> str:
+        """Its eval directory in `model_dir`."""
+        return os.path.join(model_dir, self.dir_name)
 
     def __repr__(self):
         return f"EvalSet({self.name!r})"
@@ -97,14 +109,22 @@ def followed_set(eval_sets: list, name=None) -> EvalSet:
     for eval_set in eval_sets:
         if eval_set.name == name:
             return eval_set
-    known = ", ".join(repr(s.name) for s in eval_sets if s.name) or "none: EVAL_SETS is empty"
-    raise ConfigError(f"BEST_SET {name!r} is not one of EVAL_SETS (there are: {known})")
+    known = [repr(s.name) for s in eval_sets if s.name]
+    if not known:
+        raise ConfigError(f"BEST_SET {name!r} needs EVAL_SETS (none is set: the one set is VAL_FILES)")
+    raise ConfigError(f"BEST_SET {name!r} is not one of EVAL_SETS (there are: {', '.join(known)})")
 
 
-def chosen_set(eval_sets, name):
+def chosen_set(eval_sets, name, eval_name=None):
     """`(name, spec)` of the set `name` of `EVAL_SETS` (None: the first), or `(None, None)`
-    without sets; an EvaluationError naming the sets when there is no such set."""
+    without sets; an EvaluationError naming the sets when there is no such set, or when
+    evaluate.py's `eval_name` would write into a set's own directory."""
     sets = parse_eval_sets(eval_sets)
+    if eval_name is not None and eval_name in sets:
+        raise EvaluationError(
+            f"--eval_name={eval_name} is the eval directory of evaluation set {eval_name!r}: "
+            f"use --eval_set={eval_name}, or another name"
+        )
     if not sets:
         if name is not None:
             raise EvaluationError(f"--eval_set={name}: this config has no EVAL_SETS (its one set is VAL_FILES)")

@@ -167,7 +167,7 @@ def reporters_by_set(model_dir, eval_sets, followed, task, stream=None, best=Non
     by_set = []
     for eval_set in ordered:
         mine = eval_set is followed
-        eval_dir = os.path.join(model_dir, eval_set.dir_name)
+        eval_dir = eval_set.eval_dir(model_dir)
         context = Reporting(model_dir, eval_dir, task, eval_set.input_fn, stream, training_run=mine, best=best,
                             export=export if mine else None, slicing=eval_set.slicing)  # fmt: skip
         by_set.append((eval_set, build_reporters(context, extra)))
@@ -200,7 +200,7 @@ class OtherSets(tf.estimator.Exporter):
 
 def evaluate_set(estimator, eval_set, reporters, path, checkpoint_name=None, is_final=False, hooks=()):
     """`evaluate_checkpoint` of one `EvalSet`, into its eval directory."""
-    eval_dir = os.path.join(estimator.model_dir, eval_set.dir_name)
+    eval_dir = eval_set.eval_dir(estimator.model_dir)
     return evaluate_checkpoint(estimator, eval_set.input_fn, path, eval_dir, reporters, eval_set.name,
                                checkpoint_name, is_final, hooks)  # fmt: skip
 
@@ -332,9 +332,9 @@ def follow_trainer(estimator, by_set, train_steps, timeout_secs, stream=None):
       was evaluated by an earlier run of this evaluator: then nothing is done).
     """
     stream = stream or sys.stdout
-    eval_dirs = [os.path.join(estimator.model_dir, eval_set.dir_name) for eval_set, _ in by_set]
+    eval_dirs = [eval_set.eval_dir(estimator.model_dir) for eval_set, _ in by_set]
     final_marker = cluster.final_marker(estimator.model_dir, train_steps)
-    done = [{record["global_step"] for record in results.read_records(eval_dir)} for eval_dir in eval_dirs]
+    done = [results.evaluated_steps(eval_dir) for eval_dir in eval_dirs]
     final = final_marker()
     if final is not None and all(final in steps for steps in done):  # A finished job, run again.
         print(f"evaluator: the final step {final} is evaluated already; nothing to do", file=stream)
@@ -431,7 +431,7 @@ def evaluate(
         raise EvaluationError("no model directory: pass --model_dir or set MODEL_DIR in the gin file")
     if sum(bool(x) for x in (checkpoint, all_checkpoints, continuous, worst_k)) > 1:
         raise EvaluationError("choose one of --checkpoint, --all_checkpoints, --continuous, --worst_k")
-    set_name, spec = chosen_set(eval_sets, eval_set)
+    set_name, spec = chosen_set(eval_sets, eval_set, eval_name)
     slicing = set_slicing(slicing, spec["slice_by"]) if spec else slicing
     slicing = slicing if slice_by is None else set_slicing(slicing, slice_by)
     indices = parse_subset(subset if subset is not None or not spec else spec["subset"])
@@ -483,7 +483,7 @@ def evaluate(
             )
             return [run(copy, path, is_final) for path, copy, is_final in follower]
         if all_checkpoints:
-            done = {record["global_step"] for record in results.read_records(eval_dir)}
+            done = results.evaluated_steps(eval_dir)
             paths = list_checkpoints(model_dir)
             if not paths:
                 raise EvaluationError(f"no checkpoint in {model_dir}")

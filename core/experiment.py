@@ -103,7 +103,7 @@ def train_and_evaluate(
     followed = eval_sets_lib.followed_set(sets, best.eval_set)
     # [(set, its reporters)], the followed set first; a bad slice fails here, before training.
     by_set = evaluation.reporters_by_set(model_dir, sets, followed, task, stream, best, export, reporters)
-    eval_dirs = [os.path.join(model_dir, eval_set.dir_name) for eval_set, _ in by_set]
+    eval_dirs = [eval_set.eval_dir(model_dir) for eval_set, _ in by_set]
     progress = ProgressHook(train_steps, progress_every_secs, stream)
 
     def build(settings=None):
@@ -247,8 +247,7 @@ def _evaluate_if_never_evaluated(resume, estimator, by_set, signals):
     if not resume.step:
         return
     for eval_set, reporters in by_set:
-        eval_dir = os.path.join(estimator.model_dir, eval_set.dir_name)
-        if resume.step not in {record["global_step"] for record in results.read_records(eval_dir)}:
+        if resume.step not in results.evaluated_steps(eval_set.eval_dir(estimator.model_dir)):
             evaluation.evaluate_set(estimator, eval_set, reporters, resume.checkpoint,
                                     hooks=[preemption.evaluation_stopper(signals)])  # fmt: skip
 

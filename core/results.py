@@ -67,6 +67,11 @@ def to_record(eval_result: dict, checkpoint_path: str, class_names, per_class_ke
     return record
 
 
+def evaluated_steps(eval_dir: str) -> set:
+    """The global steps `eval_dir/results.jsonl` has a record of."""
+    return {record["global_step"] for record in read_records(eval_dir)}
+
+
 def append_record(eval_dir: str, record: dict, log=print) -> str:
     """Adds one line to `eval_dir/results.jsonl` (replacing an earlier record of the same
     step: a step retrained after a torn checkpoint); returns the file's path.

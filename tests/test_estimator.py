@@ -127,6 +127,30 @@ def test_kept_graph_counts_steps_and_follows_a_new_input_fn(checkpoints):
     assert estimator._kept.graph is not graph and estimator._kept.input_fn is other_fn
 
 
+def test_one_kept_graph_per_input_fn_up_to_max_eval_graphs(checkpoints):
+    """Evaluation sets (EVAL_SETS): A, B, A keeps A's graph with two kept (with one, the
+    test above: another input_fn replaces it); a failed evaluation drops its own graph
+    only; each result is stock's."""
+    model_fn, eval_fn, model_dir, paths = checkpoints
+    with gin.config_scope("eval"):
+        other_fn = configurables.make_input_fn(batch_size=2)
+    stock = Estimator(model_fn, model_dir, keep_eval_graph=False)
+    expected = {fn: stock.evaluate(fn, checkpoint_path=paths[1], name="lru_stock") for fn in (eval_fn, other_fn)}
+    estimator = Estimator(model_fn, model_dir, max_eval_graphs=2)
+    graphs = []
+    for fn in (eval_fn, other_fn, eval_fn):
+        _same(estimator.evaluate(fn, checkpoint_path=paths[1], name="lru"), expected[fn])
+        graphs.append(estimator._kept.graph)
+    assert len(estimator._kept_graphs) == 2 and graphs[2] is graphs[0] and graphs[1] is not graphs[0]
+    # A checkpoint that is not one: that evaluation's graph goes, not A's.
+    with pytest.raises((ValueError, tf.errors.NotFoundError)):
+        estimator = Estimator(model_fn, model_dir, max_eval_graphs=2)
+        estimator.evaluate(eval_fn, checkpoint_path=paths[1], name="lru")
+        kept = estimator._kept
+        estimator.evaluate(other_fn, checkpoint_path=os.path.join(model_dir, "model.ckpt-99999"), name="lru")
+    assert estimator._kept_graphs == [kept]
+
+
 def test_a_hook_that_adds_ops_sends_the_estimator_back_to_stock_evaluation(checkpoints, capsys):
     model_fn, eval_fn, model_dir, paths = checkpoints
     estimator = Estimator(model_fn, model_dir)

@@ -11,7 +11,7 @@ import pytest
 
 from common.errors import ConfigError
 from core import eval_sets, results
-from tests.conftest import TINY_TRAIN, TINY_VAL, tiny_gin_params
+from tests.conftest import REPO_ROOT, TINY_TRAIN, TINY_VAL, tiny_gin_params
 from tests.helpers import event_tags, run_in_process
 
 SETS = "{'val': %VAL_FILES, 'seen': {'files': %TRAIN_FILES, 'slice_by': ['size']}, 'few': {'files': %VAL_FILES, 'subset': [0, 2, 4]}}"  # noqa: E501
@@ -91,9 +91,13 @@ def test_evaluate_py_takes_a_set_by_name(run, tmp_path):
     run_in_process("evaluate.py", *args, "--eval_set=seen")
     record = results.read_records(str(copy / "eval_seen"))[-1]
     assert (record["global_step"], record["num_examples"], "slices" in record) == (last, TINY_TRAIN, True)
-    before = _steps(copy / "eval_val")
-    run_in_process("evaluate.py", *args)  # No --eval_set: the first set.
-    assert _steps(copy / "eval_val") == before  # The latest step again, replaced in place.
+    shutil.rmtree(copy / "eval_val")
+    run_in_process("evaluate.py", *args)  # No --eval_set: the first set, into its directory.
+    assert _steps(copy / "eval_val") == [last] and not (copy / "eval").exists()
+    result = run_in_process("evaluate.py", *args, "--eval_set=seen", "--eval_name=val", check=False)
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --eval_name=val is the eval directory of evaluation set 'val': use --eval_set=val, or another name"
+    )
     run_in_process("evaluate.py", *args, "--eval_set=val", "--subset=1,3")
     assert [d for d in os.listdir(copy) if d.startswith("eval_val_subset_2_")]
     result = run_in_process("evaluate.py", *args, "--eval_set=nope", check=False)
@@ -106,14 +110,21 @@ def test_the_tf_config_evaluator_evaluates_every_set(run, tmp_path, monkeypatch)
     copy = tmp_path / "copy"
     shutil.copytree(model_dir, copy)
     args = [f"--model_dir={copy}" if arg.startswith("--model_dir=") else arg for arg in args]
-    for name in ("val", "seen", "few"):
+    for name in ("seen", "few"):
         shutil.rmtree(copy / f"eval_{name}")
+    # An evaluator restarted after it evaluated `val` at the final step, before the others.
+    final = _steps(model_dir / "eval_seen")[-1]
+    val = copy / "eval_val" / "results.jsonl"
+    val.write_text(
+        next(line for line in val.read_text().splitlines() if json.loads(line)["global_step"] == final) + "\n"
+    )
+    val_before = val.read_text()
     spec = {"chief": ["localhost:2222"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": spec, "task": {"type": "evaluator", "index": 0}}))
-    final = _steps(model_dir / "eval_seen")[-1]
     run_in_process("train.py", *args)
     for name in ("val", "seen", "few"):
         assert _steps(copy / f"eval_{name}") == [final], name
+    assert val.read_text() == val_before  # Not evaluated again.
     assert "nothing to do" in run_in_process("train.py", *args).stdout  # Run again: every set has it.
 
 
@@ -124,6 +135,8 @@ def test_the_tf_config_evaluator_evaluates_every_set(run, tmp_path, monkeypatch)
         ({"bad name": "x"}, "'bad name' is not a set name"),
         ({"a": {"subset": [1]}}, "EVAL_SETS['a']: give a file pattern"),
         ({"a": {"files": "x", "slices": []}}, "unknown key(s) slices"),
+        ({"a": {"files": "x", "slice_by": "size"}}, "EVAL_SETS['a']: slice_by must be a list"),
+        ({"worst_8": "x"}, "'worst_8' starts like evaluate.py's own eval directories"),
     ],
 )
 def test_a_bad_eval_set_is_one_line_naming_it(sets, message):
@@ -138,5 +151,62 @@ def test_best_set_must_be_one_of_the_sets():
     assert eval_sets.followed_set(sets, "test").name == "test"
     with pytest.raises(ConfigError, match=r"BEST_SET 'tset' is not one of EVAL_SETS \(there are: 'val', 'test'\)"):
         eval_sets.followed_set(sets, "tset")
+    with pytest.raises(ConfigError, match="BEST_SET 'val' needs EVAL_SETS"):
+        eval_sets.followed_set([eval_sets.EvalSet(None, None)], "val")
     assert eval_sets.parse_eval_sets({}) == {} and eval_sets.parse_eval_sets(None) == {}
     assert eval_sets.parse_eval_sets({"a": "x*"}) == {"a": {"files": "x*", "subset": None, "slice_by": None}}
+
+
+@pytest.mark.parametrize("checkpoint_kept", [True, False])
+def test_a_changed_best_set_rechooses_best_from_its_own_results(tmp_path, checkpoint_kept, capsys):
+    """best.json chosen on eval/ (before EVAL_SETS), the run now following eval_val: best/
+    takes eval_val's best step from its results if that checkpoint still exists; else the
+    best is unset and the next evaluation becomes it. Never the old choice's checkpoint."""
+    from core.best import BEST_FILE, BestCheckpointKeeper, keep_checkpoint
+
+    def checkpoint(step):
+        path = tmp_path / f"model.ckpt-{step}"
+        for suffix in (".index", ".data-00000-of-00001"):
+            (tmp_path / (path.name + suffix)).write_bytes(b"x")
+        return str(path)
+
+    keep_checkpoint(str(tmp_path), checkpoint(2), "mean_iou", 0.9, 2)  # Written as before: eval/.
+    for step, value in ((2, 0.5), (4, 0.7)):
+        results.append_record(str(tmp_path / "eval_val"), {"global_step": step, "checkpoint": checkpoint(step),
+                                                              "metrics": {"mean_iou": value}})  # fmt: skip
+    if not checkpoint_kept:
+        os.remove(tmp_path / "model.ckpt-4.index")
+    keeper = BestCheckpointKeeper(str(tmp_path), "mean_iou", True, eval_dir=str(tmp_path / "eval_val"))
+    keeper.export(None, None, checkpoint(6), {"mean_iou": 0.6, "global_step": 6}, False)
+    best = json.loads((tmp_path / BEST_FILE).read_text())
+    expected_step = 4 if checkpoint_kept else 6
+    assert (best["global_step"], best["eval_dir"]) == (expected_step, "eval_val")
+    assert os.path.exists(tmp_path / "best" / f"model.ckpt-{expected_step}.index")
+    assert "best: was by mean_iou on eval, now by mean_iou on eval_val" in capsys.readouterr().out
+
+
+def test_the_cluster_launcher_and_compare_s_panels_know_the_sets(tmp_path):
+    """tools/launch_local_cluster.py judges every set's results (there is no eval/), and
+    tools/compare.py's panel commands evaluate the compared set's own examples."""
+    import gin
+
+    from core import configurables
+    from tools import compare
+    from tools import launch_local_cluster as launcher
+
+    for name in ("val", "seen"):
+        (tmp_path / f"eval_{name}").mkdir()
+        (tmp_path / f"eval_{name}" / "results.jsonl").write_text("{}")
+    assert launcher._results_files(str(tmp_path)) == [
+        str(tmp_path / "eval_seen" / "results.jsonl"),
+        str(tmp_path / "eval_val" / "results.jsonl"),
+    ]
+    kept = {"path": str(tmp_path / "eval_seen" / "statistics-6.npz"), "checkpoint": "ckpt-6"}
+    gin.clear_config()
+    try:
+        configurables.parse_gin([os.path.join(REPO_ROOT, "configs", "synthetic.gin")], [f"EVAL_SETS = {SETS}"])
+        commands = compare.panel_commands(kept, kept, [1, 2], ["configs/synthetic.gin"])
+    finally:
+        gin.clear_config()
+    assert all("--eval_set=seen" in command for command in commands)
+    assert not any("--eval_set" in arg for command in compare.panel_commands(kept, kept, [1]) for arg in command)

@@ -4,7 +4,8 @@
         [--slice_by=SPEC ... [--slice_metadata=meta.csv] [--min_slice_size=20]]
 
 A and B each name an evaluation: an eval directory (its latest evaluation, e.g.
-`runs/synthetic/eval`), a model directory (its `eval/`), or `DIR@STEP` (the evaluation
+`runs/synthetic/eval`), a model directory (its `eval/`; with several evaluation sets, name
+one's `eval_<set>/`), or `DIR@STEP` (the evaluation
 of that checkpoint), from one run or two. Each evaluation keeps its examples'
 sufficient statistics (`statistics-<step>.npz`, see `metrics/bootstrap.py`), so this
 needs no model and no data: it resamples the examples with replacement, the same draws
@@ -212,8 +213,21 @@ def panel_commands(a: dict, b: dict, picked, gin_files=(), gin_params=()):
         command = ["evaluate.py", *[f"--gin_file={g}" for g in gin_files], f"--model_dir={_model_dir(kept)}"]
         command += [f"--gin_param={p}" for p in gin_params]
         command += [f"--checkpoint={kept['checkpoint']}", f"--subset={','.join(map(str, picked))}"]
+        command += [f"--eval_set={name}" for name in [_eval_set_of(kept)] if name]
         commands.append(command + [f"--eval_name=compare_{side}"])
     return commands
+
+
+def _eval_set_of(kept: dict):
+    """The evaluation set (gin's EVAL_SETS, when a config is parsed) whose `eval_<set>/` holds
+    `kept`, so its panels show that set's examples; None otherwise."""
+    directory = os.path.basename(os.path.dirname(kept["path"]))
+    try:
+        sets = configurables.macro("EVAL_SETS") or {}
+    except ValueError:  # No config parsed: no sets known.
+        return None
+    name = directory.removeprefix("eval_")
+    return name if directory.startswith("eval_") and name in sets else None
 
 
 def add_slice_flags(parser, required=False, gin_help="The run's config (a fork's own task)."):

@@ -20,6 +20,7 @@ the training operator generates (every replica in `cluster`, the evaluator too).
 """
 
 import argparse
+import glob
 import json
 import os
 import signal
@@ -264,12 +265,22 @@ def outcome(tasks, reason=None):
         said = failure_line(log)
         return 1, f"cluster: {name} exited {code}: {said} (log: {log}); every task stopped"
     done = _read_json_lines(os.path.join(tasks.model_dir, DONE_MARKER))
-    records = _read_json_lines(os.path.join(tasks.model_dir, RESULTS))
     final = done[-1].get("final_step") if done else None
-    evaluated = records[-1]["global_step"] if records else None
-    if final is None or evaluated != final:
-        return 1, f"cluster: the chief's final step is {final}, the evaluator's last evaluation is step {evaluated}"
-    return 0, f"cluster: done; final step {final} evaluated ({os.path.join(tasks.model_dir, RESULTS)})"
+    for results_file in _results_files(tasks.model_dir):
+        records = _read_json_lines(results_file)
+        evaluated = records[-1]["global_step"] if records else None
+        if final is None or evaluated != final:
+            where = os.path.relpath(results_file, tasks.model_dir)
+            return 1, f"cluster: the chief's final step is {final}, the evaluator's last in {where} is step {evaluated}"
+    return 0, f"cluster: done; final step {final} evaluated ({', '.join(_results_files(tasks.model_dir))})"
+
+
+def _results_files(model_dir: str) -> list:
+    """The evaluator's results: `eval/results.jsonl`, or with EVAL_SETS each `eval_<set>/`'s."""
+    single = os.path.join(model_dir, RESULTS)
+    if os.path.exists(single):
+        return [single]
+    return sorted(glob.glob(os.path.join(model_dir, "eval_*", "results.jsonl"))) or [single]
 
 
 def main(argv=None):

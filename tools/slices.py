@@ -4,7 +4,8 @@
         [--slice_metadata=meta.csv] [--min_slice_size=20] [--json] [--gin_file=CONFIG]
 
 EVAL names an evaluation as tools/compare.py takes it: an eval directory (its latest
-evaluation), a model directory (its `eval/`), or `DIR@STEP`. Prints each slice's headline
+evaluation), a model directory (its `eval/`), or `DIR@STEP`; with several evaluation sets,
+one set's `eval_<set>/`. Prints each slice's headline
 metric with its 95% bootstrap interval, worst first (`--json`: every metric, interval and
 summed statistic of each slice, as `results.jsonl`'s `"slices"` holds them). The slice specs
 are those of `evaluate.py --slice_by` (metrics/slices.py).
