@@ -6,7 +6,8 @@ datasets/bench_eval_256/), with the default U-Net at a one-step checkpoint:
     input_fn's enumerate/filter) / a full evaluation of the 2,000;
   - `hooks_overhead_ratio`: a full evaluation with every hook and summary (per-example
     values and statistics, 16 image panels, confusion image and table, per-class logging
-    every 20 batches) / the same evaluation with the metrics only;
+    every 20 batches) / the same evaluation with the metrics only (`--examples=N`: of the
+    first N examples; `--hooks=panels,logging`: with only those, to find what costs);
   - `intervals_cost_ratio`: the 95% bootstrap intervals every evaluation reports
     (1,000 resamples of the per-example statistics) / that full evaluation; and their
     seconds at PASCAL VOC val's size (1,449 examples, 21 classes); `slicing_seconds_20_slices`
@@ -31,6 +32,7 @@ draw as a cost (1.13 and 1.15 on runs whose fastest rounds were 1.00 and 1.03 ap
 Every round is printed. The last line is one JSON object.
 
     .venv/bin/python bench/eval.py [--repeats=6] [--sections=hooks,growth,sets]
+        [--examples=2000] [--hooks=all|per_example,panels,confusion,logging]
 """
 
 import argparse
@@ -49,6 +51,7 @@ SIZE = 256
 NUM_EXAMPLES = 2000
 GROWTH_SIZE = 32
 GROWTH_EXAMPLES = (2000, 20000)
+HOOKS = ("per_example", "panels", "confusion", "logging")  # --hooks: what "every hook" adds.
 SETS_SIZE, SETS_EXAMPLES = 64, 400
 CLASS_NAMES = ["background", "circle", "square", "triangle"]
 
@@ -98,28 +101,30 @@ class _Bench:
         tf.estimator.Estimator(self.model_fn(False), self.model_dir).train(train, max_steps=1)
         self.checkpoint = tf.train.latest_checkpoint(self.model_dir)
 
-    def model_fn(self, with_hooks: bool):
+    def model_fn(self, with_hooks, count=None):
+        """Metrics only (`with_hooks` False), every hook (True), or those named in a set of
+        HOOKS; panels of 16 examples spread over the first `count` (default all)."""
         from hooks.eval_logging import per_class_logging
         from models import build_model_fn
         from models.segmentation import Segmentation
 
-        if not with_hooks:
-            task = Segmentation(4, CLASS_NAMES, confusion_summary=False)
-            return build_model_fn(self.network, task, per_example=False)
+        chosen = set(HOOKS) if with_hooks is True else set(with_hooks or ())
+        count = count or self.count
         return build_model_fn(
             self.network,
-            Segmentation(4, CLASS_NAMES),
-            summary_indices=list(range(0, self.count, self.count // 16))[:16],
-            evaluation_hooks=[per_class_logging(every_n_steps=20)],
+            Segmentation(4, CLASS_NAMES, confusion_summary="confusion" in chosen),
+            summary_indices=list(range(0, count, count // 16))[:16] if "panels" in chosen else (),
+            per_example="per_example" in chosen,
+            evaluation_hooks=[per_class_logging(every_n_steps=20)] if "logging" in chosen else (),
         )
 
-    def evaluation(self, with_hooks: bool, subset=None, kept=None):
+    def evaluation(self, with_hooks, subset=None, kept=None):
         """`() -> None`: one `Estimator.evaluate` of the checkpoint, its example count checked."""
         import tensorflow as tf
 
         from data.input import make_input_fn
 
-        model_fn = self.model_fn(with_hooks)
+        model_fn = self.model_fn(with_hooks, None if subset is None else len(subset))
         expected = self.count if subset is None else len(subset)
 
         def run():
@@ -137,23 +142,44 @@ class _Bench:
 def _hooks(args) -> dict:
     bench = _Bench(SIZE, NUM_EXAMPLES, args.batch_size)
     subset = list(range(0, NUM_EXAMPLES, 100))  # 20 examples: 1%.
+    full = None if args.examples >= NUM_EXAMPLES else list(range(args.examples))  # --examples: the first N.
+    hooks = True if args.hooks == "all" else args.hooks.split(",")
+    unknown = set(hooks) - set(HOOKS) if hooks is not True else set()
+    if unknown:
+        raise SystemExit(f"--hooks: unknown {', '.join(sorted(unknown))} (known: all, {', '.join(HOOKS)})")
     kept = {}
     seconds = take_turns(
         {
-            "full_metrics_only": bench.evaluation(False),
+            "full_metrics_only": bench.evaluation(False, full),
             "subset_1pct": bench.evaluation(False, subset),
-            "full_all_hooks": bench.evaluation(True, kept=kept),
+            "full_all_hooks": bench.evaluation(hooks, full, kept=kept),
         },
         args.repeats,
     )
     fastest = {name: min(values) for name, values in seconds.items()}
-    # The bootstrap intervals every evaluation now reports (core/results.py), from the
-    # per-example statistics the full evaluation kept: their cost against the evaluation.
+    for name, values in seconds.items():
+        print(f"{name:>18}: {fastest[name]:7.2f} s  (rounds: {', '.join(f'{v:.2f}' for v in values)})", flush=True)
+    figures = {
+        "subset_1pct_cost_ratio": round(fastest["subset_1pct"] / fastest["full_metrics_only"], 4),
+        "hooks_overhead_ratio": round(fastest["full_all_hooks"] / fastest["full_metrics_only"], 4),
+        "seconds": {name: round(value, 3) for name, value in fastest.items()},
+        "examples": min(args.examples, NUM_EXAMPLES),
+        "hooks": args.hooks,
+        "image_size": SIZE,
+    }
+    if hooks is True and full is None:  # The whole default evaluation: what its statistics cost.
+        figures.update(_statistics_costs(bench, kept["result"], fastest["full_all_hooks"]))
+    return figures
+
+
+def _statistics_costs(bench, result, evaluation_seconds) -> dict:
+    """The bootstrap intervals every evaluation reports (core/results.py) and 20 slices, from
+    the per-example statistics the full evaluation kept: their cost against the evaluation."""
     from core import results
-    from metrics import bootstrap
+    from metrics import bootstrap, slices
     from models.segmentation import Segmentation
 
-    _, statistics_kept = results.statistics_of(kept["result"])
+    _, statistics_kept = results.statistics_of(result)
     start = time.perf_counter()
     bootstrap.intervals(statistics_kept, bench.task.from_sums)
     interval_seconds = time.perf_counter() - start
@@ -161,8 +187,6 @@ def _hooks(args) -> dict:
     start = time.perf_counter()
     bootstrap.intervals(voc, Segmentation(21).from_sums)
     voc_seconds = time.perf_counter() - start
-    from metrics import slices
-
     masks = {f"slice_{k}": np.arange(NUM_EXAMPLES) % 20 == k for k in range(10)}  # 100 examples each,
     masks.update({f"part_{k}": np.arange(NUM_EXAMPLES) % 10 < k + 1 for k in range(10)})  # 200 to 2,000.
     start = time.perf_counter()
@@ -171,18 +195,11 @@ def _hooks(args) -> dict:
     print(f"20 slices of the {NUM_EXAMPLES} examples, metrics and intervals: {slicing_seconds:.2f} s")
     print(f"bootstrap intervals: {interval_seconds:.3f} s ({NUM_EXAMPLES} examples, 4 classes), "
           f"{voc_seconds:.3f} s (1,449 examples, 21 classes)")  # fmt: skip
-    for name, values in seconds.items():
-        print(f"{name:>18}: {fastest[name]:7.2f} s  (rounds: {', '.join(f'{v:.2f}' for v in values)})", flush=True)
     return {
-        "subset_1pct_cost_ratio": round(fastest["subset_1pct"] / fastest["full_metrics_only"], 4),
-        "hooks_overhead_ratio": round(fastest["full_all_hooks"] / fastest["full_metrics_only"], 4),
-        "intervals_cost_ratio": round(interval_seconds / fastest["full_all_hooks"], 4),
+        "intervals_cost_ratio": round(interval_seconds / evaluation_seconds, 4),
         "intervals_seconds_voc_size": round(voc_seconds, 3),
         "slicing_seconds_20_slices": round(slicing_seconds, 3),
-        "slicing_cost_ratio": round(slicing_seconds / fastest["full_all_hooks"], 4),
-        "seconds": {name: round(value, 3) for name, value in fastest.items()},
-        "examples": NUM_EXAMPLES,
-        "image_size": SIZE,
+        "slicing_cost_ratio": round(slicing_seconds / evaluation_seconds, 4),
     }
 
 
@@ -274,6 +291,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=6, help="Rounds of each comparison (ABBA order).")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--sections", default="hooks,growth,sets")
+    parser.add_argument("--examples", type=int, default=NUM_EXAMPLES, help="hooks: evaluate the first N examples.")
+    parser.add_argument("--hooks", default="all", help=f"hooks: 'all' or some of {','.join(HOOKS)}.")
     args = parser.parse_args(argv)
     runtime.quiet()
     determinism.configure()

@@ -16,6 +16,7 @@ TF_CPP_MIN_LOG_LEVEL yourself to see more.
 """
 
 import errno
+import os
 import signal
 import sys
 
@@ -54,12 +55,29 @@ def call(main, argv) -> int:
         where = f"{error.filename}: " if error.filename else ""
         print(f"error: {where}{first_line(error.strerror or error)}", file=sys.stderr, flush=True)
         return 1
+    except RuntimeError as raised:  # TensorBoard's event writer: "<file>; No space left on device".
+        line = _environment_line(raised)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        return 1
     except UserError as error:
         if _verbose and error.__cause__ is not None:  # TensorFlow's whole message, under the line.
             print(f"{type(error.__cause__).__name__}: {error.__cause__}", file=sys.stderr, flush=True)
         print(f"error: {first_line(error)}", file=sys.stderr, flush=True)
         return 1
     return code or 0
+
+
+def _environment_line(error):
+    """`<file>: <reason>` of a RuntimeError that TensorFlow's file writers raise for the
+    machine's state (`"<file>; No space left on device"`), or None for any other."""
+    line = first_line(error)
+    for number in _ENVIRONMENT_ERRNOS:
+        reason = os.strerror(number)
+        if line.endswith("; " + reason):
+            return f"{line[: -len(reason) - 2]}: {reason}"
+    return None
 
 
 def run(main):

@@ -38,7 +38,8 @@ def main():
     second = subprocess.run(command, capture_output=True, text=True, timeout=300)
     shutil.copytree(os.path.join(mount, "model"), dest)
     lines = stderr.strip().splitlines() or [""]
-    print(json.dumps({"first": first.returncode, "line": lines[-1], "second": second.returncode,
+    print(json.dumps({"first": first.returncode, "line": lines[-1], "stderr": stderr[-3000:],
+                      "second": second.returncode,
                       "second_stderr": second.stderr[-2000:], "second_stdout": second.stdout[-2000:]}))  # fmt: skip
 
 

@@ -162,3 +162,31 @@ def test_a_full_disk_inside_a_gin_configurable_is_one_line(capsys):
     configurable = gin.external_configurable(fill, "test_cli_fill_the_disk")
     assert cli.call(lambda argv: configurable(), []) == 1
     assert capsys.readouterr().err.splitlines() == ["error: /models/run/model.ckpt-3.index: No space left on device"]
+
+
+def test_a_full_disk_under_tensorflow_s_event_writer_is_one_line(capsys):
+    """TensorBoard's event writer raises a RuntimeError "<file>; No space left on device"
+    (its flush thread's error, re-raised at the next flush: the full-disk test's CI run
+    saw it as a traceback when the disk filled during an evaluation); another RuntimeError
+    is a bug and keeps its traceback."""
+    import gin
+
+    from core import cli
+
+    def flush():
+        raise RuntimeError(
+            "/models/run/eval/events.out.tfevents.1.vm; No space left on device\n"
+            "\tFailed to flush 1 events to /models/run/eval/events.out.tfevents.1.vm"
+        )
+
+    configurable = gin.external_configurable(flush, "test_cli_flush_to_a_full_disk")
+    assert cli.call(lambda argv: configurable(), []) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: /models/run/eval/events.out.tfevents.1.vm: No space left on device"
+    ]
+
+    def bug(argv):
+        raise RuntimeError("dictionary changed size during iteration")
+
+    with pytest.raises(RuntimeError):
+        cli.call(bug, [])

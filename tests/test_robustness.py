@@ -560,7 +560,8 @@ def test_a_full_disk_stops_in_one_line_and_the_rerun_loses_nothing(uninterrupted
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["first"] == 1
-    assert re.fullmatch(r"error: \S*: ?No space left on device|error: .*No space left on device.*", report["line"])
+    line = r"error: \S*: ?No space left on device|error: .*No space left on device.*"
+    assert re.fullmatch(line, report["line"]), report["stderr"]
     assert report["second"] == 0, report["second_stderr"]
     expected, got = _weights(uninterrupted), _weights(dest)
     for variable in expected:
