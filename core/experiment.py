@@ -60,8 +60,8 @@ def train_and_evaluate(
 
     Each evaluation covers the whole eval set, appends a line to `model_dir/eval/results.jsonl`
     and prints a table; the final checkpoint is always evaluated. With several evaluation
-    sets (`eval_sets`) each is evaluated at every checkpoint into its own `eval_<set>/`. A finished run, run again,
-    does no work. Under TF_CONFIG the role decides (docs/distributed.md): the chief (or a
+    sets (`eval_sets`) each is evaluated at every checkpoint into its own `eval_<set>/`. A
+    finished run, run again, does no work. Under TF_CONFIG the role decides (docs/distributed.md): the chief (or a
     lone process) runs this recipe; the evaluator, ps and workers run theirs.
 
     Args:
