@@ -205,7 +205,8 @@ class BestCheckpointKeeper(tf.estimator.Exporter):
     def __init__(self, model_dir: str, metric: str, higher_is_better: bool = True, stream=None, rule=None,
                  eval_dir: str = None):  # fmt: skip
         self._model_dir = model_dir
-        self._eval_dir = eval_dir or os.path.join(model_dir, "eval")  # The evaluations it follows.
+        self._eval_dir = eval_dir or os.path.join(model_dir, "eval")  # The evaluations it follows,
+        self._eval_name = os.path.basename(self._eval_dir)  # as best.json names them.
         self._metric = metric
         self._higher_is_better = higher_is_better
         self._stream = stream or sys.stdout
@@ -219,7 +220,7 @@ class BestCheckpointKeeper(tf.estimator.Exporter):
 
     def _load(self, current_step):
         best = read_best(self._model_dir, lambda line: print(line, file=self._stream, flush=True))
-        same_set = best is not None and best.get("eval_dir", "eval") == os.path.basename(self._eval_dir)
+        same_set = best is not None and best.get("eval_dir", "eval") == self._eval_name
         if best is not None and best.get("metric") == self._metric and same_set:
             self._best, self._best_step = best["value"], best["global_step"]
         else:
@@ -235,13 +236,13 @@ class BestCheckpointKeeper(tf.estimator.Exporter):
         """After BEST_METRIC or BEST_SET changed: keeps `record`'s checkpoint in best/ if it
         still exists (returns `record`), else leaves the best unset (None: the next
         evaluation becomes it); one line either way."""
-        chosen = f"{self._metric} on {os.path.basename(self._eval_dir)}"
+        chosen = f"{self._metric} on {self._eval_name}"
         was = f"{old.get('metric')} on {old.get('eval_dir', 'eval')}"
         checkpoint = record.get("checkpoint") or ""
         say = functools.partial(print, file=self._stream, flush=True)
         if tf.io.gfile.exists(checkpoint + ".index"):
             keep_checkpoint(self._model_dir, checkpoint, self._metric, record["metrics"][self._metric],
-                            record["global_step"], os.path.basename(self._eval_dir))  # fmt: skip
+                            record["global_step"], self._eval_name)  # fmt: skip
             say(f"best: was by {was}, now by {chosen}: step {record['global_step']} from its results")
             return record
         say(f"best: was by {was}, now by {chosen}; its best step's checkpoint is gone: the next evaluation starts it")
@@ -258,7 +259,7 @@ class BestCheckpointKeeper(tf.estimator.Exporter):
         if not improves(self._rule, value, self._best, self._higher_is_better, self._metric, self._eval_dir, step,
                         self._best_step):  # fmt: skip
             return None
-        keep_checkpoint(self._model_dir, checkpoint_path, self._metric, value, step, os.path.basename(self._eval_dir))
+        keep_checkpoint(self._model_dir, checkpoint_path, self._metric, value, step, self._eval_name)
         self._best, self._best_step = value, step
         print(f"best {self._metric} so far: {value:.4f} at step {eval_result['global_step']}", file=self._stream)
         return os.path.join(self._model_dir, BEST_DIR)
