@@ -11,7 +11,7 @@ REPO_ROOT = runtime.REPO_ROOT
 runtime.hide_native_logs()  # Here and in every subprocess a test starts.
 runtime.quiet()
 
-# Seconds each slow file takes (pytest --durations, 2026-12-05). pytest-xdist's
+# Seconds each slow file takes (pytest --durations, 2026-12-05; test_eval_sets 12-06). pytest-xdist's
 # --dist loadfile hands out whole files, the most tests first; by time, longest first, no
 # long file starts last and runs alone at the end (the longest-processing-time rule).
 SLOW_FILES = {
@@ -27,6 +27,7 @@ SLOW_FILES = {
     "test_warm_start.py": 33,
     "test_fork.py": 32,
     "test_end_to_end.py": 30,
+    "test_eval_sets.py": 35,
 }
 
 

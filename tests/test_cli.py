@@ -82,14 +82,20 @@ def test_every_program_reports_a_config_mistake_in_one_line(tiny_dataset, tmp_pa
     args += [f"--gin_param={p}" for p in tiny_gin_params(tiny_dataset)] + [f"--gin_param={binding}"]
     if script == "tools/export.py":
         args.append(f"--export_dir={tmp_path / 'export'}")
-    _one_line_exit_1(run_script(script, *args, check=False), needle)
+    # A fresh interpreter: the one line is all it prints, from its start-up on.
+    _one_line_exit_1(run_script(script, *args, check=False, fresh=True), needle)
     assert not (tmp_path / "model").exists()
 
 
 @pytest.mark.slow
 def test_predict_and_build_tfrecords_report_bad_paths_in_one_line(tmp_path):
     result = run_script(
-        "tools/predict.py", f"--saved_model={tmp_path}/none", f"--output_dir={tmp_path}/o", "a.png", check=False
+        "tools/predict.py",
+        f"--saved_model={tmp_path}/none",
+        f"--output_dir={tmp_path}/o",
+        "a.png",
+        check=False,
+        fresh=True,
     )
     _one_line_exit_1(result, f"{tmp_path}/none")
     result = run_script(
@@ -98,6 +104,7 @@ def test_predict_and_build_tfrecords_report_bad_paths_in_one_line(tmp_path):
         f"--mask_dir={tmp_path}",
         "--output_prefix=x",
         check=False,
+        fresh=True,
     )
     _one_line_exit_1(result, "is not a folder")
 

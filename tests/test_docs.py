@@ -18,7 +18,8 @@ its stderr must contain that line exactly, so the documented message is checked 
 Every other command must exit 0.
 
 How they run: in a scratch copy of the repository (the files `git ls-files` lists,
-tracked or not ignored; `.venv` a symlink to the real one; the complete synthetic
+tracked or not ignored; `.venv` the real one seen through links, but for its `python`,
+tests/zygote.py's client, which forks a server that imported TensorFlow once; the complete synthetic
 datasets copied, since docs/fork.md rewrites one in place), with the scratch copy as
 the working directory and on PYTHONPATH (the editable install would otherwise import
 the real checkout's code from tools/), one document after another in the order of
@@ -43,6 +44,7 @@ import time
 
 import pytest
 
+from tests import helpers, zygote
 from tests.conftest import REPO_ROOT
 
 DOCUMENTS = ["README.md", *sorted(os.path.relpath(p, REPO_ROOT) for p in glob.glob(f"{REPO_ROOT}/docs/*.md"))]
@@ -406,7 +408,7 @@ def scratch(tmp_path_factory):
             # copy2 keeps modification times: the Makefile compares requirements.txt
             # and pyproject.toml with the venv's stamp.
             shutil.copy2(source, root / path)
-    os.symlink(venv, root / ".venv")
+    _venv_with_zygote(venv, root / ".venv")
     # Copies, not links: `python -m data.synthetic --output_dir=...` rewrites a dataset in place.
     for marker in glob.glob(os.path.join(REPO_ROOT, "datasets", "synthetic*", "dataset.json")):
         folder = os.path.dirname(marker)
@@ -429,6 +431,21 @@ def scratch(tmp_path_factory):
         for place in places
     }
     assert not any(leaked.values()), f"documented commands wrote into the checkout: {leaked}"
+
+
+def _venv_with_zygote(venv, scratch_venv):
+    """The real venv, seen through links, but for `bin/python`: tests/zygote.py's client, so
+    the pages' `.venv/bin/python ...` (and `make`'s) fork a server that imported TensorFlow
+    once instead of importing it again, about 2.5 s a command."""
+    os.makedirs(scratch_venv / "bin")
+    for name in os.listdir(venv):
+        if name != "bin":
+            os.symlink(os.path.join(venv, name), scratch_venv / name)
+    for name in os.listdir(os.path.join(venv, "bin")):
+        if name != "python":
+            os.symlink(os.path.join(venv, "bin", name), scratch_venv / "bin" / name)
+    zygote.install_shim(scratch_venv / "bin" / "python", os.path.join(venv, "bin", "python"))
+    helpers.python()  # The server the client talks to (its socket in the environment).
 
 
 def _names(base, place):

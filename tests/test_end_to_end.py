@@ -16,7 +16,7 @@ from tests.helpers import event_tags, run_script
 def _train(model_dir, dataset, *extra, check=True):
     args = ["--gin_file=configs/synthetic.gin", f"--model_dir={model_dir}"]
     args += [f"--gin_param={param}" for param in tiny_gin_params(dataset)] + list(extra)
-    return run_script("train.py", *args, check=check)
+    return run_script("train.py", *args, check=check, fresh=True)  # The real start-up: what it prints.
 
 
 def _results(model_dir):

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ from core import results
 from core.evaluation import subset_eval_name
 from metrics import bootstrap
 from tests.conftest import REPO_ROOT, TINY_VAL, tiny_gin_params
-from tests.helpers import event_tags, run_in_process, run_script
+from tests.helpers import event_tags, python, run_in_process, run_script
 
 
 def _args(model_dir, dataset, **overrides):
@@ -174,7 +173,7 @@ def test_continuous_picks_up_new_checkpoints_until_the_final_step(tiny_dataset, 
     with output.open("w") as stdout:
         evaluator = subprocess.Popen(
             [
-                sys.executable,
+                python(),
                 "evaluate.py",
                 *_args(model_dir, tiny_dataset),
                 "--continuous",

@@ -36,8 +36,8 @@ def exported(tiny_dataset, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     model_dir = root / "model"
     run_script("train.py", *_gin_args(tiny_dataset), f"--model_dir={model_dir}")
-    result = run_script(
-        "tools/export.py", *_gin_args(tiny_dataset), f"--model_dir={model_dir}", f"--export_dir={root}/e"
+    result = run_script(  # A fresh interpreter: the test below reads all it prints.
+        "tools/export.py", *_gin_args(tiny_dataset), f"--model_dir={model_dir}", f"--export_dir={root}/e", fresh=True
     )
     return model_dir, result.stdout.strip(), result
 
@@ -135,12 +135,13 @@ def test_predict_writes_mask_overlay_and_exact_classes(exported, serving, tmp_pa
         paths.append(str(tmp_path / f"val_{i}.png"))
         Image.fromarray(image).save(paths[-1])
     output_dir = tmp_path / "out"
-    result = run_script(
+    result = run_script(  # A fresh interpreter: no deprecation warning while TensorFlow loads either.
         "tools/predict.py",
         f"--saved_model={exported[1]}",
         f"--output_dir={output_dir}",
         f"--class_names={','.join(CLASS_NAMES)}",
         *paths,
+        fresh=True,
     )
     assert len(result.stdout.strip().splitlines()) == 2
     assert "deprecat" not in (result.stdout + result.stderr).lower()

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from data import schema, synthetic
 from tests.conftest import REPO_ROOT, TINY_SIZE, tiny_gin_params
-from tests.helpers import run_in_process, run_script
+from tests.helpers import python, run_in_process, run_script
 
 STEPS = 12
 
@@ -128,7 +128,7 @@ def test_a_signal_saves_the_step_stops_in_one_line_and_the_rerun_is_exact(
     the same command then resumes from that step and ends with the uninterrupted run's weights."""
     model_dir = tmp_path / "model"
     process = subprocess.Popen(
-        [sys.executable, "train.py", *_args(model_dir, tiny_dataset)],
+        [python(), "train.py", *_args(model_dir, tiny_dataset)],
         cwd=REPO_ROOT,
         env=dict(os.environ, PYTHONPATH=REPO_ROOT),
         stdout=subprocess.DEVNULL,

@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import gin
@@ -16,6 +15,7 @@ import tensorflow as tf
 
 from core import cluster, configurables, results
 from tests.conftest import REPO_ROOT, tiny_gin_params
+from tests.helpers import python
 
 FINAL_STEP = 6
 PAIR_RUNS = int(os.environ.get("PAIR_RUNS", "2"))
@@ -42,7 +42,7 @@ def _start(role, model_dir, dataset, port, **overrides):
     tf_config = {"cluster": {"chief": [f"localhost:{port}"]}, "task": {"type": role, "index": 0}}
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CONFIG=json.dumps(tf_config))
     return subprocess.Popen(
-        [sys.executable, "train.py", *args],
+        [python(), "train.py", *args],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
