@@ -70,15 +70,18 @@ def _dataset(size: int, count: int):
     return os.path.join(folder, "val-*.tfrecord")
 
 
-def take_turns(variants: dict, repeats: int) -> dict:
-    """`{name: [seconds]}`: each variant `() -> None` run `repeats` times, in ABBA order."""
+def take_turns(variants: dict, repeats: int, cpu: dict = None) -> dict:
+    """`{name: [seconds]}`: each variant `() -> None` run `repeats` times, in ABBA order.
+    `cpu`, if given, gets `{name: [CPU seconds]}`: the process's, all its threads'."""
     seconds = {name: [] for name in variants}
     names = list(variants)
     for number in range(repeats):
         for name in names if number % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             variants[name]()
             seconds[name].append(time.perf_counter() - start)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - start_cpu)
     return seconds
 
 
@@ -147,7 +150,7 @@ def _hooks(args) -> dict:
     unknown = set(hooks) - set(HOOKS) if hooks is not True else set()
     if unknown:
         raise SystemExit(f"--hooks: unknown {', '.join(sorted(unknown))} (known: all, {', '.join(HOOKS)})")
-    kept = {}
+    kept, cpu = {}, {}
     seconds = take_turns(
         {
             "full_metrics_only": bench.evaluation(False, full),
@@ -155,14 +158,20 @@ def _hooks(args) -> dict:
             "full_all_hooks": bench.evaluation(hooks, full, kept=kept),
         },
         args.repeats,
+        cpu,
     )
     fastest = {name: min(values) for name, values in seconds.items()}
+    least_cpu = {name: min(values) for name, values in cpu.items()}
     for name, values in seconds.items():
-        print(f"{name:>18}: {fastest[name]:7.2f} s  (rounds: {', '.join(f'{v:.2f}' for v in values)})", flush=True)
+        rounds = ", ".join(f"{wall:.2f} ({used / wall:.2f})" for wall, used in zip(values, cpu[name]))
+        print(f"{name:>18}: {fastest[name]:7.2f} s, {least_cpu[name]:7.2f} CPU s  (rounds, s (cores): {rounds})",
+              flush=True)  # fmt: skip
     figures = {
         "subset_1pct_cost_ratio": round(fastest["subset_1pct"] / fastest["full_metrics_only"], 4),
         "hooks_overhead_ratio": round(fastest["full_all_hooks"] / fastest["full_metrics_only"], 4),
+        "hooks_cpu_ratio": round(least_cpu["full_all_hooks"] / least_cpu["full_metrics_only"], 4),
         "seconds": {name: round(value, 3) for name, value in fastest.items()},
+        "cpu_seconds": {name: round(value, 3) for name, value in least_cpu.items()},
         "examples": min(args.examples, NUM_EXAMPLES),
         "hooks": args.hooks,
         "image_size": SIZE,
@@ -212,7 +221,7 @@ def _growth(args) -> dict:
     from models.segmentation import Segmentation
 
     task, batch = Segmentation(4, CLASS_NAMES), 64
-    per_example = {}
+    per_example, per_example_cpu = {}, {}
     for count in GROWTH_EXAMPLES:
         graph = tf.Graph()
         with graph.as_default():
@@ -226,23 +235,27 @@ def _growth(args) -> dict:
             update = tf.group(*[update for _, update in ops.values()])
             values = [value for value, _ in ops.values()]
             with tf.compat.v1.Session(graph=graph) as session:
-                rounds = []
+                rounds, cpu = [], []
                 for _ in range(max(args.repeats, 10)):  # Cheap (a second at most): more rounds, a steadier fastest.
                     session.run(tf.compat.v1.local_variables_initializer())
-                    start = time.perf_counter()
+                    start, start_cpu = time.perf_counter(), time.process_time()
                     for number in range(count // batch):
                         session.run(update, {step: number})
                     collected = session.run(values)
                     rounds.append(time.perf_counter() - start)
+                    cpu.append(time.process_time() - start_cpu)
                 assert len(collected[0]) == count // batch * batch
         per_example[count] = 1e6 * min(rounds) / count
+        per_example_cpu[count] = 1e6 * min(cpu) / count
         print(f"per-example values and statistics of {count} examples at {GROWTH_SIZE}x{GROWTH_SIZE}: "
-              f"{per_example[count]:.1f} us an example (fastest of {', '.join(f'{r:.2f}' for r in rounds)} s)",
-              flush=True)  # fmt: skip
+              f"{per_example[count]:.1f} us, {per_example_cpu[count]:.1f} CPU us an example "
+              f"(fastest of {', '.join(f'{r:.2f}' for r in rounds)} s)", flush=True)  # fmt: skip
     small, large = GROWTH_EXAMPLES
     return {
         "hooks_per_example_us": {str(count): round(value, 1) for count, value in per_example.items()},
+        "hooks_per_example_cpu_us": {str(count): round(value, 1) for count, value in per_example_cpu.items()},
         "hooks_growth_ratio": round(per_example[large] / per_example[small], 3),
+        "hooks_growth_cpu_ratio": round(per_example_cpu[large] / per_example_cpu[small], 3),
     }
 
 

@@ -116,7 +116,7 @@ def streaming_concat(values, name):
     metric such as ROC AUC needs, and the per-example values and statistics. The store's
     capacity doubles when full and each batch is written into its free end, so a batch
     costs its own size, not a copy of everything collected so far (`bench/eval.py`'s
-    `hooks_growth_ratio`).
+    `hooks_growth_ratio`): nothing in a batch's update reads the store's value.
 
     Returns:
       `(all_values_so_far, update_op)`.
@@ -126,7 +126,10 @@ def streaming_concat(values, name):
         count = metric_variable([], tf.int64, "count")
         new = tf.cast(tf.reshape(values, [-1]), tf.float64)
         end = count + tf.size(new, out_type=tf.int64)
-        capacity = tf.size(store, out_type=tf.int64)
+        # The capacity from the variable's shape, not its value: once a variable has had a
+        # sparse write, each read of its value copies it whole (TensorFlow's copy-on-read
+        # mode), so `tf.size(store)` would copy everything collected at every batch.
+        capacity = tf.raw_ops.VariableShape(input=store.handle, out_type=tf.int64)[0]
 
         def grown():
             extra = tf.maximum(end, 2 * capacity) - capacity
