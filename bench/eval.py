@@ -16,20 +16,22 @@ datasets/bench_eval_256/), with the default U-Net at a one-step checkpoint:
   - `hooks_per_example_us`: whether the hooks' cost grows with the evaluation set (the
     per-example values and statistics are collected into variables that grow, the part
     of the hooks whose cost could): their update ops alone, in one session, on batches of
-    64 32x32 label maps, per example over 2,000 and over 20,000 examples (the fastest of
-    at least 10 rounds), and `hooks_growth_ratio`, that at 20,000 over that at 2,000;
+    64 32x32 label maps, per example over 2,000, 20,000 and 100,000 examples (the fastest
+    of at least 10 rounds; `hooks_per_example_cpu_us` in CPU time), and `hooks_growth_ratio`
+    (`hooks_growth_cpu_ratio`), that at 20,000 over that at 2,000;
   - `second_set_cost_ratio`: what a second evaluation set (EVAL_SETS) adds to each
     checkpoint's evaluation, over one set, both sets 400 examples at 64x64 (`make train`'s
     val split) with every hook, on `core.estimator.Estimator` keeping a graph per set
     (1.0: a set costs what its own examples cost); `one_kept_graph_vs_one_per_set`: the two
     sets on an Estimator that keeps one graph (rebuilt at every switch of set) over it.
-Each evaluation is timed end to end (graph, session, restore, every batch). The variants
-take turns in ABBA order (forward, then backward, ...), so an evaluation that runs faster
-after another favours none, and each variant's time is its fastest round: this machine
-runs a whole evaluation in one of two states about 25% apart (65 or 83 s here), whichever
-variant it is, so a median or a within-round ratio of 6 rounds still reads the states'
-draw as a cost (1.13 and 1.15 on runs whose fastest rounds were 1.00 and 1.03 apart).
-Every round is printed. The last line is one JSON object.
+Each evaluation is timed end to end (graph, session, restore, every batch), in wall time
+and in the process's CPU seconds (`hooks_cpu_ratio`). The variants take turns in ABBA order
+(forward, then backward, ...), so an evaluation that runs faster after another favours
+none, and each variant's time is its fastest round: the development machine runs a whole
+evaluation in one of two states, about 1.9 or 1.5 cores busy (65 or 83 s here) for the
+same CPU seconds, in stretches of minutes, whichever variant it is (docs/benchmarks.md), so
+a median or a within-round ratio reads the states' draw as a cost. Every round is printed
+with its cores in use (CPU seconds over wall). The last line is one JSON object.
 
     .venv/bin/python bench/eval.py [--repeats=6] [--sections=hooks,growth,sets]
         [--examples=2000] [--hooks=all|per_example,panels,confusion,logging]
@@ -50,7 +52,7 @@ from common import determinism, runtime
 SIZE = 256
 NUM_EXAMPLES = 2000
 GROWTH_SIZE = 32
-GROWTH_EXAMPLES = (2000, 20000)
+GROWTH_EXAMPLES = (2000, 20000, 100000)  # hooks_growth_ratio: the second over the first.
 HOOKS = ("per_example", "panels", "confusion", "logging")  # --hooks: what "every hook" adds.
 SETS_SIZE, SETS_EXAMPLES = 64, 400
 CLASS_NAMES = ["background", "circle", "square", "triangle"]
@@ -250,7 +252,7 @@ def _growth(args) -> dict:
         print(f"per-example values and statistics of {count} examples at {GROWTH_SIZE}x{GROWTH_SIZE}: "
               f"{per_example[count]:.1f} us, {per_example_cpu[count]:.1f} CPU us an example "
               f"(fastest of {', '.join(f'{r:.2f}' for r in rounds)} s)", flush=True)  # fmt: skip
-    small, large = GROWTH_EXAMPLES
+    small, large = GROWTH_EXAMPLES[:2]
     return {
         "hooks_per_example_us": {str(count): round(value, 1) for count, value in per_example.items()},
         "hooks_per_example_cpu_us": {str(count): round(value, 1) for count, value in per_example_cpu.items()},
