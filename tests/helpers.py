@@ -23,18 +23,21 @@ def python():
         from tests import zygote
 
         directory = tempfile.mkdtemp(prefix="zygote")  # A short path: a socket's is at most 107 bytes.
+        servers = []
+        atexit.register(_stop_zygote, servers, directory)
         server, socket_path = zygote.start(directory)
-        atexit.register(_stop_zygote, server, directory)
+        servers.append(server)
         os.environ[zygote.SOCKET_ENV] = socket_path  # The clients find their server here.
         _ZYGOTE["python"] = os.path.join(directory, "python")
     return _ZYGOTE["python"]
 
 
-def _stop_zygote(server, directory):
+def _stop_zygote(servers, directory):
     import shutil
 
-    server.kill()
-    server.wait()
+    for server in servers:
+        server.kill()
+        server.wait()
     shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -158,6 +158,7 @@ def test_continuous_times_out_with_a_message_when_no_final_step(trained, tiny_da
         "--timeout_secs=2",
         "--eval_name=waiting",
         check=False,
+        fresh=True,
     )
     assert result.returncode == 1
     assert "no new checkpoint" in result.stderr and "final step 99" in result.stderr

@@ -195,7 +195,7 @@ def test_export_without_a_checkpoint_fails_in_one_line(tmp_path, with_checkpoint
     args = [f"--gin_file={GIN_FILE}", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'e'}"]
     if with_checkpoint_flag:
         args.append(f"--checkpoint={missing}")
-    result = run_script("tools/export.py", *args, check=False)
+    result = run_script("tools/export.py", *args, check=False, fresh=True)  # The one line is all it prints.
     assert result.returncode == 1
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1, message

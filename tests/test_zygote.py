@@ -62,6 +62,37 @@ def test_a_command_and_its_python_subprocesses_start_with_tensorflow_imported(tm
     assert fresh.stdout == f"{sys.executable} False\n"
 
 
+def test_exit_as_the_interpreter_does(tmp_path):
+    """Shutdown runs (a late print flushed, an error in __del__ reported), an uncaught error
+    goes through sys.excepthook, a missing script exits 2, __main__ is the command's own."""
+    late = "import sys\nclass C:\n    def __del__(self): raise ValueError('late')\n"
+    late += "c = C()\nsys.stdout.write('unflushed')"
+    for executable in (sys.executable, python()):
+        result = _run([executable, "-c", late], tmp_path)
+        assert (result.returncode, result.stdout) == (0, "unflushed")
+        assert "Exception ignored" in result.stderr and "ValueError: late" in result.stderr
+        hooked = "import sys; sys.excepthook = lambda *a: print('hooked', file=sys.stderr); 1 / 0"
+        assert _run([executable, "-c", hooked], tmp_path).stderr == "hooked\n"
+        missing = _run([executable, "missing.py"], tmp_path)
+        assert missing.returncode == 2 and "can't open file" in missing.stderr
+        main = "import sys, __main__; print(__main__.__dict__ is globals(), 'serve' in globals())"
+        assert _run([executable, "-c", main], tmp_path).stdout == "True False\n"
+    draws = {_run([python(), "-c", "import numpy; print(numpy.random.rand())"], tmp_path).stdout for _ in range(2)}
+    assert len(draws) == 2, "each command draws its own numpy global state"
+
+
+def test_a_broken_request_does_not_stop_the_server(tmp_path):
+    import socket
+
+    for partial in (b"", b"\0\0\0", b"\0\0\0\0\0\0\1\0{"):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(os.environ["TESTS_ZYGOTE_SOCKET"])
+        if partial:
+            socket.send_fds(client, [partial], [0, 1, 2])
+        client.close()
+    assert _run([python(), "-c", "print('still here')"], tmp_path).stdout == "still here\n"
+
+
 def _wait_for_line(stream):
     line = stream.readline()
     assert line, "the command printed nothing"
@@ -81,6 +112,18 @@ def test_signals_reach_the_command_and_its_death_is_the_clients(tmp_path):
     client.send_signal(signal.SIGINT)
     assert client.wait(timeout=10) == -signal.SIGINT
     assert "KeyboardInterrupt" in client.stderr.read()
+    # The command killed outright: so is its client.
+    client = subprocess.Popen([python(), "-c", loop], stdout=subprocess.PIPE, text=True)
+    os.kill(int(_wait_for_line(client.stdout)), signal.SIGKILL)
+    assert client.wait(timeout=10) == -signal.SIGKILL
+    # A client started with SIGINT ignored (a background job of a script): so is the command.
+    ignoring = subprocess.Popen(
+        [python(), "-c", "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert ignoring.communicate(timeout=10)[0] == "True\n"
     # The client killed outright: the command does not outlive it.
     client = subprocess.Popen([python(), "-c", loop], stdout=subprocess.PIPE, text=True)
     child = int(_wait_for_line(client.stdout))
