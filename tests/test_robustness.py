@@ -1,7 +1,9 @@
 """Crashes, restarts and bad data: exact resume after SIGKILL (with random scale and crop
 on), torn checkpoints, NaN losses, one trainer per directory, config integrity, and strict
 input with one-line errors. Real subprocesses where the process is the point (SIGKILL, SIGTERM
-and SIGINT, a lock held by another trainer, a read-only or full disk, the reference run); the
+and SIGINT, a lock held by another trainer, a read-only or full disk, the reference run; SIGTERM
+and SIGINT reach a child of tests/zygote.py's server, forwarded by its client, the others a
+fresh interpreter); the
 other runs call train.py's and evaluate.py's roots in this process (`tests.helpers.run_in_process`:
 the same flags, one-line errors and return code). Each test can fail, and the negative controls
 show what stock behaviour does."""
