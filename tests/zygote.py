@@ -23,7 +23,9 @@ So tests of a start-up, of set-order determinism between two runs, or that SIGKI
 and reuse what it held at once run the real interpreter (`sys.executable`, or
 `run_script(fresh=True)`).
 
-Used by tests/test_docs.py (the documented commands) and tests/helpers.run_script.
+Used by tests/test_docs.py (the documented commands) and through tests/helpers.python():
+run_script, and the tests that start train.py or evaluate.py themselves (the signal test,
+the trainer/evaluator pairs, the continuous evaluator).
 """
 
 import importlib
