@@ -23,6 +23,7 @@ To add an op: a class with `__call__(self, example, seed)` using only
 import tensorflow as tf
 
 
+@tf.autograph.experimental.do_not_convert
 def _flip(example, flip, axis):
     out = dict(example)
     for key in ("image", "mask"):
@@ -37,6 +38,7 @@ class FlipLeftRight:
     def __init__(self, probability: float = 0.5):
         self.probability = probability
 
+    @tf.autograph.experimental.do_not_convert
     def __call__(self, example, seed):
         return _flip(example, tf.random.stateless_uniform([], seed) < self.probability, axis=1)
 
@@ -47,6 +49,7 @@ class FlipUpDown:
     def __init__(self, probability: float = 0.5):
         self.probability = probability
 
+    @tf.autograph.experimental.do_not_convert
     def __call__(self, example, seed):
         return _flip(example, tf.random.stateless_uniform([], seed) < self.probability, axis=0)
 
@@ -57,6 +60,7 @@ class Brightness:
     def __init__(self, max_delta: float = 20.0):
         self.max_delta = max_delta
 
+    @tf.autograph.experimental.do_not_convert
     def __call__(self, example, seed):
         delta = tf.random.stateless_uniform([], seed, -self.max_delta, self.max_delta)
         image = tf.cast(example["image"], tf.float32) + delta

@@ -9,11 +9,19 @@ The image is decoded here, the same way for every task; what the label is (a mas
 a class id, a regression target), how it is parsed and checked, comes from the
 task object (`models/task.py`): `task.label_features()` and `task.decode_label()`.
 
+tf.data runs its map functions through AutoGraph, which rewrites every Python function they
+call, at every process's start. The template's own (here, data/augment.py, data/preprocess.py,
+data/masks.py, the tasks' `decode_label`) have no Python control flow on tensors, so they
+are marked `tf.autograph.experimental.do_not_convert` (about 1 s less for each train.py or
+evaluate.py). A fork's augmentation, preprocess or task is still converted: the functions
+that call them are.
+
 Reading order: `train.py` -> `core/experiment.py` -> `models/model_fn.py` ->
 `models/task.py` -> this file -> next, `core/evaluation.py` (what happens to an evaluation).
 """
 
 import dataclasses
+import functools
 import os
 import struct
 import sys
@@ -121,6 +129,7 @@ def _decode(index, serialized, task):
     return index, {"image": image, ("mask" if task.dense_labels else "label"): label, "filename": filename}
 
 
+@tf.autograph.experimental.do_not_convert
 def _fit_eval_size(index, example, eval_size, pad: bool, ignore_label, resize=None, image_eval_size=None):
     """Evaluation: pads the example to `eval_size` (if `pad`), keeping its own size in `size`.
 
@@ -156,6 +165,7 @@ def _fit_eval_size(index, example, eval_size, pad: bool, ignore_label, resize=No
     return index, example
 
 
+@tf.autograph.experimental.do_not_convert
 def _batch_element(index, example, task):
     label = example["mask" if task.dense_labels else "label"]
     features = {"image": example["image"], "index": index}
@@ -340,7 +350,7 @@ def make_input_fn(
     def input_fn(config=None, input_context=None):  # Estimator passes its RunConfig, and a strategy's context.
         dataset = _records(files, indices)
         dataset = stream(dataset, config, input_context)  # (index, example) pairs, decoded and checked.
-        dataset = dataset.map(lambda index, example: _batch_element(index, example, task))
+        dataset = dataset.map(functools.partial(_batch_element, task=task))
         dataset = dataset.batch(batch_size, drop_remainder=training)
         return dataset.prefetch(tf.data.AUTOTUNE)
 

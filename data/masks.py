@@ -22,6 +22,7 @@ PALETTE_MASK_MESSAGE = (
 )  # No apostrophe: TensorFlow prints an assertion's strings with quotes escaped.
 
 
+@tf.autograph.experimental.do_not_convert
 def is_colour_palette_png(encoded):
     """Whether PNG bytes hold a palette of colours, not of greys (a bool scalar tensor).
 
@@ -43,6 +44,7 @@ def is_colour_palette_png(encoded):
     return tf.cond(is_palette, has_colour, lambda: tf.constant(False))
 
 
+@tf.autograph.experimental.do_not_convert
 def palette_grey_levels(ids):
     """The grey levels `decode_png(channels=1)` gives the VOC palette colours of `ids` (uint8 [len(ids)]).
 

@@ -92,6 +92,7 @@ def resize(example, size):
     return out
 
 
+@tf.autograph.experimental.do_not_convert
 def pad_to(example, height, width, ignore_label):
     """Pads `image` with PAD_PIXEL and `mask` with `ignore_label` at the bottom and right.
 
@@ -143,6 +144,7 @@ class ScaleAndCrop:
         self.max_scale_factor = max_scale_factor
         self.scale_factor_step_size = scale_factor_step_size
 
+    @tf.autograph.experimental.do_not_convert
     def resize_into_range(self, example):
         """Step 1 (also applied by evaluation when set, as DeepLab does)."""
         if self.min_resize_value is None and self.max_resize_value is None:
@@ -162,6 +164,7 @@ class ScaleAndCrop:
         choice = tf.random.stateless_uniform([], seed, 0, count, dtype=tf.int32)
         return tf.cast(low + tf.cast(choice, tf.float64) * step, tf.float32)
 
+    @tf.autograph.experimental.do_not_convert
     def __call__(self, example, crop_height: int, crop_width: int, ignore_label: int, key):
         """Steps 1-4 on one example; `key` is the int64 [2] stateless key of its stream position."""
         seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(key, _STREAM), 2)

@@ -51,6 +51,7 @@ class Classification(CategoricalTask):
     def label_features(self):
         return {schema.CLASS_LABEL: tf.io.FixedLenFeature((), tf.int64)}
 
+    @tf.autograph.experimental.do_not_convert
     def decode_label(self, parsed, image_hw, index, filename):
         label = parsed[schema.CLASS_LABEL]
         in_range = tf.debugging.Assert(

@@ -40,6 +40,7 @@ class Regression(Task):
     def label_features(self):
         return {schema.REGRESSION_TARGET: tf.io.FixedLenFeature((self.num_outputs,), tf.float32)}
 
+    @tf.autograph.experimental.do_not_convert
     def decode_label(self, parsed, image_hw, index, filename):
         target = parsed[schema.REGRESSION_TARGET]
         finite = tf.debugging.Assert(

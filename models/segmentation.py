@@ -68,6 +68,7 @@ class Segmentation(CategoricalTask):
     def label_features(self):
         return {schema.MASK_ENCODED: tf.io.FixedLenFeature((), tf.string)}
 
+    @tf.autograph.experimental.do_not_convert
     def decode_label(self, parsed, image_hw, index, filename):
         encoded = parsed[schema.MASK_ENCODED]
         mask = tf.io.decode_png(encoded, channels=1)[:, :, 0]
