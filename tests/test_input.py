@@ -161,6 +161,24 @@ def test_appending_an_augmentation_leaves_the_others_draws_unchanged(tiny_datase
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(base, plain))
 
 
+class _InvertIfBright:
+    """A fork's augmentation written with a Python `if` on a tensor: only AutoGraph makes it a graph."""
+
+    def __call__(self, example, seed):
+        image = example["image"]
+        if tf.reduce_mean(tf.cast(image, tf.float32)) > 0.0:
+            image = 255 - image
+        return dict(example, image=image)
+
+
+def test_a_forks_augmentation_is_still_converted_by_autograph(tiny_dataset):
+    """The template's own map functions skip AutoGraph (data/input.py); a fork's are converted."""
+    plain, inverted = _train_batches(tiny_dataset, [], count=2), _train_batches(tiny_dataset, [_InvertIfBright()], 2)
+    for (image, mask), (image2, mask2) in zip(plain, inverted):
+        np.testing.assert_array_equal(255 - image, image2)
+        np.testing.assert_array_equal(mask, mask2)
+
+
 def test_flips_move_the_mask_with_the_image_and_leave_a_class_label_alone():
     from data.augment import FlipLeftRight
 
