@@ -26,7 +26,9 @@ TFRecords, examples/s with `DETERMINISTIC = False` over with it on, taking turns
 times, the median of each); then mixed precision (`--sections=precision`: the same
 Estimator training in `mixed_bfloat16` over float32, `bf16_speedup`, and over Keras `fit`
 under the same policy, `train_throughput_vs_keras_bf16`; Keras' own bfloat16 factor,
-`keras_bf16_speedup`; one intra-op thread over the default in each precision,
+`keras_bf16_speedup`; the same two in examples per CPU second, `bf16_cpu_speedup` and
+`keras_bf16_cpu_speedup`, with each round's cores (CPU over wall seconds, `precision_cores`);
+one intra-op thread over the default in each precision,
 `threads_vs_default_by_precision`; all taking turns `--rounds` times; a full evaluation in
 each, `eval_bf16_speedup`); then what grows with the job
 (`bench/growth.py`: start-up to the first step at three dataset sizes, a resume's cost at
@@ -34,7 +36,8 @@ each, `eval_bf16_speedup`); then what grows with the job
 to quality: `train.py --gin_file=configs/synthetic.gin` (what `make train` runs) in a
 fresh process, from its start to the first evaluation with mean IoU >= `--target`
 (`time_to_target_miou_s`; stopped there), with its steps/s (the machine's speed that day),
-in float32 and in mixed_bfloat16 (`time_to_target_miou_s_bf16`).
+in float32 and in mixed_bfloat16 (`time_to_target_miou_s_bf16`). `--sections=ops` (not in the
+default list): a training step's op times by group in each precision (`op_bf16_speedup`).
 
 Prints each measurement and, last, one JSON object with every figure.
 
@@ -81,8 +84,9 @@ def _keras_model(tf, network, task, height, width, learning_rate):
     return model
 
 
-def _keras_rate(tf, model, data, warmup, steps, batch):
-    """Examples/s of Keras `Model.fit` between its `warmup`-th and `warmup + steps`-th step."""
+def _keras_rate(tf, model, data, warmup, steps, batch, cores=None):
+    """Examples/s of Keras `Model.fit` between its `warmup`-th and `warmup + steps`-th step (its CPU
+    cores, `speed.Rate.cores`, appended to the list `cores`)."""
     rate = speed.Rate(warmup, steps, batch)
 
     class Callback(tf.keras.callbacks.Callback):
@@ -91,6 +95,8 @@ def _keras_rate(tf, model, data, warmup, steps, batch):
                 self.model.stop_training = True
 
     model.fit(data, steps_per_epoch=warmup + steps + 1, epochs=1, callbacks=[Callback()], verbose=0)
+    if cores is not None:
+        cores.append(rate.cores)
     return rate.rate
 
 
@@ -134,6 +140,8 @@ def main(argv=None):
         figures.update(_determinism_cost(args, work))
     if "precision" in sections:
         figures.update(_precision(args, work))
+    if "ops" in sections:
+        figures.update(_op_times(work))
     if "growth" in sections:
         import growth  # bench/growth.py, beside this file.
 
@@ -184,24 +192,29 @@ def _precision(args, work):
     runs = {f"keras_{policy}": (policy, None) for policy in built}
     runs.update({policy: (policy, None) for policy in built})
     runs.update({f"{policy}_intra_op_1": (policy, one_thread) for policy in built})
-    rates = {key: [] for key in runs}
+    rates, cores = {key: [] for key in runs}, {key: [] for key in runs}
     estimators = {}
     for number in range(args.rounds):
         for key, (policy, session_config) in runs.items():
             if key.startswith("keras_"):
-                rates[key].append(_keras_rate(tf, models[policy], keras_data, args.warmup, args.steps, batch))
+                rates[key].append(
+                    _keras_rate(tf, models[policy], keras_data, args.warmup, args.steps, batch, cores[key])
+                )
                 continue
             model_fn, train_input_fn, _ = built[policy]
             directory = os.path.join(work, f"precision_{key}_{number}")
             rate, estimator = speed.training_rate(
-                model_fn, train_input_fn, directory, args.warmup, args.steps, batch, session_config
+                model_fn, train_input_fn, directory, args.warmup, args.steps, batch, session_config, cores[key]
             )
             rates[key].append(rate)
             if session_config is None:
                 estimators[policy] = estimator
-        print(f"round {number + 1}: " + ", ".join(f"{key} {values[-1]:.1f}" for key, values in rates.items())
+        print(f"round {number + 1}: " + ", ".join(f"{key} {values[-1]:.1f} ({cores[key][-1]:.2f} cores)"
+                                                  for key, values in rates.items())
               + " examples/s", flush=True)  # fmt: skip
     medians = {key: float(np.median(values)) for key, values in rates.items()}
+    # Examples per CPU second: what each does with the CPU it gets, whatever share of the cores that is.
+    per_cpu = {key: float(np.median([r / c for r, c in zip(rates[key], cores[key])])) for key in runs}
     seconds = {policy: [] for policy in built}
     for _ in range(args.eval_calls + 1):  # Taking turns; the first call of each builds its graph, not counted.
         for policy, estimator in estimators.items():
@@ -215,12 +228,75 @@ def _precision(args, work):
         "bf16_speedup": round(medians["mixed_bfloat16"] / medians["float32"], 3),
         "train_throughput_vs_keras_bf16": round(medians["mixed_bfloat16"] / medians["keras_mixed_bfloat16"], 3),
         "keras_bf16_speedup": round(medians["keras_mixed_bfloat16"] / medians["keras_float32"], 3),
+        "bf16_cpu_speedup": round(per_cpu["mixed_bfloat16"] / per_cpu["float32"], 3),
+        "keras_bf16_cpu_speedup": round(per_cpu["keras_mixed_bfloat16"] / per_cpu["keras_float32"], 3),
+        "precision_cores": {key: [round(value, 2) for value in values] for key, values in cores.items()},
         "threads_vs_default_by_precision": {
             policy: {"1,0": round(medians[f"{policy}_intra_op_1"] / medians[policy], 3)} for policy in built
         },
         "eval_bf16_speedup": round(evaluation["float32"] / evaluation["mixed_bfloat16"], 3),
         "precision_rounds": {key: [round(value, 1) for value in values] for key, values in rates.items()},
     }
+
+
+OP_GROUPS = {  # Op type (oneDNN's `_MklNative...` names included) -> group.
+    "convolutions": ("Conv2D",),
+    "batch norm": ("BatchNorm",),
+    "loss and softmax": ("Softmax", "OneHot", "CrossEntropy"),
+    "optimizer": ("ApplyAdam", "AssignSub", "AssignAdd"),
+    "casts": ("Cast",),
+}
+
+
+def _op_times(work, traced_steps=20):
+    """Where a training step's time goes, by op group, in float32 and mixed_bfloat16: the
+    summed op times (`RunMetadata` of `traced_steps` steps after 30, FULL_TRACE; summed over
+    threads, so more than the step's wall time) and each group's bfloat16 factor
+    (`op_bf16_speedup`). A step's bfloat16 factor cannot exceed what its op groups give."""
+    import tensorflow as tf
+
+    from core.estimator import Estimator
+
+    class Trace(tf.compat.v1.train.SessionRunHook):
+        """Adds each traced step's op times, by group, to `totals` (ms a step)."""
+
+        def __init__(self, totals):
+            self.totals, self.count = totals, 0
+
+        def before_run(self, context):
+            self.count += 1
+            if self.count > 30:
+                options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+                return tf.compat.v1.train.SessionRunArgs(None, options=options)
+            return None
+
+        def after_run(self, context, values):
+            if self.count <= 30:
+                return
+            for device in values.run_metadata.step_stats.dev_stats:
+                for node in device.node_stats:
+                    label = node.timeline_label.split(" = ")[-1].split("(")[0]
+                    group = next((g for g, keys in OP_GROUPS.items() if any(k in label for k in keys)), "other")
+                    self.totals[group] += (node.op_end_rel_micros - node.op_start_rel_micros) / 1e3 / traced_steps
+            if self.count == 30 + traced_steps:
+                context.request_stop()
+
+    times = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        model_fn, train_input_fn, _ = _configured([f"PRECISION = {policy!r}"])
+        totals = dict.fromkeys([*OP_GROUPS, "other"], 0.0)
+        config = tf.estimator.RunConfig(model_dir=os.path.join(work, f"ops_{policy}"), tf_random_seed=0,
+                                        save_checkpoints_steps=10**9, save_checkpoints_secs=None,
+                                        log_step_count_steps=None)  # fmt: skip
+        Estimator(model_fn, config=config).train(train_input_fn, hooks=[Trace(totals)], max_steps=31 + traced_steps)
+        times[policy] = totals
+        print(f"{policy}: op ms a step, " + ", ".join(f"{g} {t:.1f}" for g, t in totals.items())
+              + f", all {sum(totals.values()):.1f}", flush=True)  # fmt: skip
+    float32, bfloat16 = times["float32"], times["mixed_bfloat16"]
+    speedups = {group: round(float32[group] / bfloat16[group], 3) for group in float32 if bfloat16[group]}
+    speedups["all"] = round(sum(float32.values()) / sum(bfloat16.values()), 3)
+    return {"op_ms_per_step": {p: {g: round(t, 2) for g, t in v.items()} for p, v in times.items()},
+            "op_bf16_speedup": speedups}  # fmt: skip
 
 
 def _determinism_cost(args, work):

@@ -12,19 +12,26 @@ import gin
 
 
 class Rate:
-    """Examples/s between the `warmup`-th and the `warmup + steps`-th step: `step()` after each one."""
+    """Examples/s between the `warmup`-th and the `warmup + steps`-th step: `step()` after each one.
+
+    `cores` is this process's CPU seconds (every thread) over the wall seconds of those steps:
+    on a machine whose share of its cores varies, examples per CPU second (`rate / cores`)
+    is the steadier comparison.
+    """
 
     def __init__(self, warmup: int, steps: int, batch: int):
         self.warmup, self.steps, self.batch = warmup, steps, batch
-        self.count, self.started, self.rate = 0, None, None
+        self.count, self.started, self.rate, self.cores = 0, None, None, None
 
     def step(self) -> bool:
         """Counts one step; True once the measured steps are done."""
         self.count += 1
         if self.count == self.warmup:
-            self.started = time.perf_counter()
+            self.started, self.cpu_started = time.perf_counter(), time.process_time()
         elif self.count == self.warmup + self.steps:
-            self.rate = self.steps * self.batch / (time.perf_counter() - self.started)
+            seconds = time.perf_counter() - self.started
+            self.rate = self.steps * self.batch / seconds
+            self.cores = (time.process_time() - self.cpu_started) / seconds
             return True
         return False
 
@@ -41,8 +48,11 @@ def configured(gin_files, gin_params=()):
     )
 
 
-def training_rate(model_fn, input_fn, model_dir: str, warmup: int, steps: int, batch: int, session_config=None):
-    """`(examples/s, estimator)`: `warmup + steps + 1` training steps into `model_dir`, no checkpoint saved."""
+def training_rate(
+    model_fn, input_fn, model_dir: str, warmup: int, steps: int, batch: int, session_config=None, cores=None
+):
+    """`(examples/s, estimator)`: `warmup + steps + 1` training steps into `model_dir`, no checkpoint
+    saved. The CPU cores used in the measured steps (`Rate.cores`) are appended to the list `cores`."""
     import tensorflow as tf
 
     from core.estimator import Estimator  # Evaluates as the template does: one EVAL graph, kept.
@@ -64,4 +74,6 @@ def training_rate(model_fn, input_fn, model_dir: str, warmup: int, steps: int, b
     )
     estimator = Estimator(model_fn, config=config)
     estimator.train(input_fn, hooks=[Hook()], max_steps=warmup + steps + 1)
+    if cores is not None:
+        cores.append(rate.cores)
     return rate.rate, estimator
