@@ -42,7 +42,7 @@ default list): a training step's op times by group in each precision (`op_bf16_s
 Prints each measurement and, last, one JSON object with every figure.
 
     .venv/bin/python bench/train.py [--warmup=20] [--steps=100] [--rounds=3] [--eval_calls=9] [--target=0.95]
-                                    [--sections=keras,determinism,precision,growth,target]
+                                    [--sections=keras,determinism,precision,growth,target,ops]
 """
 
 import argparse
@@ -252,7 +252,8 @@ def _op_times(work, traced_steps=20):
     """Where a training step's time goes, by op group, in float32 and mixed_bfloat16: the
     summed op times (`RunMetadata` of `traced_steps` steps after 30, FULL_TRACE; summed over
     threads, so more than the step's wall time) and each group's bfloat16 factor
-    (`op_bf16_speedup`). A step's bfloat16 factor cannot exceed what its op groups give."""
+    (`op_bf16_speedup`), on the cores this process has: which ops the bfloat16 factor comes
+    from, and which stay as they were."""
     import tensorflow as tf
 
     from core.estimator import Estimator

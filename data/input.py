@@ -10,11 +10,15 @@ a class id, a regression target), how it is parsed and checked, comes from the
 task object (`models/task.py`): `task.label_features()` and `task.decode_label()`.
 
 tf.data runs its map functions through AutoGraph, which rewrites every Python function they
-call, at every process's start. The template's own (here, data/augment.py, data/preprocess.py,
-data/masks.py, the tasks' `decode_label`) have no Python control flow on tensors, so they
-are marked `tf.autograph.experimental.do_not_convert` (about 1 s less for each train.py or
-evaluate.py). A fork's augmentation, preprocess or task is still converted: the functions
-that call them are.
+call, at every process's start. The template's own helpers have no Python control flow on
+tensors, so they are marked `tf.autograph.experimental.do_not_convert` (about 1 s less for
+each train.py or evaluate.py): here `_fit_eval_size` and `_batch_element`, data/augment.py's
+ops, data/preprocess.py's `ScaleAndCrop` and `pad_to`, data/masks.py, and the tasks'
+`decode_label`. What a marked function calls runs unconverted too. The functions that call a
+fork's code stay converted (`_decode`, the streams' decode functions, `augment.apply`), so a
+fork's own augmentation, preprocess or task is converted. A subclass of `ScaleAndCrop` that
+overrides one of its methods runs unconverted (the inherited `__call__` is marked): write
+`tf.cond` there, not a Python `if` on a tensor.
 
 Reading order: `train.py` -> `core/experiment.py` -> `models/model_fn.py` ->
 `models/task.py` -> this file -> next, `core/evaluation.py` (what happens to an evaluation).

@@ -7,6 +7,7 @@ import tensorflow as tf
 from common.errors import DataError
 from data import input as data_input
 from data import schema, synthetic
+from data.preprocess import ScaleAndCrop
 from models.segmentation import Segmentation
 from tests.conftest import TINY_SIZE, TINY_VAL
 
@@ -26,8 +27,9 @@ SEGMENTATION = Segmentation(4)
 
 def _val_fn(root, **kwargs):
     kwargs.setdefault("batch_size", 3)
+    kwargs.setdefault("task", SEGMENTATION)
     return data_input.make_input_fn(
-        str(root / "val-*.tfrecord"), image_height=TINY_SIZE, image_width=TINY_SIZE, task=SEGMENTATION, **kwargs
+        str(root / "val-*.tfrecord"), image_height=TINY_SIZE, image_width=TINY_SIZE, **kwargs
     )
 
 
@@ -133,16 +135,17 @@ class _DrawOnly:
         return dict(example, image=example["image"] + tf.cast(tf.random.stateless_uniform([], seed) > 2.0, tf.uint8))
 
 
-def _train_batches(dataset, augmentations, count=4):
+def _train_batches(dataset, augmentations, count=4, task=SEGMENTATION, preprocess=None):
     fn = data_input.make_input_fn(
         str(dataset / "train-*.tfrecord"),
         4,
         TINY_SIZE,
         TINY_SIZE,
-        SEGMENTATION,
+        task,
         training=True,
         seed=3,
         augmentations=augmentations,
+        preprocess=preprocess,
     )
     return [(f["image"].numpy(), labels.numpy()) for f, labels in fn().take(count)]
 
@@ -171,12 +174,36 @@ class _InvertIfBright:
         return dict(example, image=image)
 
 
-def test_a_forks_augmentation_is_still_converted_by_autograph(tiny_dataset):
+class _InvertingPreprocess:
+    """A fork's preprocess: the template's crop, then the same Python `if`."""
+
+    def __call__(self, example, crop_height, crop_width, ignore_label, key):
+        return _InvertIfBright()(ScaleAndCrop()(example, crop_height, crop_width, ignore_label, key), None)
+
+
+class _BlankMaskTask(Segmentation):
+    """A fork's task whose `decode_label` has a Python `if` on a tensor (every mask becomes 0)."""
+
+    def decode_label(self, parsed, image_hw, index, filename):
+        mask, checks = super().decode_label(parsed, image_hw, index, filename)
+        if tf.reduce_max(mask) >= 0:
+            mask = tf.zeros_like(mask)
+        return mask, checks
+
+
+def test_a_forks_augmentation_preprocess_and_task_are_still_converted_by_autograph(tiny_dataset):
     """The template's own map functions skip AutoGraph (data/input.py); a fork's are converted."""
-    plain, inverted = _train_batches(tiny_dataset, [], count=2), _train_batches(tiny_dataset, [_InvertIfBright()], 2)
-    for (image, mask), (image2, mask2) in zip(plain, inverted):
-        np.testing.assert_array_equal(255 - image, image2)
-        np.testing.assert_array_equal(mask, mask2)
+    plain = _train_batches(tiny_dataset, [], count=2)
+    augmented = _train_batches(tiny_dataset, [_InvertIfBright()], 2)
+    preprocessed = _train_batches(tiny_dataset, [], 2, preprocess=_InvertingPreprocess())
+    for (image, mask), *others in zip(plain, augmented, preprocessed):
+        for image2, mask2 in others:
+            np.testing.assert_array_equal(255 - image, image2)
+            np.testing.assert_array_equal(mask, mask2)
+    assert any(mask.any() for _, mask in plain)
+    assert not any(mask.any() for _, mask in _train_batches(tiny_dataset, [], 2, task=_BlankMaskTask(4)))
+    _, _, masks, _ = _collect(_val_fn(tiny_dataset, task=_BlankMaskTask(4)))  # The evaluation stream too.
+    assert len(masks) == TINY_VAL and not masks.any()
 
 
 def test_flips_move_the_mask_with_the_image_and_leave_a_class_label_alone():
