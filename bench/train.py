@@ -248,15 +248,14 @@ OP_GROUPS = {  # Op type (oneDNN's `_MklNative...` names included) -> group.
 }
 
 
-def _op_times(work, traced_steps=20):
+def _op_times(work, traced_steps=20, warmup=30):
     """Where a training step's time goes, by op group, in float32 and mixed_bfloat16: the
-    summed op times (`RunMetadata` of `traced_steps` steps after 30, FULL_TRACE; summed over
+    summed op times (`RunMetadata` of `traced_steps` steps after `warmup`, FULL_TRACE; summed over
     threads, so more than the step's wall time) and each group's bfloat16 factor
     (`op_bf16_speedup`), on the cores this process has: which ops the bfloat16 factor comes
     from, and which stay as they were."""
+    import gin
     import tensorflow as tf
-
-    from core.estimator import Estimator
 
     class Trace(tf.compat.v1.train.SessionRunHook):
         """Adds each traced step's op times, by group, to `totals` (ms a step)."""
@@ -266,30 +265,27 @@ def _op_times(work, traced_steps=20):
 
         def before_run(self, context):
             self.count += 1
-            if self.count > 30:
+            if self.count > warmup:
                 options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
                 return tf.compat.v1.train.SessionRunArgs(None, options=options)
             return None
 
         def after_run(self, context, values):
-            if self.count <= 30:
+            if self.count <= warmup:
                 return
             for device in values.run_metadata.step_stats.dev_stats:
                 for node in device.node_stats:
                     label = node.timeline_label.split(" = ")[-1].split("(")[0]
                     group = next((g for g, keys in OP_GROUPS.items() if any(k in label for k in keys)), "other")
                     self.totals[group] += (node.op_end_rel_micros - node.op_start_rel_micros) / 1e3 / traced_steps
-            if self.count == 30 + traced_steps:
-                context.request_stop()
 
     times = {}
     for policy in ("float32", "mixed_bfloat16"):
         model_fn, train_input_fn, _ = _configured([f"PRECISION = {policy!r}"])
         totals = dict.fromkeys([*OP_GROUPS, "other"], 0.0)
-        config = tf.estimator.RunConfig(model_dir=os.path.join(work, f"ops_{policy}"), tf_random_seed=0,
-                                        save_checkpoints_steps=10**9, save_checkpoints_secs=None,
-                                        log_step_count_steps=None)  # fmt: skip
-        Estimator(model_fn, config=config).train(train_input_fn, hooks=[Trace(totals)], max_steps=31 + traced_steps)
+        batch, directory = gin.query_parameter("%TRAIN_BATCH_SIZE"), os.path.join(work, f"ops_{policy}")
+        # The traced steps are the ones training_rate measures: it stops after them.
+        speed.training_rate(model_fn, train_input_fn, directory, warmup, traced_steps, batch, hooks=[Trace(totals)])
         times[policy] = totals
         print(f"{policy}: op ms a step, " + ", ".join(f"{g} {t:.1f}" for g, t in totals.items())
               + f", all {sum(totals.values()):.1f}", flush=True)  # fmt: skip

@@ -49,10 +49,11 @@ def configured(gin_files, gin_params=()):
 
 
 def training_rate(
-    model_fn, input_fn, model_dir: str, warmup: int, steps: int, batch: int, session_config=None, cores=None
+    model_fn, input_fn, model_dir: str, warmup: int, steps: int, batch: int, session_config=None, cores=None, hooks=()
 ):
     """`(examples/s, estimator)`: `warmup + steps + 1` training steps into `model_dir`, no checkpoint
-    saved. The CPU cores used in the measured steps (`Rate.cores`) are appended to the list `cores`."""
+    saved, `hooks` run too. The CPU cores used in the measured steps (`Rate.cores`) are appended
+    to the list `cores`."""
     import tensorflow as tf
 
     from core.estimator import Estimator  # Evaluates as the template does: one EVAL graph, kept.
@@ -73,7 +74,7 @@ def training_rate(
         session_config=session_config,
     )
     estimator = Estimator(model_fn, config=config)
-    estimator.train(input_fn, hooks=[Hook()], max_steps=warmup + steps + 1)
+    estimator.train(input_fn, hooks=[Hook(), *hooks], max_steps=warmup + steps + 1)
     if cores is not None:
         cores.append(rate.cores)
     return rate.rate, estimator
