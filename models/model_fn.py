@@ -198,8 +198,15 @@ def build_model_fn(
             finite = tf.debugging.Assert(
                 tf.math.is_finite(loss), [NAN_LOSS_MESSAGE, global_step + 1, "loss", loss], name="check_loss"
             )
+            # GATE_NONE, as Keras' GradientTape: a layer's weight gradient and the gradient it
+            # passes down run side by side. The v1 default (GATE_OP) holds each op's input
+            # gradients until all are done, which idled the second core and blocked oneDNN's
+            # fusion of a bias gradient into its convolution's: 11-13% slower here
+            # (docs/benchmarks.md, mixed precision).
             with tf.control_dependencies([finite]):
-                gradients = optimizer.compute_gradients(tf.identity(loss))
+                gradients = optimizer.compute_gradients(
+                    tf.identity(loss), gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE
+                )
             # The network's state updates (batch-norm moving averages) run with every step.
             with tf.control_dependencies(updates + [finite]):
                 train_op = optimizer.apply_gradients(gradients, global_step=global_step)
