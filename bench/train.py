@@ -27,7 +27,8 @@ times, the median of each); then mixed precision (`--sections=precision`: the sa
 Estimator training in `mixed_bfloat16` over float32, `bf16_speedup`, and over Keras `fit`
 under the same policy, `train_throughput_vs_keras_bf16`; Keras' own bfloat16 factor,
 `keras_bf16_speedup`; the same two in examples per CPU second, `bf16_cpu_speedup` and
-`keras_bf16_cpu_speedup`, with each round's cores (CPU over wall seconds, `precision_cores`);
+`keras_bf16_cpu_speedup`, with each round's cores (CPU over wall seconds, `precision_cores`) and the
+CPU's model and bfloat16 flags (`cpu`: AMX or AVX512-BF16);
 one intra-op thread over the default in each precision,
 `threads_vs_default_by_precision`; all taking turns `--rounds` times; a full evaluation in
 each, `eval_bf16_speedup`); then what grows with the job
@@ -175,6 +176,8 @@ def _precision(args, work):
 
     from models import precision
 
+    model, flags = precision.cpu()  # AMX or AVX512-BF16: bfloat16's factor depends on which.
+    print(f"CPU: {model or 'unknown'}, bfloat16 flags: {', '.join(flags) or 'none'}", flush=True)
     built = {policy: _configured([f"PRECISION = {policy!r}"]) for policy in ("float32", "mixed_bfloat16")}
     batch = gin.query_parameter("%TRAIN_BATCH_SIZE")
     height, width = gin.query_parameter("%IMAGE_HEIGHT"), gin.query_parameter("%IMAGE_WIDTH")
@@ -225,6 +228,7 @@ def _precision(args, work):
     print(f"evaluation: float32 {evaluation['float32']:.2f} s, bfloat16 {evaluation['mixed_bfloat16']:.2f} s a call",
           flush=True)  # fmt: skip
     return {
+        "cpu": {"model": model, "bfloat16_flags": list(flags)},
         "bf16_speedup": round(medians["mixed_bfloat16"] / medians["float32"], 3),
         "train_throughput_vs_keras_bf16": round(medians["mixed_bfloat16"] / medians["keras_mixed_bfloat16"], 3),
         "keras_bf16_speedup": round(medians["keras_mixed_bfloat16"] / medians["keras_float32"], 3),

@@ -15,7 +15,10 @@ def hide_native_logs():
 
 
 def quiet(verbose: bool = False):
-    """Hides TensorFlow's and Estimator's deprecation warnings and INFO logs."""
+    """Hides TensorFlow's and Estimator's deprecation warnings and INFO logs (and its C++ logs,
+    `hide_native_logs`, when TensorFlow is not loaded yet)."""
+    if not verbose:
+        hide_native_logs()
     import absl.logging
     import tensorflow as tf
 

@@ -50,12 +50,24 @@ def native_bfloat16() -> bool:
             (tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0)) >= (8, 0)
             for gpu in gpus
         )
+    return bool(cpu()[1])
+
+
+BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")  # AMX tiles (Intel, from Sapphire Rapids); AVX512 dot products.
+
+
+def cpu(path: str = "/proc/cpuinfo"):
+    """`(model name, which of BFLOAT16_FLAGS it has)`, from /proc/cpuinfo (its last CPU's lines;
+    all are alike). oneDNN runs bfloat16 on AMX where the CPU has it, else on AVX512-BF16: what
+    bfloat16 buys depends on which (docs/benchmarks.md). `('', ())` without the file."""
     try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        with open(path) as f:
+            lines = f.read().splitlines()
     except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+        return "", ()
+    fields = {key.strip(): value for key, value in (line.split(":", 1) for line in lines if ":" in line)}
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name", "").strip(), tuple(flag for flag in BFLOAT16_FLAGS if flag in flags)
 
 
 @contextlib.contextmanager

@@ -93,6 +93,22 @@ def test_auto_follows_the_cpu_and_a_typo_is_one_line():
         precision.resolve("bfloat16")
 
 
+def test_the_cpu_line_names_its_bfloat16_flags_whatever_the_vendor(tmp_path):
+    """bench/train.py records it beside the figures: AMX and AVX512-BF16 give bfloat16 different factors."""
+
+    def cpuinfo(model, flags):
+        path = tmp_path / model.split()[0]
+        block = f"processor\t: {{}}\nmodel name\t: {model}\nflags\t\t: fpu {flags} sse\n\n"
+        path.write_text(block.format(0) + block.format(1))
+        return str(path)
+
+    intel = cpuinfo("Intel(R) Xeon(R) Platinum 8480+", "avx512f amx_tile amx_bf16 avx512_bf16")
+    assert precision.cpu(intel) == ("Intel(R) Xeon(R) Platinum 8480+", ("amx_bf16", "avx512_bf16"))
+    assert precision.cpu(cpuinfo("AMD EPYC 9B14", "avx512f avx512_bf16")) == ("AMD EPYC 9B14", ("avx512_bf16",))
+    assert precision.cpu(cpuinfo("Old Xeon", "avx2 avx512f")) == ("Old Xeon", ())
+    assert precision.cpu(str(tmp_path / "none")) == ("", ())
+
+
 def test_a_bfloat16_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_one(tiny_dataset, tmp_path):
     """The training stream restarts where the restored step left off (data/input.py), and bfloat16
     arithmetic is deterministic: 3 steps, a new process's worth of Estimator, 3 more, equal 6 at once.
