@@ -2,6 +2,7 @@
 
 import logging
 import os
+import sys
 import warnings
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,9 +16,9 @@ def hide_native_logs():
 
 
 def quiet(verbose: bool = False):
-    """Hides TensorFlow's and Estimator's deprecation warnings and INFO logs (and its C++ logs,
-    `hide_native_logs`, when TensorFlow is not loaded yet)."""
-    if not verbose:
+    """Hides TensorFlow's and Estimator's deprecation warnings and INFO logs, and, called before
+    TensorFlow loads, its C++ logs too (`hide_native_logs`: this process's children inherit it)."""
+    if not verbose and "tensorflow" not in sys.modules:
         hide_native_logs()
     import absl.logging
     import tensorflow as tf

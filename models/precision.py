@@ -57,17 +57,22 @@ BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")  # AMX tiles (Intel, from Sapphire 
 
 
 def cpu(path: str = "/proc/cpuinfo"):
-    """`(model name, which of BFLOAT16_FLAGS it has)`, from /proc/cpuinfo (its last CPU's lines;
-    all are alike). oneDNN runs bfloat16 on AMX where the CPU has it, else on AVX512-BF16: what
-    bfloat16 buys depends on which (docs/benchmarks.md). `('', ())` without the file."""
+    """`(model name, which of BFLOAT16_FLAGS it has)`, from an x86 /proc/cpuinfo (its first
+    CPU's lines; all are alike). oneDNN runs bfloat16 on AMX where the CPU has it, else on
+    AVX512-BF16: what bfloat16 buys depends on which (docs/benchmarks.md). `('', ())` without
+    the file or on other architectures (ARM's names neither key: 'auto' picks float32 there).
+    """
     try:
-        with open(path) as f:
+        with open(path, errors="replace") as f:
             lines = f.read().splitlines()
     except OSError:
         return "", ()
-    fields = {key.strip(): value for key, value in (line.split(":", 1) for line in lines if ":" in line)}
+    fields = {}
+    for line in lines:  # The first CPU's block (all are alike); other architectures' files lack these keys.
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
     flags = set(fields.get("flags", "").split())
-    return fields.get("model name", "").strip(), tuple(flag for flag in BFLOAT16_FLAGS if flag in flags)
+    return fields.get("model name", ""), tuple(flag for flag in BFLOAT16_FLAGS if flag in flags)
 
 
 @contextlib.contextmanager

@@ -128,6 +128,16 @@ def test_train_op_runs_the_networks_batch_norm_updates():
     assert np.all(after != 0), after  # Updated from the batch statistics.
 
 
+def test_gradients_are_not_gated_so_a_layers_two_gradients_run_side_by_side():
+    """GATE_NONE, not the v1 optimizer's GATE_OP: GATE_OP groups each op's input gradients
+    (`<op>_grad/tuple/...`), which idled the second core (docs/benchmarks.md, mixed precision)."""
+    with tf.Graph().as_default() as graph:
+        spec, _ = _spec(tf.estimator.ModeKeys.TRAIN)
+        gated = [op.name for op in graph.get_operations() if "_grad/tuple/" in op.name]
+        assert spec.train_op is not None and any(op.name.startswith("gradients/") for op in graph.get_operations())
+    assert not gated, gated[:3]
+
+
 def test_state_updates_finds_both_batch_norm_moving_averages_and_no_initializer():
     from models.model_fn import state_updates
 

@@ -93,19 +93,30 @@ def test_auto_follows_the_cpu_and_a_typo_is_one_line():
         precision.resolve("bfloat16")
 
 
-def test_the_cpu_line_names_its_bfloat16_flags_whatever_the_vendor(tmp_path):
+def test_the_cpu_line_names_its_bfloat16_flags(tmp_path):
     """bench/train.py records it beside the figures: AMX and AVX512-BF16 give bfloat16 different factors."""
 
-    def cpuinfo(model, flags):
-        path = tmp_path / model.split()[0]
-        block = f"processor\t: {{}}\nmodel name\t: {model}\nflags\t\t: fpu {flags} sse\n\n"
-        path.write_text(block.format(0) + block.format(1))
+    def cpuinfo(name, text):
+        path = tmp_path / name
+        path.write_bytes(text.encode() if isinstance(text, str) else text)
         return str(path)
 
-    intel = cpuinfo("Intel(R) Xeon(R) Platinum 8480+", "avx512f amx_tile amx_bf16 avx512_bf16")
+    def x86(model, flags):
+        block = f"processor\t: {{}}\nmodel name\t: {model}\nflags\t\t: fpu {flags} sse\nvmx flags\t: amx_bf16\n\n"
+        return block.format(0) + block.format(1)
+
+    intel = cpuinfo("intel", x86("Intel(R) Xeon(R) Platinum 8480+", "avx512f amx_tile amx_bf16 avx512_bf16"))
     assert precision.cpu(intel) == ("Intel(R) Xeon(R) Platinum 8480+", ("amx_bf16", "avx512_bf16"))
-    assert precision.cpu(cpuinfo("AMD EPYC 9B14", "avx512f avx512_bf16")) == ("AMD EPYC 9B14", ("avx512_bf16",))
-    assert precision.cpu(cpuinfo("Old Xeon", "avx2 avx512f")) == ("Old Xeon", ())
+    amd = cpuinfo("amd", x86("AMD EPYC 9B14", "avx512f avx512_bf16"))
+    assert precision.cpu(amd) == ("AMD EPYC 9B14", ("avx512_bf16",))
+    # Neither flag: a `vmx flags` line (virtualisation features) is not the CPU's flags.
+    assert precision.cpu(cpuinfo("old", x86("Old Xeon", "avx2 avx512f"))) == ("Old Xeon", ())
+    arm = cpuinfo("arm", "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd bf16\nCPU part\t: 0xd40\n")
+    assert precision.cpu(arm) == ("", ())  # ARM's bf16 is not oneDNN's x86 path: 'auto' stays float32.
+    assert precision.cpu(cpuinfo("bytes", b"model name\t: Caf\xe9 CPU\nflags\t: avx512_bf16\n")) == (
+        "Caf\ufffd CPU",
+        ("avx512_bf16",),
+    )
     assert precision.cpu(str(tmp_path / "none")) == ("", ())
 
 
