@@ -2,6 +2,7 @@
 which `make test`'s two processes take the test files."""
 
 import os
+import signal
 
 import pytest
 
@@ -10,6 +11,10 @@ from common import runtime
 REPO_ROOT = runtime.REPO_ROOT
 runtime.hide_native_logs()  # Here and in every subprocess a test starts.
 runtime.quiet()
+# `make test &` in a script (a shell without job control) starts the suite with SIGINT ignored,
+# and every command a test starts would inherit that: the Ctrl-C tests need it as a terminal has it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Seconds each slow file takes (pytest --durations=0 of a clean clone, 2026-12-06). pytest-xdist's
 # --dist loadfile hands out whole files, the most tests first; by time, longest first, no

@@ -61,7 +61,10 @@ if client is None:
 signals = [getattr(signal, name) for name in {forwarded!r}]
 ignored = [s for s in signals if signal.getsignal(s) == signal.SIG_IGN]
 pending = []
-for signum in set(signals) - set(ignored):  # Until the child is known, signals wait.
+# Every signal is forwarded, ignored here or not: a real interpreter started with SIGINT ignored
+# (a background job) still takes it once it installs a handler (train.py's SignalCatcher), so the
+# child decides; it starts with this process's dispositions (`ignored`), as an exec would.
+for signum in signals:  # Until the child is known, signals wait.
     signal.signal(signum, lambda signum, frame: pending.append(signum))
 me = os.path.abspath(sys.argv[0])
 request = {{"argv": args, "cwd": os.getcwd(), "env": dict(os.environ), "executable": me, "ignored": ignored}}
@@ -78,7 +81,7 @@ def forward(signum, frame):
         os.kill(child, signum)
     except ProcessLookupError:
         pass
-for signum in set(signals) - set(ignored):
+for signum in signals:
     signal.signal(signum, forward)
 for signum in pending:
     forward(signum, None)
