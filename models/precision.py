@@ -60,7 +60,7 @@ def cpu(path: str = "/proc/cpuinfo"):
     """`(model name, which of BFLOAT16_FLAGS it has)`, from an x86 /proc/cpuinfo (its first
     CPU's lines; all are alike). oneDNN runs bfloat16 on AMX where the CPU has it, else on
     AVX512-BF16: what bfloat16 buys depends on which (docs/benchmarks.md). `('', ())` without
-    the file or on other architectures (ARM's names neither key: 'auto' picks float32 there).
+    the file, and on an ARM machine, whose file has neither key ('auto' picks float32 there).
     """
     try:
         with open(path, errors="replace") as f:
@@ -68,7 +68,7 @@ def cpu(path: str = "/proc/cpuinfo"):
     except OSError:
         return "", ()
     fields = {}
-    for line in lines:  # The first CPU's block (all are alike); other architectures' files lack these keys.
+    for line in lines:  # A key's first value: the first CPU's.
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     flags = set(fields.get("flags", "").split())
