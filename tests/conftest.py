@@ -9,8 +9,7 @@ import pytest
 from common import runtime
 
 REPO_ROOT = runtime.REPO_ROOT
-runtime.hide_native_logs()  # Here and in every subprocess a test starts.
-runtime.quiet()
+runtime.quiet()  # TensorFlow's C++ logs hidden here and in every subprocess a test starts.
 # `make test &` in a script (a shell without job control) starts the suite with SIGINT ignored,
 # and every command a test starts would inherit that: the Ctrl-C tests need it as a terminal has it.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:

@@ -17,8 +17,7 @@ import sys
 
 from common import runtime
 
-runtime.hide_native_logs()
-runtime.quiet()  # Before TensorFlow's first import (core.results).
+runtime.quiet()  # Before TensorFlow's first import (core.results): its C++ logs hidden too.
 from core import cli, configurables, results  # noqa: E402
 from metrics import slices  # noqa: E402
 from tools import compare  # noqa: E402

@@ -35,8 +35,7 @@ import numpy as np
 
 from common import runtime
 
-runtime.hide_native_logs()
-runtime.quiet()  # Before TensorFlow's first import (core.results).
+runtime.quiet()  # Before TensorFlow's first import (core.results): its C++ logs hidden too.
 from common import files  # noqa: E402
 from common.errors import ConfigError, UserError, first_line  # noqa: E402
 from core import cli, configurables, results  # noqa: E402
