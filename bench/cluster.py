@@ -28,8 +28,11 @@ import tempfile
 import time
 
 from common import runtime
-from core import cluster, results
-from tools import launch_local_cluster
+
+runtime.hide_native_logs()
+
+from core import cluster, results  # noqa: E402  After the line above, as the next: they load TensorFlow.
+from tools import launch_local_cluster  # noqa: E402
 
 GIN_FILE = os.path.join(runtime.REPO_ROOT, "configs", "synthetic.gin")
 

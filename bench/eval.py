@@ -24,17 +24,20 @@ datasets/bench_eval_256/), with the default U-Net at a one-step checkpoint:
     checkpoint's evaluation, over one set, both sets 400 examples at 64x64 (`make train`'s
     val split) with every hook, on `core.estimator.Estimator` keeping a graph per set
     (1.0: a set costs what its own examples cost); `one_kept_graph_vs_one_per_set`: the two
-    sets on an Estimator that keeps one graph (rebuilt at every switch of set) over it.
+    sets on an Estimator that keeps one graph (rebuilt at every switch of set) over it;
+  - `eval_autotune_off_speedup`: that evaluation (one set) with tf.data's autotuning off, as
+    data/input.py reads evaluation, against on (the median of each's rounds: see `_autotune`).
 Each evaluation is timed end to end (graph, session, restore, every batch), in wall time
 and in the process's CPU seconds (`hooks_cpu_ratio`). The variants take turns in ABBA order
 (forward, then backward, ...), so an evaluation that runs faster after another favours
-none, and each variant's time is its fastest round: the development machine runs a whole
-evaluation in one of two states, about 1.9 or 1.5 cores busy (65 or 83 s here) for the
-same CPU seconds, in stretches of minutes, whichever variant it is (docs/benchmarks.md), so
-a median or a within-round ratio reads the states' draw as a cost. Every round is printed
-with its cores in use (CPU seconds over wall). The last line is one JSON object.
+none, and each variant's time is its fastest round: with tf.data's autotuning on (as
+evaluation read until 2026-12-06) a whole evaluation ran in one of two states, about 1.9 or
+1.5 cores busy (65 or 83 s here) for the same CPU seconds, whichever variant it was
+(docs/benchmarks.md), so a median or a within-round ratio read the states' draw as a cost.
+Every round is printed with its cores in use (CPU seconds over wall). The last line is one
+JSON object.
 
-    .venv/bin/python bench/eval.py [--repeats=6] [--sections=hooks,growth,sets]
+    .venv/bin/python bench/eval.py [--repeats=6] [--sections=hooks,growth,sets,autotune]
         [--examples=2000] [--hooks=all|per_example,panels,confusion,logging]
 """
 
@@ -48,7 +51,11 @@ from contextlib import redirect_stdout
 
 import numpy as np
 
-from common import determinism, runtime
+from common import runtime
+
+runtime.hide_native_logs()
+
+from common import determinism  # noqa: E402  After the line above: it loads TensorFlow.
 
 SIZE = 256
 NUM_EXAMPLES = 2000
@@ -304,11 +311,57 @@ def _sets(args) -> dict:
     }
 
 
+def _autotune(args) -> dict:
+    """An evaluation on a kept EVAL graph with tf.data's autotuning off (what data/input.py
+    gives evaluation) against on: each its own Estimator, evaluating the same checkpoint every
+    round, as a training run evaluates each new one (the first round builds the graphs, not
+    counted). Autotuning's cost comes and goes from round to round, so the figure is the
+    median: `eval_autotune_off_speedup`, on's median over off's. One core (`taskset -c 0`) is
+    where it differs most."""
+    import tensorflow as tf
+
+    from core.estimator import Estimator
+    from data.input import make_input_fn
+
+    bench = _Bench(SETS_SIZE, SETS_EXAMPLES, args.batch_size)
+    model_fn = bench.model_fn(True)
+    off = make_input_fn(bench.pattern, args.batch_size, SETS_SIZE, SETS_SIZE, bench.task)
+
+    def on(*given, **named):
+        options = tf.data.Options()
+        options.autotune.enabled = True
+        return off(*given, **named).with_options(options)
+
+    assert off().options().autotune.enabled is False and on().options().autotune.enabled is True
+
+    def evaluation(name, input_fn):
+        estimator = Estimator(model_fn, bench.model_dir)
+
+        def run():
+            with redirect_stdout(io.StringIO()):
+                result = estimator.evaluate(input_fn, checkpoint_path=bench.checkpoint, name=name)
+            assert result["num_examples"] == SETS_EXAMPLES
+
+        return run
+
+    seconds = take_turns({name: evaluation(name, fn) for name, fn in (("autotune_off", off), ("autotune_on", on))},
+                         max(args.repeats, 8) + 1)  # fmt: skip
+    medians = {name: float(np.median(values[1:])) for name, values in seconds.items()}
+    for name, values in seconds.items():
+        print(f"{name:>12}: median {medians[name]:5.2f} s  (rounds: {', '.join(f'{v:.2f}' for v in values)})",
+              flush=True)  # fmt: skip
+    return {
+        "eval_autotune_off_speedup": round(medians["autotune_on"] / medians["autotune_off"], 3),
+        "autotune_seconds": {name: round(value, 3) for name, value in medians.items()},
+        "cores": len(os.sched_getaffinity(0)),
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=6, help="Rounds of each comparison (ABBA order).")
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--sections", default="hooks,growth,sets")
+    parser.add_argument("--sections", default="hooks,growth,sets,autotune")
     parser.add_argument("--examples", type=int, default=NUM_EXAMPLES, help="hooks: evaluate the first N examples.")
     parser.add_argument("--hooks", default="all", help=f"hooks: 'all' or some of {','.join(HOOKS)}.")
     args = parser.parse_args(argv)
@@ -322,6 +375,8 @@ def main(argv=None):
         figures.update(_growth(args))
     if "sets" in sections:
         figures.update(_sets(args))
+    if "autotune" in sections:
+        figures.update(_autotune(args))
     print(json.dumps(figures))
 
 

@@ -20,7 +20,11 @@ import tempfile
 import time
 from contextlib import redirect_stdout
 
-from common import determinism, runtime
+from common import runtime
+
+runtime.hide_native_logs()
+
+from common import determinism  # noqa: E402  After the line above: it loads TensorFlow.
 
 SIZE = 64
 NUM_TRAIN, NUM_VAL = 1000, 200

@@ -25,7 +25,11 @@ import time
 
 import numpy as np
 
-from common import determinism, runtime
+from common import runtime
+
+runtime.hide_native_logs()
+
+from common import determinism  # noqa: E402  After the line above: it loads TensorFlow.
 
 SIZE = 64
 NUM_VAL = 400

@@ -44,6 +44,16 @@ def test_eval_keeps_order_and_partial_last_batch(tiny_dataset):
     assert masks.dtype == np.int32
 
 
+def test_evaluation_reads_without_autotuning_and_training_with_it(tiny_dataset):
+    """A kept EVAL graph re-creates its iterator at every evaluation; with tf.data's autotuning
+    on, that stalled for ~0.9 s on one core (data/input.py `_eval_options`)."""
+    train_fn = data_input.make_input_fn(
+        str(tiny_dataset / "train-*.tfrecord"), 2, TINY_SIZE, TINY_SIZE, SEGMENTATION, training=True
+    )
+    assert train_fn().options().autotune.enabled is not False
+    assert _val_fn(tiny_dataset)().options().autotune.enabled is False
+
+
 def test_subset_picks_exactly_the_requested_indices(tiny_dataset):
     _, all_images, _, _ = _collect(_val_fn(tiny_dataset))
     indices, images, _, batch_sizes = _collect(_val_fn(tiny_dataset, subset=[5, 0, 3, 3]))
