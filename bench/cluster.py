@@ -31,7 +31,7 @@ from common import runtime
 
 runtime.hide_native_logs()
 
-from core import cluster, results  # noqa: E402  After the line above, as the next: they load TensorFlow.
+from core import cluster, results  # noqa: E402  After the line above, as every import below.
 from tools import launch_local_cluster  # noqa: E402
 
 GIN_FILE = os.path.join(runtime.REPO_ROOT, "configs", "synthetic.gin")

@@ -26,7 +26,9 @@ datasets/bench_eval_256/), with the default U-Net at a one-step checkpoint:
     (1.0: a set costs what its own examples cost); `one_kept_graph_vs_one_per_set`: the two
     sets on an Estimator that keeps one graph (rebuilt at every switch of set) over it;
   - `eval_autotune_off_speedup`: that evaluation (one set) with tf.data's autotuning off, as
-    data/input.py reads evaluation, against on (the median of each's rounds: see `_autotune`).
+    data/input.py reads evaluation, against on (the median of each's rounds: see `_autotune`);
+    `eval_autotune_off_speedup_stock` (`--sections=autotune_stock`, not run by default): the
+    same on the 2,000 examples at 256x256, stock Estimator, metrics only.
 Each evaluation is timed end to end (graph, session, restore, every batch), in wall time
 and in the process's CPU seconds (`hooks_cpu_ratio`). The variants take turns in ABBA order
 (forward, then backward, ...), so an evaluation that runs faster after another favours
@@ -37,7 +39,7 @@ evaluation read until 2026-12-06) a whole evaluation ran in one of two states, a
 Every round is printed with its cores in use (CPU seconds over wall). The last line is one
 JSON object.
 
-    .venv/bin/python bench/eval.py [--repeats=6] [--sections=hooks,growth,sets,autotune]
+    .venv/bin/python bench/eval.py [--repeats=6] [--sections=hooks,growth,sets,autotune[,autotune_stock]]
         [--examples=2000] [--hooks=all|per_example,panels,confusion,logging]
 """
 
@@ -131,8 +133,9 @@ class _Bench:
             evaluation_hooks=[per_class_logging(every_n_steps=20)] if "logging" in chosen else (),
         )
 
-    def evaluation(self, with_hooks, subset=None, kept=None):
-        """`() -> None`: one `Estimator.evaluate` of the checkpoint, its example count checked."""
+    def evaluation(self, with_hooks, subset=None, kept=None, autotune=False):
+        """`() -> None`: one `Estimator.evaluate` of the checkpoint, its example count checked
+        (`autotune`: reading with tf.data's autotuning on, as evaluation did until 2026-12-06)."""
         import tensorflow as tf
 
         from data.input import make_input_fn
@@ -143,6 +146,7 @@ class _Bench:
         def run():
             estimator = tf.estimator.Estimator(model_fn, self.model_dir)
             inputs = make_input_fn(self.pattern, self.batch_size, self.size, self.size, self.task, subset=subset)
+            inputs = _autotuned(inputs) if autotune else inputs
             with redirect_stdout(io.StringIO()):  # The logging hook's lines.
                 result = estimator.evaluate(inputs, checkpoint_path=self.checkpoint, name="bench")
             assert result["num_examples"] == expected, (result["num_examples"], expected)
@@ -311,48 +315,67 @@ def _sets(args) -> dict:
     }
 
 
-def _autotune(args) -> dict:
-    """An evaluation on a kept EVAL graph with tf.data's autotuning off (what data/input.py
-    gives evaluation) against on: each its own Estimator, evaluating the same checkpoint every
-    round, as a training run evaluates each new one (the first round builds the graphs, not
-    counted). Autotuning's cost comes and goes from round to round, so the figure is the
-    median: `eval_autotune_off_speedup`, on's median over off's. One core (`taskset -c 0`) is
-    where it differs most."""
+def _autotuned(input_fn):
+    """`input_fn` with tf.data's autotuning on (data/input.py turns it off for evaluation)."""
     import tensorflow as tf
 
+    def autotuned(*given, **named):
+        options = tf.data.Options()
+        options.autotune.enabled = True
+        return input_fn(*given, **named).with_options(options)
+
+    assert input_fn().options().autotune.enabled is False and autotuned().options().autotune.enabled is True
+    return autotuned
+
+
+def _autotune(args, stock: bool) -> dict:
+    """Evaluation with tf.data's autotuning off (what data/input.py gives evaluation) against on,
+    taking turns (ABBA). `stock` False (`--sections=autotune`): on a kept EVAL graph (400
+    examples at 64x64, every hook), each variant its own Estimator evaluating the same
+    checkpoint every round, as a training run evaluates each new one (the first round builds
+    the graphs, not counted). `stock` True (`--sections=autotune_stock`, about 2.5 minutes a
+    round): stock Estimator on the hooks section's 2,000 examples at 256x256, metrics only, a
+    graph and session each round. Autotuning's cost comes and goes from round to round, so
+    the figure is the median (`eval_autotune_off_speedup`, on's over off's; `_stock`), beside
+    each round's seconds and cores in use. One core (`taskset -c 0`) is where it differs most."""
     from core.estimator import Estimator
     from data.input import make_input_fn
 
-    bench = _Bench(SETS_SIZE, SETS_EXAMPLES, args.batch_size)
-    model_fn = bench.model_fn(True)
-    off = make_input_fn(bench.pattern, args.batch_size, SETS_SIZE, SETS_SIZE, bench.task)
+    cpu = {}
+    if stock:
+        bench = _Bench(SIZE, NUM_EXAMPLES, args.batch_size)
+        variants = {"autotune_off": bench.evaluation(False), "autotune_on": bench.evaluation(False, autotune=True)}
+        seconds = take_turns(variants, args.repeats, cpu)
+        skip = 0
+    else:
+        bench = _Bench(SETS_SIZE, SETS_EXAMPLES, args.batch_size)
+        model_fn = bench.model_fn(True)
+        off = make_input_fn(bench.pattern, args.batch_size, SETS_SIZE, SETS_SIZE, bench.task)
 
-    def on(*given, **named):
-        options = tf.data.Options()
-        options.autotune.enabled = True
-        return off(*given, **named).with_options(options)
+        def evaluation(name, input_fn):
+            estimator = Estimator(model_fn, bench.model_dir)
 
-    assert off().options().autotune.enabled is False and on().options().autotune.enabled is True
+            def run():
+                with redirect_stdout(io.StringIO()):
+                    result = estimator.evaluate(input_fn, checkpoint_path=bench.checkpoint, name=name)
+                assert result["num_examples"] == SETS_EXAMPLES
 
-    def evaluation(name, input_fn):
-        estimator = Estimator(model_fn, bench.model_dir)
+            return run
 
-        def run():
-            with redirect_stdout(io.StringIO()):
-                result = estimator.evaluate(input_fn, checkpoint_path=bench.checkpoint, name=name)
-            assert result["num_examples"] == SETS_EXAMPLES
-
-        return run
-
-    seconds = take_turns({name: evaluation(name, fn) for name, fn in (("autotune_off", off), ("autotune_on", on))},
-                         max(args.repeats, 8) + 1)  # fmt: skip
-    medians = {name: float(np.median(values[1:])) for name, values in seconds.items()}
+        variants = {
+            "autotune_off": evaluation("autotune_off", off),
+            "autotune_on": evaluation("autotune_on", _autotuned(off)),
+        }
+        seconds = take_turns(variants, max(args.repeats, 8) + 1, cpu)
+        skip = 1
+    medians = {name: float(np.median(values[skip:])) for name, values in seconds.items()}
     for name, values in seconds.items():
-        print(f"{name:>12}: median {medians[name]:5.2f} s  (rounds: {', '.join(f'{v:.2f}' for v in values)})",
-              flush=True)  # fmt: skip
+        rounds = ", ".join(f"{wall:.2f} ({used / wall:.2f})" for wall, used in zip(values, cpu[name]))
+        print(f"{name:>12}: median {medians[name]:6.2f} s  (rounds, s (cores): {rounds})", flush=True)
+    suffix = "_stock" if stock else ""
     return {
-        "eval_autotune_off_speedup": round(medians["autotune_on"] / medians["autotune_off"], 3),
-        "autotune_seconds": {name: round(value, 3) for name, value in medians.items()},
+        f"eval_autotune_off_speedup{suffix}": round(medians["autotune_on"] / medians["autotune_off"], 3),
+        f"autotune_seconds{suffix}": {name: round(value, 3) for name, value in medians.items()},
         "cores": len(os.sched_getaffinity(0)),
     }
 
@@ -376,7 +399,9 @@ def main(argv=None):
     if "sets" in sections:
         figures.update(_sets(args))
     if "autotune" in sections:
-        figures.update(_autotune(args))
+        figures.update(_autotune(args, stock=False))
+    if "autotune_stock" in sections:
+        figures.update(_autotune(args, stock=True))
     print(json.dumps(figures))
 
 

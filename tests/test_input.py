@@ -46,7 +46,7 @@ def test_eval_keeps_order_and_partial_last_batch(tiny_dataset):
 
 def test_evaluation_reads_without_autotuning_and_training_with_it(tiny_dataset):
     """A kept EVAL graph re-creates its iterator at every evaluation; with tf.data's autotuning
-    on, that stalled for ~0.9 s on one core (data/input.py `_eval_options`)."""
+    on, that stalled now and then for 0.9 to 5 s (data/input.py `_eval_options`)."""
     train_fn = data_input.make_input_fn(
         str(tiny_dataset / "train-*.tfrecord"), 2, TINY_SIZE, TINY_SIZE, SEGMENTATION, training=True
     )
