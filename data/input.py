@@ -472,7 +472,7 @@ def _eval_options():
     then, waiting, not computing (`MakeIterator`): on one core an evaluation took 3.1x as
     long; on two a stall is rare. On a stock Estimator, a new graph at every evaluation,
     autotuning made a whole 2-core evaluation 1.29x as long in 3 of 4 rounds
-    (docs/benchmarks.md "Evaluation"). Training makes its iterator once and keeps it."""
+    (docs/benchmarks.md "Evaluation"). Training makes its iterator once and keeps autotuning."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return options
