@@ -15,25 +15,27 @@ runtime.quiet()  # TensorFlow's C++ logs hidden here and in every subprocess a t
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-# Seconds each slow file takes (pytest --durations=0 of a clean clone, 2026-12-06). pytest-xdist's
-# --dist loadfile hands out whole files, the most tests first; by time, longest first, no
-# long file starts last and runs alone at the end (the longest-processing-time rule).
+# Seconds each slow file takes (pytest --durations=0 in the checkout, 2026-12-06, after evaluation's
+# autotuning went off). pytest-xdist's --dist loadfile hands out whole files, the most tests first;
+# by time, longest first, no long file starts last and runs alone at the end (the
+# longest-processing-time rule).
 SLOW_FILES = {
-    "test_docs.py": 341,
-    "test_robustness.py": 317,
-    "test_evaluate.py": 166,
-    "test_cluster.py": 130,
-    "test_intake.py": 79,
-    "test_gpu_ops.py": 70,
-    "test_estimator.py": 62,
-    "test_eval_sets.py": 54,
-    "test_tasks_end_to_end.py": 53,
-    "test_warm_start.py": 37,
-    "test_trainer_evaluator.py": 34,
-    "test_end_to_end.py": 30,
-    "test_any_size.py": 28,
-    "test_precision.py": 25,
-    "test_export_predict.py": 24,
+    "test_docs.py": 304,
+    "test_robustness.py": 202,
+    "test_cluster.py": 118,
+    "test_evaluate.py": 86,
+    "test_estimator.py": 52,
+    "test_gpu_ops.py": 51,
+    "test_trainer_evaluator.py": 45,
+    "test_tasks_end_to_end.py": 35,
+    "test_warm_start.py": 32,
+    "test_intake.py": 30,
+    "test_end_to_end.py": 27,
+    "test_eval_sets.py": 26,
+    "test_export_predict.py": 25,
+    "test_any_size.py": 23,
+    "test_precision.py": 20,
+    "test_estimator_upstream.py": 19,
 }
 
 
