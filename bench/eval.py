@@ -155,6 +155,27 @@ class _Bench:
 
         return run
 
+    def kept_evaluation(self, model_fn, *input_fns, max_eval_graphs=1, name="set"):
+        """`() -> None`: the checkpoint evaluated on each of `input_fns` in turn (into
+        `<name>_<i>`) by one `core.estimator.Estimator` that keeps up to `max_eval_graphs` EVAL
+        graphs across calls, as a training run does; each count checked."""
+        from core.estimator import Estimator
+
+        estimator = Estimator(model_fn, self.model_dir, max_eval_graphs=max_eval_graphs)
+
+        def run():
+            for number, input_fn in enumerate(input_fns):
+                with redirect_stdout(io.StringIO()):
+                    result = estimator.evaluate(input_fn, checkpoint_path=self.checkpoint, name=f"{name}_{number}")
+                assert result["num_examples"] == self.count, (result["num_examples"], self.count)
+
+        return run
+
+
+def _rounds(seconds, cpu_seconds) -> str:
+    """Each round's wall seconds and cores in use (CPU seconds over wall), for the output."""
+    return ", ".join(f"{wall:.2f} ({used / wall:.2f})" for wall, used in zip(seconds, cpu_seconds))
+
 
 def _hooks(args) -> dict:
     bench = _Bench(SIZE, NUM_EXAMPLES, args.batch_size)
@@ -177,9 +198,8 @@ def _hooks(args) -> dict:
     fastest = {name: min(values) for name, values in seconds.items()}
     least_cpu = {name: min(values) for name, values in cpu.items()}
     for name, values in seconds.items():
-        rounds = ", ".join(f"{wall:.2f} ({used / wall:.2f})" for wall, used in zip(values, cpu[name]))
-        print(f"{name:>18}: {fastest[name]:7.2f} s, {least_cpu[name]:7.2f} CPU s  (rounds, s (cores): {rounds})",
-              flush=True)  # fmt: skip
+        print(f"{name:>18}: {fastest[name]:7.2f} s, {least_cpu[name]:7.2f} CPU s  "
+              f"(rounds, s (cores): {_rounds(values, cpu[name])})", flush=True)  # fmt: skip
     figures = {
         "subset_1pct_cost_ratio": round(fastest["subset_1pct"] / fastest["full_metrics_only"], 4),
         "hooks_overhead_ratio": round(fastest["full_all_hooks"] / fastest["full_metrics_only"], 4),
@@ -279,29 +299,16 @@ def _sets(args) -> dict:
     """One evaluation set against two, at each checkpoint of a run: each variant its own
     Estimator, evaluating the same checkpoint every round as a training run evaluates each
     new one (the first round builds the graphs)."""
-    from core.estimator import Estimator
     from data.input import make_input_fn
 
     bench = _Bench(SETS_SIZE, SETS_EXAMPLES, args.batch_size)
     model_fn = bench.model_fn(True)
     first, second = (make_input_fn(bench.pattern, args.batch_size, SETS_SIZE, SETS_SIZE, bench.task) for _ in "ab")
-
-    def evaluation(max_eval_graphs, *input_fns):
-        estimator = Estimator(model_fn, bench.model_dir, max_eval_graphs=max_eval_graphs)
-
-        def run():
-            for number, input_fn in enumerate(input_fns):
-                with redirect_stdout(io.StringIO()):
-                    result = estimator.evaluate(input_fn, checkpoint_path=bench.checkpoint, name=f"set_{number}")
-                assert result["num_examples"] == SETS_EXAMPLES
-
-        return run
-
     seconds = take_turns(
         {
-            "one_set": evaluation(1, first),
-            "two_sets": evaluation(2, first, second),
-            "two_sets_one_kept_graph": evaluation(1, first, second),
+            "one_set": bench.kept_evaluation(model_fn, first),
+            "two_sets": bench.kept_evaluation(model_fn, first, second, max_eval_graphs=2),
+            "two_sets_one_kept_graph": bench.kept_evaluation(model_fn, first, second),
         },
         max(args.repeats, 6),
     )
@@ -338,7 +345,6 @@ def _autotune(args, stock: bool) -> dict:
     graph and session each round. Autotuning's cost comes and goes from round to round, so
     the figure is the median (`eval_autotune_off_speedup`, on's over off's; `_stock`), beside
     each round's seconds and cores in use. One core (`taskset -c 0`) is where it differs most."""
-    from core.estimator import Estimator
     from data.input import make_input_fn
 
     cpu = {}
@@ -351,27 +357,16 @@ def _autotune(args, stock: bool) -> dict:
         bench = _Bench(SETS_SIZE, SETS_EXAMPLES, args.batch_size)
         model_fn = bench.model_fn(True)
         off = make_input_fn(bench.pattern, args.batch_size, SETS_SIZE, SETS_SIZE, bench.task)
-
-        def evaluation(name, input_fn):
-            estimator = Estimator(model_fn, bench.model_dir)
-
-            def run():
-                with redirect_stdout(io.StringIO()):
-                    result = estimator.evaluate(input_fn, checkpoint_path=bench.checkpoint, name=name)
-                assert result["num_examples"] == SETS_EXAMPLES
-
-            return run
-
         variants = {
-            "autotune_off": evaluation("autotune_off", off),
-            "autotune_on": evaluation("autotune_on", _autotuned(off)),
+            "autotune_off": bench.kept_evaluation(model_fn, off, name="autotune_off"),
+            "autotune_on": bench.kept_evaluation(model_fn, _autotuned(off), name="autotune_on"),
         }
         seconds = take_turns(variants, max(args.repeats, 8) + 1, cpu)
         skip = 1
     medians = {name: float(np.median(values[skip:])) for name, values in seconds.items()}
     for name, values in seconds.items():
-        rounds = ", ".join(f"{wall:.2f} ({used / wall:.2f})" for wall, used in zip(values, cpu[name]))
-        print(f"{name:>12}: median {medians[name]:6.2f} s  (rounds, s (cores): {rounds})", flush=True)
+        print(f"{name:>12}: median {medians[name]:6.2f} s  (rounds, s (cores): {_rounds(values, cpu[name])})",
+              flush=True)  # fmt: skip
     suffix = "_stock" if stock else ""
     return {
         f"eval_autotune_off_speedup{suffix}": round(medians["autotune_on"] / medians["autotune_off"], 3),
