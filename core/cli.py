@@ -99,9 +99,11 @@ def _precision() -> str:
     return f"precision {policy}" + (" (auto)" if chosen == "auto" else "")
 
 
-def init(flag_values, report_devices: bool = True) -> dict:
+def init(flag_values, report_to=None) -> dict:
     """Quiet logs, strict gin, op determinism (gin's DETERMINISTIC) from the shared flags;
-    prints the devices in one line (`report_devices`; off where stdout is a result, e.g. a path).
+    prints the devices and the precision in one line, to stdout or `report_to` (stderr where
+    stdout is a result, e.g. tools/export.py's path: under `'auto'` it says what the export
+    computes in).
 
     Returns:
       `{"model_dir": ...}` when --model_dir was given, else `{}`: keyword arguments
@@ -112,6 +114,5 @@ def init(flag_values, report_devices: bool = True) -> dict:
     runtime.quiet(flag_values.verbose)
     configurables.parse_gin(flag_values.gin_file, flag_values.gin_param or [])
     configurables.op_determinism()
-    if report_devices:
-        print(f"{determinism.describe()}; {_precision()}", flush=True)
+    print(f"{determinism.describe()}; {_precision()}", file=report_to or sys.stdout, flush=True)
     return {"model_dir": flag_values.model_dir} if flag_values.model_dir else {}

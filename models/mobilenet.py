@@ -114,8 +114,11 @@ class MobileNetV2Encoder:
         return layers.Conv2D(num_outputs, 1, kernel_initializer=seeds.glorot(), name="logits")(x)
 
     def _layer_config(self, spec, seeds):
-        """A layer's Keras config with a seeded initializer (Keras' would draw from `random`)."""
+        """A layer's Keras config with a seeded initializer (Keras' would draw from `random`), and
+        without the dtype policy of the build that filled the cache: a layer made from a config that
+        names one keeps it, so the layer takes the policy of this build (models/precision.py)."""
         config = copy.deepcopy(spec["config"])
+        config.pop("dtype", None)
         for key in _INITIALIZER_KEYS:
             if key in config:
                 config[key] = seeds.glorot() if _is_glorot(config[key]) else config[key]

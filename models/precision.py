@@ -7,16 +7,18 @@
 - `'mixed_float16'`: the network computes in float16 with float32 variables; the optimizer
   scales the loss dynamically (`tf.compat.v1.mixed_precision.MixedPrecisionLossScaleOptimizer`,
   the wrapper for a v1 optimizer in a graph-mode model_fn) so small gradients survive
-  float16's range, and skips a step whose gradients overflow. For GPUs before Ampere.
+  float16's range, and skips a step whose gradients overflow (the weights kept, the scale
+  halved, the global step not counted). For GPUs before Ampere.
 - `'auto'`: `mixed_bfloat16` where this machine computes bfloat16 natively (the CPU flags
   `amx_bf16` or `avx512_bf16`, or a GPU of compute capability 8.0 or more), else `float32`.
 
 `Precision(network, policy)` wraps a network: each call builds the network's layers under
 the policy (Keras layers take the global policy when they are made, so the network's code
-does not change: a fork's network gets it for free) and casts its outputs to float32. So
-the logits, the loss, the softmax the metrics read, every metric and the serving outputs
-are float32 whatever the policy, and Keras' batch normalization keeps its statistics in
-float32.
+does not change: a fork's network gets it for free, but for a layer given a dtype of its
+own) and casts its outputs to float32. So the logits, the loss, the softmax the metrics
+read and the serving outputs are float32 whatever the policy, no metric is computed in the
+low precision (each is float32 or float64, as in float32), and Keras' batch normalization
+keeps its statistics in float32.
 """
 
 import contextlib

@@ -57,6 +57,7 @@ def test_export_writes_a_savedmodel_with_the_documented_signature(exported, serv
     assert os.path.dirname(saved_model) == str(model_dir.parent / "e")
     assert os.path.exists(os.path.join(saved_model, "saved_model.pb"))
     assert "deprecat" not in (result.stdout + result.stderr).lower()
+    assert result.stderr.startswith("devices: ") and "; precision float32" in result.stderr  # Not on stdout.
 
     inputs = serving.structured_input_signature[1]
     assert set(inputs) == {"image"}
@@ -195,10 +196,11 @@ def test_export_without_a_checkpoint_fails_in_one_line(tmp_path, with_checkpoint
     args = [f"--gin_file={GIN_FILE}", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'e'}"]
     if with_checkpoint_flag:
         args.append(f"--checkpoint={missing}")
-    result = run_script("tools/export.py", *args, check=False, fresh=True)  # The one line is all it prints.
-    assert result.returncode == 1
-    message = result.stderr.strip()
-    assert len(message.splitlines()) == 1, message
+    result = run_script("tools/export.py", *args, check=False, fresh=True)  # All it prints, from its start on.
+    assert result.returncode == 1 and result.stdout == ""  # stdout is the path, and there is none.
+    # stderr: the devices line every entry point prints (here off stdout), then the one-line error.
+    devices, message = result.stderr.strip().splitlines()
+    assert devices.startswith("devices: ") and "; precision float32" in devices, devices
     assert str(missing if with_checkpoint_flag else model_dir) in message
     assert not (tmp_path / "e").exists()
 

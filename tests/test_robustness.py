@@ -78,10 +78,22 @@ def _kill_when(model_dir, dataset, ready, **overrides):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_dataset, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("full") / "model"
-    run_script("train.py", *_args(model_dir, tiny_dataset))
-    return model_dir
+def uninterrupted_in(tiny_dataset, tmp_path_factory):
+    """`uninterrupted_in(precision)`: the uninterrupted run's model dir in that precision, trained once."""
+    runs = {}
+
+    def run(precision):
+        if precision not in runs:
+            runs[precision] = tmp_path_factory.mktemp("full") / "model"
+            run_script("train.py", *_args(runs[precision], tiny_dataset, PRECISION=repr(precision)))
+        return runs[precision]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_in):
+    return uninterrupted_in("float32")
 
 
 def _has_checkpoint(step):
@@ -90,18 +102,22 @@ def _has_checkpoint(step):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "point, ready",
+    "point, ready, precision",
     [
-        ("before the first checkpoint", lambda d: (d / "graph.pbtxt").exists()),
-        ("between checkpoints", _has_checkpoint(6)),
-        ("during a save", lambda d: any(d.glob("model.ckpt-9*tmp*")) or (d / "model.ckpt-9.index").exists()),
+        ("before the first checkpoint", lambda d: (d / "graph.pbtxt").exists(), "float32"),
+        ("between checkpoints", _has_checkpoint(6), "float32"),
+        ("during a save", lambda d: any(d.glob("model.ckpt-9*tmp*")) or (d / "model.ckpt-9.index").exists(), "float32"),
+        ("between checkpoints", _has_checkpoint(6), "mixed_bfloat16"),  # Once in bfloat16 (issue 27).
     ],
 )
-def test_kill_and_resume_reproduces_the_uninterrupted_run(uninterrupted, tiny_dataset, tmp_path, point, ready):
+def test_kill_and_resume_reproduces_the_uninterrupted_run(
+    uninterrupted_in, tiny_dataset, tmp_path, point, ready, precision
+):
     model_dir = tmp_path / "model"
-    _kill_when(model_dir, tiny_dataset, ready)
-    result = run_in_process("train.py", *_args(model_dir, tiny_dataset))
+    _kill_when(model_dir, tiny_dataset, ready, PRECISION=repr(precision))
+    result = run_in_process("train.py", *_args(model_dir, tiny_dataset, PRECISION=repr(precision)))
     assert "error" not in result.stderr.lower(), result.stderr
+    uninterrupted = uninterrupted_in(precision)
     expected, got = _weights(uninterrupted), _weights(model_dir)
     assert got["global_step"] == STEPS
     for name in expected:

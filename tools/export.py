@@ -4,12 +4,15 @@
         [--checkpoint=runs/synthetic/model.ckpt-500] --export_dir=exports/synthetic
 
 The SavedModel lands in a timestamped folder under `--export_dir` (Estimator's
-layout, the one `LatestExporter` and TensorFlow Serving use); its path is printed.
+layout, the one `LatestExporter` and TensorFlow Serving use); its path is printed (and the
+devices and precision line to stderr).
 Its `serving_default` signature takes `image` (uint8 [N, H, W, 3], H and W the
 config's IMAGE_HEIGHT and IMAGE_WIDTH) and returns the task's serving outputs:
 segmentation `classes` (int32 [N, H, W]) and `probabilities` (float32 [N, H, W, C]);
 classification `classes` [N] and `probabilities` [N, K]; regression `predictions` [N, T].
 """
+
+import sys
 
 from absl import flags
 
@@ -74,7 +77,7 @@ def export(model_dir: str, export_dir: str, checkpoint=None, model_fn=None, imag
 
 def main(argv):
     del argv
-    model_dir = cli.init(FLAGS, report_devices=False).get("model_dir") or configurables.macro("MODEL_DIR")
+    model_dir = cli.init(FLAGS, report_to=sys.stderr).get("model_dir") or configurables.macro("MODEL_DIR")
     if not model_dir:
         raise ModelDirError("no model directory: pass --model_dir or set MODEL_DIR in the gin file")
     print(export(model_dir, FLAGS.export_dir, FLAGS.checkpoint))
