@@ -321,9 +321,10 @@ def read_mask(path: str, size, colours=None, unknown_to_ignore: bool = False, ma
 class ColourTable:
     """Mask colours -> class ids: `ColourTable.read(path)`, then `class_ids(rgb, filename)`.
 
-    The table is a CSV or text file with one row per class, `name,r,g,b` or `r,g,b,name`
-    (commas, tabs or spaces; CamVid's `label_colors.txt` reads as it is; a header row
-    and `#` comments are skipped), or a JSON object `{"name": [r, g, b], ...}`. Class ids
+    The table is a CSV or text file with one row per class, `name,r,g,b`, `r,g,b,name` or
+    `name,#rrggbb` (commas, tabs or spaces; CamVid's `label_colors.txt` reads as it is; a
+    header row on the first line and `#` comments are skipped), or a JSON object
+    `{"name": [r, g, b], ...}`. Class ids
     follow the rows' order; a class named `ignore` maps to the ignore label (255) and
     is not a class.
     """
@@ -413,7 +414,7 @@ def _parse_colour(values, where):
 
 
 def _text_rows(text: str, path: str):
-    rows = []
+    rows, header_passed = [], False
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -423,12 +424,23 @@ def _text_rows(text: str, path: str):
             colour, name = _parse_colour(fields[:3], where), " ".join(fields[3:])
         elif len(fields) >= 4 and all(_is_int(field) for field in fields[-3:]):  # name,r,g,b
             colour, name = _parse_colour(fields[-3:], where), " ".join(fields[:-3])
-        elif not rows and not any(_is_int(field) for field in fields):  # A header row, such as name,r,g,b.
+        elif len(fields) >= 2 and _HEX.fullmatch(fields[-1]):  # name,#rrggbb
+            colour, name = _hex_colour(fields[-1]), " ".join(fields[:-1])
+        elif not header_passed and not any(_is_int(field) or field.startswith("#") for field in fields):
+            header_passed = True  # The first line only: a header row, such as name,r,g,b.
             continue
         else:
-            raise DataError(f"{where}: expected name,r,g,b or r,g,b,name, got {line.strip()!r}")
+            raise DataError(f"{where}: expected name,r,g,b or r,g,b,name or name,#rrggbb, got {line.strip()!r}")
+        header_passed = True
         rows.append((where, name, colour))
     return rows
+
+
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def _hex_colour(text: str) -> list:
+    return [int(text[i : i + 2], 16) for i in (1, 3, 5)]
 
 
 def _json_rows(text: str, path: str):

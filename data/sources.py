@@ -199,7 +199,8 @@ def csv_targets(image_dir: str, table: str):
     """`([Item(image, target)], target names)` from a CSV of `file,target[,target...]`.
 
     Files are relative to `image_dir` (or absolute). A first row whose targets are not
-    numbers is the header: its columns after the first name the targets.
+    numbers is the header, its columns after the first naming the targets, unless its first
+    cell names an image: then it is a row, and a missing or bad target there is an error.
 
     Raises:
       DataError: a row that does not parse, a file missing or listed twice, or rows
@@ -216,7 +217,9 @@ def csv_targets(image_dir: str, table: str):
     if not rows:
         raise DataError(f"{table}: empty")
     names = None
-    if not all(_is_number(cell) for cell in rows[0][1][1:]):
+    first = rows[0][1][0].strip()
+    names_an_image = bool(first) and os.path.isfile(os.path.join(image_dir, first))
+    if not names_an_image and not all(_is_number(cell) for cell in rows[0][1][1:]):
         names, rows = [cell.strip() for cell in rows[0][1][1:]], rows[1:]
     items, seen = [], {}
     for number, row in rows:
@@ -251,10 +254,20 @@ def unlisted_images(image_dir: str, items) -> list:
 
 def _images_under(folder: str) -> list:
     """Image files at any depth under `folder` (hidden folders and files left out), in name order."""
+    return [path for path in _files_under(folder) if is_image(os.path.basename(path))]
+
+
+def other_files(folder: str) -> list:
+    """Files at any depth under `folder` that are not images this tool reads (`.heic`, `.avif`,
+    `.txt`, ...; hidden ones left out), in name order: for a notice, as `unlisted_images`."""
+    return [path for path in _files_under(folder) if not is_image(os.path.basename(path))]
+
+
+def _files_under(folder: str) -> list:
     found = []
     for directory, folders, files in os.walk(folder):
         folders[:] = sorted(name for name in folders if not name.startswith("."))
-        found += [os.path.join(directory, name) for name in sorted(files) if is_image(name)]
+        found += [os.path.join(directory, name) for name in sorted(files) if not name.startswith(".")]
     return found
 
 

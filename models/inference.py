@@ -87,9 +87,17 @@ def _pad_to_multiple(images, multiple: int):
     height, width = images.shape[1], images.shape[2]
     if multiple <= 1 or (height is not None and width is not None and height % multiple == 0 and width % multiple == 0):
         return None
-    shape = tf.shape(images)
-    pad_h, pad_w = (-shape[1]) % multiple, (-shape[2]) % multiple
+    shape = tf.shape(images)  # Python ints where the size is static, so the padded size is too.
+    pad_h = (-height) % multiple if height is not None else (-shape[1]) % multiple
+    pad_w = (-width) % multiple if width is not None else (-shape[2]) % multiple
     return tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], constant_values=PAD_VALUE)
+
+
+def _at_image_size(logits, images):
+    """Dense logits with the images' static height and width (a crop or resize to a tensor size
+    loses them; a summary of the predictions needs them)."""
+    logits.set_shape(images.shape[:3].concatenate([None]))
+    return logits
 
 
 def single_view(network, task, images, training: bool, seed: int):
@@ -104,7 +112,7 @@ def single_view(network, task, images, training: bool, seed: int):
     outputs = network(padded, task.num_outputs, training=training, seed=seed)
     size = tf.shape(images)[1:3]
     if task.dense_labels:
-        return task.head(outputs, padded)[:, : size[0], : size[1]]
+        return _at_image_size(task.head(outputs, padded)[:, : size[0], : size[1]], images)
     # The output cells covering the image: ceil(size * output size / padded size).
     padded_size, output_size = tf.shape(padded)[1:3], tf.shape(outputs)[1:3]
     covered = (size * output_size + padded_size - 1) // padded_size
@@ -138,7 +146,8 @@ def multi_view(network, task, images, seed: int, scales=(1.0,), flip: bool = Fal
                 if scale != 1.0:
                     logits = resize_bilinear(logits, size)
             views.append(logits)
-    return task.combine_views(views)
+    combined = task.combine_views(views)
+    return _at_image_size(combined, images) if task.dense_labels else combined
 
 
 def logits_per_image(

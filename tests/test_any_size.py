@@ -305,6 +305,29 @@ def test_multi_view_averages_the_probabilities_of_every_scale_and_mirror(scales,
     np.testing.assert_allclose(probabilities, _reference_views(image, scales, flip, 3), atol=1e-5)
 
 
+@pytest.mark.parametrize("scales,flip", [([1.0], False), ([0.75, 1.0], True)])
+def test_a_val_split_of_one_size_off_the_networks_multiple_keeps_its_size_for_the_panels(scales, flip):
+    """Every val image 13x18 (no `size` feature: one size, no padding), a U-Net of multiple 4:
+    padded to 16x20 and cropped back, the predictions keep 13x18 statically, which the panels'
+    store needs (it raised "classes needs a static shape" at the first evaluation)."""
+    from models import build_model_fn
+    from models.unet import UNet
+
+    images = np.random.RandomState(0).randint(0, 256, [2, 13, 18, 3]).astype(np.uint8)
+    graph = tf.Graph()
+    with graph.as_default():
+        # As a dataset gives them: the batch's size unknown, the image's known.
+        features = {"image": tf.compat.v1.placeholder_with_default(images, [None, 13, 18, 3]),
+                    "index": tf.compat.v1.placeholder_with_default([0, 1], [None])}  # fmt: skip
+        labels = tf.compat.v1.placeholder_with_default(np.zeros([2, 13, 18], np.int32), [None, 13, 18])
+        model_fn = build_model_fn(UNet(4, 2), Segmentation(3), summary_indices=[1], eval_scales=scales,
+                                  add_flipped_images=flip)  # fmt: skip
+        spec = model_fn(features, labels, tf.estimator.ModeKeys.EVAL, None, tf.estimator.RunConfig(tf_random_seed=0))
+        assert spec.predictions["classes"].shape.as_list() == [None, 13, 18]
+        assert spec.predictions["probabilities"].shape.as_list() == [None, 13, 18, 3]
+        assert "images/index_00001" in spec.eval_metric_ops  # The panel of val example 1.
+
+
 @pytest.mark.slow
 def test_evaluate_with_scales_and_flips_writes_its_own_eval_directory(dataset, trained):
     record = _run(

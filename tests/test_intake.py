@@ -256,6 +256,7 @@ def test_colour_masks_become_class_ids_and_an_unknown_colour_is_named(tmp_path):
         ("name,r,g,b\nsky,0,0,255\nroad,128,64,128\nvoid,0,0,0\nignore,255,255,255\n", ".csv"),
         ("0 0 255\tsky\n128 64 128\troad\n0 0 0\tvoid\n255 255 255\tignore\n", ".txt"),  # CamVid's label_colors.txt
         ('{"sky": [0, 0, 255], "road": [128, 64, 128], "void": [0, 0, 0], "ignore": [255, 255, 255]}', ".json"),
+        ("class,colour\nsky,#0000ff\nroad,#804080\nvoid,#000000\nignore,#FFFFFF\n", ".csv"),  # Hex.
     ],
 )
 def test_colour_tables_read_in_the_published_forms(tmp_path, text, suffix):
@@ -267,16 +268,35 @@ def test_colour_tables_read_in_the_published_forms(tmp_path, text, suffix):
     np.testing.assert_array_equal(table.class_ids(rgb, "m.png"), [[0, 1], [2, 255]])
 
 
-def test_a_colour_table_with_a_repeated_colour_is_refused_naming_the_row(tmp_path):
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("sky,0,0,255\nroad,0,0,255\n", r"table.csv: line 2: colour \(0, 0, 255\) is also 'sky'"),
+        # Only the first line may be a header: a second row without a colour is named, not skipped.
+        ("name,r,g,b\nsky;0;0;255\n", r"table.csv: line 2: expected name,r,g,b or r,g,b,name or name,#rrggbb, got"),
+        ("sky,blue\nroad,grey\n", r"table.csv: line 2: expected name,r,g,b"),
+        ("sky,#00f\n", r"table.csv: line 1: expected name,r,g,b"),  # Not a header: it has a #colour.
+    ],
+)
+def test_a_colour_table_row_it_cannot_use_is_refused_naming_the_row(tmp_path, text, message):
     path = tmp_path / "table.csv"
-    path.write_text("sky,0,0,255\nroad,0,0,255\n")
-    with pytest.raises(DataError, match=r"table.csv: line 2: colour \(0, 0, 255\) is also 'sky'"):
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
         images.ColourTable.read(str(path))
 
 
-def test_class_folders_split_by_class_and_keep_their_labels(tmp_path):
+def test_class_folders_split_by_class_and_keep_their_labels(tmp_path, capsys):
     labels = sample_folders.classification_folder(tmp_path / "folder", per_class=5)
+    # Files it does not read: named in a notice (an iPhone photo, a note), never dropped in silence.
+    (tmp_path / "folder" / "circle" / "IMG_0002.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    (tmp_path / "folder" / "notes.txt").write_text("shapes")
+    (tmp_path / "folder" / "square" / ".DS_Store").write_bytes(b"\0")  # Hidden: the system's, not data.
     report = _build(tmp_path, image_dir=str(tmp_path / "folder"))
+    notices = [line for line in capsys.readouterr().out.splitlines() if "are not images" in line]
+    assert notices == [
+        f"notice: 2 file(s) in {tmp_path / 'folder'} are not images this tool reads (.heic, .txt; it reads "
+        f"{', '.join(sources.IMAGE_EXTENSIONS)}) and are left out (first: {tmp_path / 'folder/notes.txt'})"
+    ]
     assert report["task"] == "classification" and report["class_names"] == ["circle", "square", "triangle"]
     assert report["splits"]["val"]["examples_per_class"] == {"circle": 1, "square": 1, "triangle": 1}
     records = _records(str(tmp_path / "ds" / "*.tfrecord"))
@@ -321,6 +341,9 @@ def test_a_csv_of_targets_keeps_each_files_target(tmp_path, capsys):
         ("img000.jpg,0.5\nimg001.png,high\n", r"targets.csv: line 2: targets must be numbers"),
         ("img000.jpg,0.5\nimg001.png,0.1,0.2\n", r"targets.csv: line 2: 2 target\(s\), the rows before it have 1"),
         ("img000.jpg,0.5\nimg000.jpg,0.1\n", r"targets.csv: line 2: img000.jpg is also on line 1"),
+        # No header, the first row's target missing: that row, not a header naming a target ''.
+        ("img000.jpg,\nimg001.png,0.1\n", r"targets.csv: line 1: targets must be numbers, got \[''\]"),
+        ("img000.jpg,NA\nimg001.png,0.1\n", r"targets.csv: line 1: targets must be numbers, got \['NA'\]"),
     ],
 )
 def test_a_bad_csv_row_is_named(tmp_path, rows, message):

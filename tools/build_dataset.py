@@ -97,7 +97,7 @@ def find(image_dir=None, mask_dir=None, voc_root=None, targets=None, class_names
         return _found("segmentation", splits, _roots(image_dir, False), class_names, _drawn(val_fraction, seed))
     if targets:
         items, names = sources.csv_targets(image_dir, targets)
-        _notice_unused(image_dir, items, f"are not in {targets}")
+        _notice_unused(image_dir, items, f"are not in {targets}", table=targets)
         names = list(class_names) if class_names else names
         if len(names) != len(items[0].target):
             raise DataError(f"--class_names has {len(names)} names for {len(items[0].target)} target(s)")
@@ -120,14 +120,23 @@ def find(image_dir=None, mask_dir=None, voc_root=None, targets=None, class_names
     return _found("classification", splits, _roots(image_dir, False), names, how)
 
 
-def _notice_unused(image_dir, items, why, mask_dir=None):
-    """One line for the images under `image_dir` that no example uses: nothing is left out in silence."""
-    unused = sources.unlisted_images(image_dir, items)
-    if mask_dir:
-        masks = os.path.abspath(mask_dir) + os.sep
-        unused = [path for path in unused if not os.path.abspath(path).startswith(masks)]
+def _notice_unused(image_dir, items, why, mask_dir=None, table=None):
+    """One line for the images under `image_dir` that no example uses, and one for the files that
+    are not images it reads (outside `mask_dir`; the CSV `table`): nothing is left out in silence."""
+    outside = os.path.abspath(mask_dir) + os.sep if mask_dir else None
+
+    def left_out(paths):
+        return [path for path in paths if not (outside and os.path.abspath(path).startswith(outside))
+                and not (table and os.path.abspath(path) == os.path.abspath(table))]  # fmt: skip
+
+    unused = left_out(sources.unlisted_images(image_dir, items))
     if unused:
         print(f"notice: {len(unused)} image(s) in {image_dir} {why} and are left out (first: {unused[0]})")
+    others = left_out(sources.other_files(image_dir))
+    if others:
+        kinds = ", ".join(sorted({os.path.splitext(path)[1].lower() or "no extension" for path in others}))
+        print(f"notice: {len(others)} file(s) in {image_dir} are not images this tool reads ({kinds}; it reads "
+              f"{', '.join(sources.IMAGE_EXTENSIONS)}) and are left out (first: {others[0]})")  # fmt: skip
 
 
 def _found(task, splits, roots, class_names, how):
