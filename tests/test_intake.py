@@ -285,6 +285,66 @@ def test_a_colour_table_row_it_cannot_use_is_refused_naming_the_row(tmp_path, te
         images.ColourTable.read(str(path))
 
 
+def _remask(folder, value_of):
+    """Rewrites the sample folder's masks with each class id replaced by `value_of[id]`."""
+    for path in (folder / "masks").iterdir():
+        mask = np.asarray(Image.open(path))
+        Image.fromarray(np.vectorize(value_of.get)(mask).astype(np.uint8)).save(path)
+
+
+@pytest.mark.parametrize(
+    "value_of, refused, values",
+    [
+        # Binary masks, the object 255 (as most tools save them): refused, not read as all ignore.
+        (
+            {0: 0, 1: 255, 2: 255, 3: 255, 255: 255},
+            r"the masks hold only 0 and 255, and 255 \(the ignore label\) "
+            r"is \d+% of their pixels: binary masks whose object is 255\? --mask_values=0,255 reads 255 as class 1",
+            "0,255",
+        ),
+        # Grey levels: refused, not NUM_CLASSES = 201 with 198 empty classes.
+        (
+            {0: 0, 1: 100, 2: 200, 3: 200, 255: 255},
+            r"the masks hold the values 0, 100, 200 \(multiples of 100\): "
+            r"grey levels rather than class ids 0, 1, 2, \.\.\.\? --mask_values=0,100,200,255 reads",
+            "0,100,200",
+        ),
+    ],
+)
+def test_masks_whose_values_are_not_class_ids_are_refused_and_mask_values_reads_them(
+    tmp_path, value_of, refused, values
+):
+    shown = sample_folders.segmentation_folder(tmp_path / "folder", count=6)
+    _remask(tmp_path / "folder", value_of)
+    folders = {"image_dir": str(tmp_path / "folder/images"), "mask_dir": str(tmp_path / "folder/masks")}
+    with pytest.raises(DataError, match=refused):
+        _build(tmp_path, **folders)
+    assert not (tmp_path / "ds").exists() and not (tmp_path / "mine.gin").exists()
+    report = _build(tmp_path, mask_values=values.split(","), **folders)
+    values = [int(value) for value in values.split(",")]
+    assert report["class_names"] == [f"class_{i}" for i in range(len(values))]
+    expected = {  # Each listed value its position; 255 unlisted stays the ignore label.
+        name: np.vectorize(lambda v: values.index(value_of[v]) if value_of[v] in values else 255)(mask)
+        for name, mask in shown.items()
+    }
+    records = _records(str(tmp_path / "ds" / "*.tfrecord"))
+    assert records.keys() == expected.keys()
+    for name, (_, mask) in records.items():
+        np.testing.assert_array_equal(mask, expected[name], err_msg=name)
+
+
+def test_a_mask_value_not_in_mask_values_is_named(tmp_path):
+    sample_folders.segmentation_folder(tmp_path / "folder", count=4)
+    folders = {"image_dir": str(tmp_path / "folder/images"), "mask_dir": str(tmp_path / "folder/masks")}
+    not_listed = r"masks/.*\.png: value 3 in a mask is not in --mask_values \(0, 1, 2; 255 is ignore unless listed\)"
+    with pytest.raises(DataError, match=not_listed):
+        _build(tmp_path, mask_values=["0", "1", "2"], **folders)
+    with pytest.raises(DataError, match=r"--class_names has 2 names for 4 --mask_values"):
+        _build(tmp_path, mask_values=["0", "1", "2", "3"], class_names=["a", "b"], **folders)
+    with pytest.raises(DataError, match=r"--mask_values=0,0: distinct integers"):
+        _build(tmp_path, mask_values=["0", "0"], **folders)
+
+
 def test_class_folders_split_by_class_and_keep_their_labels(tmp_path, capsys):
     labels = sample_folders.classification_folder(tmp_path / "folder", per_class=5)
     # Files it does not read: named in a notice (an iPhone photo, a note), never dropped in silence.

@@ -1,7 +1,8 @@
 """From a folder of your images to a dataset that trains: records, a validation split, a
 report and a gin file, in one command, for each of the three tasks.
 
-    # Segmentation: images and same-named PNG masks (class ids; RGB colours with --mask_colors=TABLE).
+    # Segmentation: images and same-named PNG masks (class ids; other values with --mask_values=0,255;
+    # RGB colours with --mask_colors=TABLE).
     python tools/build_dataset.py --name=roads --image_dir=my/images --mask_dir=my/masks --class_names=sky,road,car
     # Segmentation: a PASCAL VOC tree, with its own train and val lists.
     python tools/build_dataset.py --name=voc --voc_root=VOCdevkit/VOC2012
@@ -31,7 +32,9 @@ Nothing is mixed, misaligned or accepted broken: the dataset is written into a s
 folder and swapped in whole (a rebuild leaves no old shard; a failed build leaves the
 previous dataset as it was); every image is decoded in full (`data/images.py`) and
 turned upright by its EXIF orientation; images over `--max_pixels` are refused from
-their header; a mask colour not in the table is refused, naming the file.
+their header; a mask colour not in the table is refused, naming the file; masks whose
+values are plainly not class ids (binary 0/255, grey levels) are refused with the
+`--mask_values` that reads them; files that are not images it reads get a notice.
 """
 
 import glob
@@ -164,6 +167,7 @@ def build(
     class_names=None,
     mask_colors=None,
     unknown_colors="error",
+    mask_values=None,
     val_fraction=0.2,
     seed=42,
     output_dir=None,
@@ -193,16 +197,26 @@ def build(
         raise DataError("--class_names and --mask_colors both name the classes; give one")
     if class_names and len(set(class_names)) != len(class_names):
         raise DataError(f"--class_names names a class twice: {','.join(class_names)}")
+    mask_values = _mask_values(mask_values, colours, class_names)
     found = find(image_dir, mask_dir, voc_root, targets, class_names or (colours and colours.names), colours,
                  val_fraction, seed)  # fmt: skip
     found["output_dir"] = output_dir
+    if mask_values is not None:
+        if found["task"] != "segmentation":
+            raise DataError(f"--mask_values is for segmentation masks; this is {found['task']}")
+        count = int(np.sum((mask_values >= 0) & (mask_values != IGNORE_LABEL)))  # The values listed.
+        found["class_names"] = found["class_names"] or [f"class_{i}" for i in range(count)]
     files.restore_folder(output_dir)
     staging = _staging_folder(output_dir)
     try:  # Everything is written into the staging folder, and measured there: a failure leaves the old dataset.
         splits = {
-            split: _write_split(found, split, staging, colours, unknown_colors == "ignore", max_pixels, num_shards)
+            split: _write_split(
+                found, split, staging, colours, unknown_colors == "ignore", max_pixels, num_shards, mask_values
+            )
             for split in SPLITS
         }
+        if found["task"] == "segmentation" and not (colours or class_names) and mask_values is None:
+            _check_mask_values(splits)
         report = _report(name, found, splits, output_dir, command)
         macros, report["training"] = _plan_training(report, splits["train"]["sizes"], staging, config, max_side,
                                                     measure_steps, time_budget_minutes)  # fmt: skip
@@ -275,7 +289,50 @@ def _check_outputs(output_dir, config, inputs):
                 raise DataError(f"{config} exists and was not written by {WRITTEN_BY}; give another --config")
 
 
-def _write_split(found, split, staging, colours, unknown_to_ignore, max_pixels, num_shards):
+def _mask_values(values, colours, class_names):
+    """`--mask_values` as a lookup table (mask value -> class id, -1: not listed), or None."""
+    if not values:
+        return None
+    try:
+        values = [int(value) for value in values]
+    except ValueError:
+        raise DataError(f"--mask_values={','.join(values)}: integers from 0 to 255, one per class") from None
+    if colours:
+        raise DataError("--mask_values and --mask_colors both say what a mask holds; give one")
+    if not all(0 <= value <= 255 for value in values) or len(set(values)) != len(values):
+        raise DataError(f"--mask_values={','.join(map(str, values))}: distinct integers from 0 to 255, one per class")
+    if class_names and len(class_names) != len(values):
+        raise DataError(f"--class_names has {len(class_names)} names for {len(values)} --mask_values")
+    table = np.full(256, -1, np.int64)
+    table[values] = np.arange(len(values))
+    if IGNORE_LABEL not in values:
+        table[IGNORE_LABEL] = IGNORE_LABEL  # Still the ignore label, unless it is listed as a class.
+    return table
+
+
+def _check_mask_values(splits):
+    """Refuses masks whose values are plainly not class ids, before the dataset is swapped in: only 0
+    and 255 with 255 (the ignore label) a large share (binary masks, the object 255), or a few values
+    all multiples of 10 or more (grey levels, e.g. 0, 100, 200: NUM_CLASSES would be 201; a dataset
+    whose present classes are 0 and 2 of many is not refused). --class_names skips the check."""
+    counts = sum(splits[split]["pixel_counts"] for split in SPLITS)
+    present = np.flatnonzero(counts[:IGNORE_LABEL])
+    ignored = counts[IGNORE_LABEL] / max(counts.sum(), 1)
+    if present.tolist() == [0] and ignored > 0.1:
+        raise DataError(
+            f"the masks hold only 0 and 255, and 255 (the ignore label) is {ignored:.0%} of their pixels: binary "
+            "masks whose object is 255? --mask_values=0,255 reads 255 as class 1"
+        )
+    spacing = np.gcd.reduce(present[present > 0]) if present.size > 1 else 1
+    if spacing >= 10 and present.size <= 16:
+        values = ",".join(map(str, present.tolist() + ([IGNORE_LABEL] if counts[IGNORE_LABEL] else [])))
+        raise DataError(
+            f"the masks hold the values {', '.join(map(str, present.tolist()))} (multiples of {spacing}): grey levels "
+            f"rather than class ids 0, 1, 2, ...? --mask_values={values} reads them as classes in that order"
+        )
+
+
+def _write_split(found, split, staging, colours, unknown_to_ignore, max_pixels, num_shards, mask_values=None):
     """Writes one split's records and file list into `staging`; returns its summary."""
     from data import writer
 
@@ -288,6 +345,14 @@ def _write_split(found, split, staging, colours, unknown_to_ignore, max_pixels, 
             if "\n" in name or "\r" in name:
                 raise DataError(f"{item.image!r}: a file name with a line break (the file lists hold one per line)")
             example = item.read(name, colours, unknown_to_ignore, max_pixels)
+            if mask_values is not None and "mask" in example:
+                ids = mask_values[example["mask"]]
+                if (ids < 0).any():
+                    listed = np.flatnonzero((mask_values >= 0) & (mask_values != IGNORE_LABEL))
+                    listed = ", ".join(map(str, listed[np.argsort(mask_values[listed])]))
+                    raise DataError(f"{item.mask}: value {example['mask'][ids < 0][0]} in a mask is not in "
+                                    f"--mask_values ({listed}; 255 is ignore unless listed)")  # fmt: skip
+                example["mask"] = ids.astype(np.uint8)
             if num_classes is not None:
                 values = np.unique(example["mask"])
                 bad = values[(values >= num_classes) & (values != IGNORE_LABEL)]
@@ -552,6 +617,7 @@ def main(argv):
         class_names=FLAGS.class_names,
         mask_colors=FLAGS.mask_colors,
         unknown_colors=FLAGS.unknown_colors,
+        mask_values=FLAGS.mask_values,
         val_fraction=FLAGS.val_fraction,
         seed=FLAGS.seed,
         output_dir=FLAGS.output_dir,
@@ -580,6 +646,8 @@ def define_flags():
     )
     flags.DEFINE_list("class_names", None, "Class (or target) names; default: the class folders, the colour table, "
                       "the CSV header, or class_<id>.")  # fmt: skip
+    flags.DEFINE_list("mask_values", None, "Segmentation: the values grey masks hold, one per class in id order "
+                      "(binary 0,255; grey levels 0,100,200); default: the values are the class ids.")  # fmt: skip
     flags.DEFINE_float("val_fraction", 0.2, "The share drawn for validation when the folder is not split already.")
     flags.DEFINE_integer("seed", 42, "The seed of that draw.")
     flags.DEFINE_string("output_dir", None, "Default datasets/<name>.")
