@@ -313,7 +313,9 @@ def read_mask(path: str, size, colours=None, unknown_to_ignore: bool = False, ma
             rgb = np.asarray(image.convert("RGB"))
     except DataError:
         raise
-    except (Image.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except Image.UnidentifiedImageError:
+        raise DataError(f"{path}: cannot read mask: not an image PIL reads") from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise DataError(f"{path}: cannot read mask: {error}") from None
     return colours.class_ids(rgb, path, unknown_to_ignore)
 

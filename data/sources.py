@@ -163,15 +163,16 @@ def voc(voc_root: str, split: str, mask_folder: str = "SegmentationClass") -> li
     return items
 
 
-def class_folders(root: str, class_names=None):
+def class_folders(root: str, class_names=None, allow_missing: bool = False):
     """`([Item(image, class_id)], class names)`: one subfolder of `root` per class.
 
     Classes are the subfolders in name order (as Keras and torchvision number them)
-    unless `class_names` gives them (then every subfolder must be one of them). Images
+    unless `class_names` gives them (then every subfolder must be one of them, and each
+    of them a subfolder unless `allow_missing`: a val split may lack a class). Images
     are found at any depth inside a class folder.
 
     Raises:
-      DataError: no class folders, an unknown or empty one, naming it.
+      DataError: no class folders, an unknown or empty one, a class without one, naming it.
     """
     check_folder(root, "image_dir")
     folders = subfolders(root)
@@ -182,6 +183,10 @@ def class_folders(root: str, class_names=None):
     unknown = [folder for folder in folders if folder not in names]
     if unknown:
         raise DataError(f"{os.path.join(root, unknown[0])}: a folder that is not one of the classes {names}")
+    missing = [name for name in names if name not in folders]
+    if missing and not allow_missing:
+        raise DataError(f"--class_names: no folder {os.path.join(root, missing[0])} (the class folders: "
+                        f"{', '.join(folders)})")  # fmt: skip
     if len(names) < 2:
         raise DataError(f"{root}: one class ({names[0]}); classification needs two class folders or more")
     if len(set(names)) != len(names):

@@ -514,6 +514,8 @@ def test_a_failure_after_the_records_leaves_the_previous_dataset(tmp_path, monke
         ("same_stem", "would share the mask img000.png"),
         ("csv_inside_output", "holds the input"),
         ("duplicate_names", "--class_names names a class twice"),
+        ("misspelt_name", "--class_names: no folder {folder}/sqaure (the class folders: circle, square, triangle)"),
+        ("html_mask", "{folder}/masks/img001.png: cannot read mask: not an image PIL reads"),
     ],
 )
 def test_layouts_that_would_mix_or_not_train_are_refused_before_anything_is_written(tmp_path, layout, message):
@@ -535,13 +537,28 @@ def test_layouts_that_would_mix_or_not_train_are_refused_before_anything_is_writ
         (tmp_path / "ds").mkdir()
         os.replace(folder / "targets.csv", tmp_path / "ds" / "targets.csv")
         kwargs = {"image_dir": str(folder / "images"), "targets": str(tmp_path / "ds" / "targets.csv")}
+    elif layout == "html_mask":  # A page saved from the browser under the mask's name.
+        sample_folders.segmentation_folder(folder, count=3)
+        (folder / "masks" / "img001.png").write_text("<!DOCTYPE html><html></html>")
+        kwargs = {"image_dir": str(folder / "images"), "mask_dir": str(folder / "masks")}
     else:
         sample_folders.classification_folder(folder, per_class=2)
-        kwargs["class_names"] = ["circle", "square", "triangle", "circle"]
-    with pytest.raises(DataError, match=re.escape(message)):
+        names = {"duplicate_names": "circle,square,triangle,circle", "misspelt_name": "circle,sqaure,square,triangle"}
+        kwargs["class_names"] = names[layout].split(",")
+    with pytest.raises(DataError, match=re.escape(message.format(folder=folder))):
         _build(tmp_path, **kwargs)
     assert not (tmp_path / "ds").exists() or layout == "csv_inside_output"
     assert not (tmp_path / "mine.gin").exists()
+
+
+def test_a_config_path_under_a_file_is_refused_before_anything_is_written(tmp_path):
+    sample_folders.classification_folder(tmp_path / "folder", per_class=2)
+    (tmp_path / "README.md").write_text("a file")
+    readme = tmp_path / "README.md"
+    with pytest.raises(DataError, match=re.escape(f"--config {readme}/x.gin: {readme} is a file")):
+        build_dataset.build("mine", image_dir=str(tmp_path / "folder"), output_dir=str(tmp_path / "ds"),
+                            config=str(tmp_path / "README.md" / "x.gin"), measure_steps=0)  # fmt: skip
+    assert not (tmp_path / "ds").exists()
 
 
 def test_an_output_path_that_is_a_link_or_a_pattern_is_refused(tmp_path):

@@ -112,7 +112,7 @@ def find(image_dir=None, mask_dir=None, voc_root=None, targets=None, class_names
         return _found("regression", splits, _roots(image_dir, False), names, _drawn(val_fraction, seed))
     if already:
         train, names = sources.class_folders(os.path.join(image_dir, "train"), class_names)
-        val, _ = sources.class_folders(os.path.join(image_dir, "val"), names)
+        val, _ = sources.class_folders(os.path.join(image_dir, "val"), names, allow_missing=True)
         how = _presplit_note(image_dir)
         _notice_unused(image_dir, train + val, "are not in a class folder of train/ or val/")
         return _found("classification", {"train": train, "val": val}, _roots(image_dir, True), names, how)
@@ -268,6 +268,11 @@ def _check_outputs(output_dir, config, inputs):
         raise DataError(
             f"--config {config} is a folder; give the gin file to write, e.g. {os.path.join(config, 'x.gin')}"
         )
+    parent = os.path.dirname(os.path.abspath(config))
+    while not os.path.exists(parent):  # The folders write_atomic would make: none of them a file.
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise DataError(f"--config {config}: {parent} is a file, not a folder")
     for path in filter(None, inputs):
         path = os.path.abspath(path)
         if path == out or path.startswith(out + os.sep):
@@ -564,8 +569,8 @@ def format_report(report) -> str:
         lines.append(f"  {split:>5}: {splits[split]['examples']:>6} examples in {splits[split]['shards']} shard(s) "
                      f"{splits[split]['files']} (files: {splits[split]['list']})")  # fmt: skip
     lines.append(
-        f"image sizes (height x width): {sizes['min'][0]}x{sizes['min'][1]} to {sizes['max'][0]}x{sizes['max'][1]}, "
-        f"median {sizes['median'][0]}x{sizes['median'][1]}, {sizes['distinct']} distinct"
+        f"image sizes: heights {sizes['min'][0]} to {sizes['max'][0]} (median {sizes['median'][0]}), widths "
+        f"{sizes['min'][1]} to {sizes['max'][1]} (median {sizes['median'][1]}), {sizes['distinct']} distinct sizes"
     )
     for split in SPLITS:
         if task == "segmentation":
