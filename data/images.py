@@ -18,8 +18,11 @@ import contextlib
 import csv
 import io
 import json
+import os
 import re
 import struct
+import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -229,13 +232,42 @@ def _decode_stored(data: bytes, filename: str) -> np.ndarray:
     if _tensorflow_reads(data):
         import tensorflow as tf
 
-        try:
-            return decode_image(data).numpy()
-        except tf.errors.OpError as error:
-            first = (error.message or "").strip().splitlines()[:1]
+        failed = None
+        with _native_stderr() as printed:
+            try:
+                pixels = decode_image(data).numpy()
+            except tf.errors.OpError as error:
+                failed = error
+        if failed is not None:  # One line, libjpeg's own reason first (it printed it to C's stderr).
+            first = (failed.message or "").strip().splitlines()[:1]
             reason = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", first[0] if first else "")
-            raise DataError(f"{filename}: cannot decode image: {reason or type(error).__name__}") from None
+            reason = "; ".join([*printed, reason] if reason else printed) or type(failed).__name__
+            raise DataError(f"{filename}: cannot decode image: {reason}") from None
+        for line in printed:  # Decoded, with a warning (e.g. "Corrupt JPEG data: 2 extraneous bytes"): named.
+            print(f"notice: {filename}: {line}", flush=True)
+        return pixels
     return _pil_rgb(data, filename)
+
+
+@contextlib.contextmanager
+def _native_stderr():
+    """Captures what native code (libjpeg inside TensorFlow) prints to file descriptor 2 in the
+    block, where it would reach the user as a line that names no file; yields the lines, filled
+    when the block ends."""
+    lines = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield lines
+            finally:
+                os.dup2(saved, 2)
+                capture.seek(0)
+                lines += [line.strip() for line in capture.read().decode(errors="replace").splitlines() if line.strip()]
+    finally:
+        os.close(saved)
 
 
 def read_bytes(path: str, what: str = "image") -> bytes:

@@ -164,6 +164,30 @@ def test_a_rebuild_replaces_the_dataset_whole(segmentation, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_what_libjpeg_prints_joins_the_one_line_that_names_the_file(tmp_path, capfd, monkeypatch):
+    """libjpeg inside TensorFlow prints its reason to C's stderr ("Bogus Huffman table definition"),
+    a line naming no file, before TensorFlow's own error: both become one line naming the file; a
+    warning on an image that decodes becomes a notice naming it."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    bogus = data[:200] + b"\xff\xc4\x00\x01" + data[204:]  # A Huffman table segment 1 byte long.
+    with pytest.raises(DataError) as raised:
+        images.decode_image_bytes(bogus, "bad.jpg")
+    assert re.fullmatch(r"bad.jpg: cannot decode image: Bogus Huffman table definition; jpeg::Uncompress failed\..*",
+                        str(raised.value)), raised.value  # fmt: skip
+    assert capfd.readouterr().err == ""  # Nothing on the terminal but the error the caller prints.
+
+    def warns(encoded):  # As libjpeg does for a JPEG it decodes despite a fault.
+        os.write(2, b"Corrupt JPEG data: 2 extraneous bytes before marker 0xd9\n")
+        return tf.io.decode_jpeg(encoded, channels=3)
+
+    monkeypatch.setattr(images, "decode_image", warns)
+    assert images.decode_image_bytes(data, "warned.jpg").shape == (16, 16, 3)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("notice: warned.jpg: Corrupt JPEG data: 2 extraneous bytes before marker 0xd9\n", "")
+
+
 def test_one_split_rebuilt_with_fewer_shards_leaves_no_old_shard(tmp_path):
     """tools/build_tfrecords.py's writer: 4 then 2 shards under one prefix read 4 records, not 6."""
     examples = [{"image": np.full((4, 4, 3), i, np.uint8), "filename": f"{i}.png", "class_label": i} for i in range(4)]
