@@ -121,13 +121,24 @@ def segmentation(image_dir: str, mask_dir: str) -> list:
         if stem in stems:
             raise DataError(f"{os.path.join(image_dir, name)} and {stems[stem]} would share the mask {stem}.png")
         stems[stem] = os.path.join(image_dir, name)
+    # A mask is stem.png, the extension in any case (stem.PNG, as some tools write it); sorted, so
+    # stem.png comes last and wins where both are there.
+    pngs = {name[:-4]: name for name in sorted(os.listdir(mask_dir)) if name.lower().endswith(".png")}
     items = []
     for name in names:
-        mask = os.path.join(mask_dir, os.path.splitext(name)[0] + ".png")
-        if not os.path.exists(mask):
-            raise DataError(f"{os.path.join(image_dir, name)}: no mask {mask}")
-        items.append(Item(os.path.join(image_dir, name), mask=mask))
+        stem = os.path.splitext(name)[0]
+        if stem not in pngs:
+            raise DataError(f"{os.path.join(image_dir, name)}: no mask {os.path.join(mask_dir, stem + '.png')}")
+        items.append(Item(os.path.join(image_dir, name), mask=os.path.join(mask_dir, pngs[stem])))
     return items
+
+
+def masks_without_an_image(mask_dir: str, items) -> list:
+    """The PNG files directly in `mask_dir` that no item uses (for a notice, as `unlisted_images`)."""
+    used = {os.path.normpath(item.mask) for item in items}
+    return [os.path.join(mask_dir, name) for name in sorted(os.listdir(mask_dir))
+            if name.lower().endswith(".png") and not name.startswith(".")
+            and os.path.normpath(os.path.join(mask_dir, name)) not in used]  # fmt: skip
 
 
 def voc(voc_root: str, split: str, mask_folder: str = "SegmentationClass") -> list:

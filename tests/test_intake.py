@@ -164,6 +164,20 @@ def test_a_rebuild_replaces_the_dataset_whole(segmentation, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_a_mask_with_an_upper_case_extension_is_read_and_one_without_an_image_is_named(tmp_path, capsys):
+    shown = sample_folders.segmentation_folder(tmp_path / "folder", count=4)
+    masks = tmp_path / "folder" / "masks"
+    os.replace(masks / "img001.png", masks / "img001.PNG")
+    (masks / "img009.png").write_bytes((masks / "img002.png").read_bytes())  # Its image was deleted.
+    _build(tmp_path, image_dir=str(tmp_path / "folder/images"), mask_dir=str(masks))
+    records = _records(str(tmp_path / "ds" / "*.tfrecord"))
+    assert records.keys() == shown.keys()
+    for name, (_, mask) in records.items():
+        np.testing.assert_array_equal(mask, shown[name], err_msg=name)
+    out = capsys.readouterr().out
+    assert f"notice: 1 mask(s) in {masks} have no image and are left out (first: {masks / 'img009.png'})" in out
+
+
 def test_what_libjpeg_prints_joins_the_one_line_that_names_the_file(tmp_path, capfd, monkeypatch):
     """libjpeg inside TensorFlow prints its reason to C's stderr ("Bogus Huffman table definition"),
     a line naming no file, before TensorFlow's own error: both become one line naming the file; a

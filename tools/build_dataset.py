@@ -93,9 +93,12 @@ def find(image_dir=None, mask_dir=None, voc_root=None, targets=None, class_names
         if already:
             splits = {s: sources.segmentation(os.path.join(image_dir, s), os.path.join(mask_dir, s)) for s in SPLITS}
             _notice_unused(image_dir, splits["train"] + splits["val"], "are not directly in train/ or val/", mask_dir)
+            for split in SPLITS:
+                _notice_masks(os.path.join(mask_dir, split), splits[split])
             return _found("segmentation", splits, _roots(image_dir, True), class_names, _presplit_note(image_dir))
         items = sources.segmentation(image_dir, mask_dir)
         _notice_unused(image_dir, items, "are in subfolders (only the files directly in it are read)", mask_dir)
+        _notice_masks(mask_dir, items)
         splits = sources.split(items, val_fraction, seed)
         return _found("segmentation", splits, _roots(image_dir, False), class_names, _drawn(val_fraction, seed))
     if targets:
@@ -140,6 +143,12 @@ def _notice_unused(image_dir, items, why, mask_dir=None, table=None):
         kinds = ", ".join(sorted({os.path.splitext(path)[1].lower() or "no extension" for path in others}))
         print(f"notice: {len(others)} file(s) in {image_dir} are not images this tool reads ({kinds}; it reads "
               f"{', '.join(sources.IMAGE_EXTENSIONS)}) and are left out (first: {others[0]})")  # fmt: skip
+
+
+def _notice_masks(mask_dir, items):
+    unused = sources.masks_without_an_image(mask_dir, items)
+    if unused:
+        print(f"notice: {len(unused)} mask(s) in {mask_dir} have no image and are left out (first: {unused[0]})")
 
 
 def _found(task, splits, roots, class_names, how):
