@@ -371,6 +371,14 @@ def test_masks_whose_values_are_not_class_ids_are_refused_and_mask_values_reads_
         np.testing.assert_array_equal(mask, expected[name], err_msg=name)
 
 
+def test_a_few_class_ids_of_many_are_not_taken_for_grey_levels(tmp_path):
+    """VOC's background and person alone (0 and 15, 255 at the borders): class ids, built as such."""
+    sample_folders.segmentation_folder(tmp_path / "folder", count=4)
+    _remask(tmp_path / "folder", {0: 0, 1: 15, 2: 15, 3: 15, 255: 255})
+    report = _build(tmp_path, image_dir=str(tmp_path / "folder/images"), mask_dir=str(tmp_path / "folder/masks"))
+    assert report["class_names"] == [f"class_{i}" for i in range(16)]
+
+
 def test_a_mask_value_not_in_mask_values_is_named(tmp_path):
     sample_folders.segmentation_folder(tmp_path / "folder", count=4)
     folders = {"image_dir": str(tmp_path / "folder/images"), "mask_dir": str(tmp_path / "folder/masks")}

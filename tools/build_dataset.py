@@ -326,9 +326,10 @@ def _mask_values(values, colours, class_names):
 
 def _check_mask_values(splits):
     """Refuses masks whose values are plainly not class ids, before the dataset is swapped in: only 0
-    and 255 with 255 (the ignore label) a large share (binary masks, the object 255), or a few values
-    all multiples of 10 or more (grey levels, e.g. 0, 100, 200: NUM_CLASSES would be 201; a dataset
-    whose present classes are 0 and 2 of many is not refused). --class_names skips the check."""
+    and 255 with 255 (the ignore label) a large share (binary masks, the object 255), or up to 16
+    values, all multiples of 10 or more, the largest 64 or more (grey levels stretched over the
+    range, e.g. 0, 100, 200: NUM_CLASSES would be 201; not a dataset whose present classes are a few
+    of many ids, such as VOC's background and person, 0 and 15). --class_names skips the check."""
     counts = sum(splits[split]["pixel_counts"] for split in SPLITS)
     present = np.flatnonzero(counts[:IGNORE_LABEL])
     ignored = counts[IGNORE_LABEL] / max(counts.sum(), 1)
@@ -338,7 +339,7 @@ def _check_mask_values(splits):
             "masks whose object is 255? --mask_values=0,255 reads 255 as class 1"
         )
     spacing = np.gcd.reduce(present[present > 0]) if present.size > 1 else 1
-    if spacing >= 10 and present.size <= 16:
+    if spacing >= 10 and present.size <= 16 and present.max() >= 64:
         values = ",".join(map(str, present.tolist() + ([IGNORE_LABEL] if counts[IGNORE_LABEL] else [])))
         raise DataError(
             f"the masks hold the values {', '.join(map(str, present.tolist()))} (multiples of {spacing}): grey levels "
