@@ -358,9 +358,8 @@ class ColourTable:
     The table is a CSV or text file with one row per class, `name,r,g,b`, `r,g,b,name` or
     `name,#rrggbb` (commas, tabs or spaces; CamVid's `label_colors.txt` reads as it is; a
     header row on the first line and `#` comments are skipped), or a JSON object
-    `{"name": [r, g, b], ...}`. Class ids
-    follow the rows' order; a class named `ignore` maps to the ignore label (255) and
-    is not a class.
+    `{"name": [r, g, b], ...}`. Class ids follow the rows' order; a class named `ignore`
+    maps to the ignore label (255) and is not a class.
     """
 
     def __init__(self, names, colours, ids):
