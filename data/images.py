@@ -23,6 +23,7 @@ import re
 import struct
 import sys
 import tempfile
+import threading
 import warnings
 
 import numpy as np
@@ -249,25 +250,37 @@ def _decode_stored(data: bytes, filename: str) -> np.ndarray:
     return _pil_rgb(data, filename)
 
 
+_STDERR = threading.Lock()  # One capture at a time: file descriptor 2 is the process's.
+
+
 @contextlib.contextmanager
 def _native_stderr():
     """Captures what native code (libjpeg inside TensorFlow) prints to file descriptor 2 in the
     block, where it would reach the user as a line that names no file; yields the lines, filled
-    when the block ends."""
+    when the block ends. Without a descriptor 2 or a temporary file, nothing is captured."""
     lines = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as capture:
+    with _STDERR:
+        saved = capture = None
+        try:
+            sys.stderr.flush()
+            capture = tempfile.TemporaryFile()
+            saved = os.dup(2)
             os.dup2(capture.fileno(), 2)
-            try:
-                yield lines
-            finally:
+        except (OSError, ValueError):
+            if saved is not None:
+                os.close(saved)
+                saved = None
+        try:
+            yield lines
+        finally:
+            if saved is not None:
                 os.dup2(saved, 2)
+                os.close(saved)
                 capture.seek(0)
-                lines += [line.strip() for line in capture.read().decode(errors="replace").splitlines() if line.strip()]
-    finally:
-        os.close(saved)
+                text = capture.read().decode(errors="replace")
+                lines += [line.strip() for line in text.splitlines() if line.strip()]
+            if capture is not None:
+                capture.close()
 
 
 def read_bytes(path: str, what: str = "image") -> bytes:
@@ -449,9 +462,11 @@ def _parse_colour(values, where):
 def _text_rows(text: str, path: str):
     rows, header_passed = [], False
     for number, line in enumerate(text.splitlines(), 1):
+        where = f"{path}: line {number}"
+        if re.match(r"\s*#[0-9a-fA-F]{6}\b", line):  # Not a comment: a class would vanish, the ids after it move.
+            raise DataError(f"{where}: a line starting with a colour reads as a # comment; write name,#rrggbb")
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        where = f"{path}: line {number}"
         fields = [field.strip() for field in (next(csv.reader([line])) if "," in line else line.split())]
         if len(fields) >= 4 and all(_is_int(field) for field in fields[:3]):  # r,g,b,name
             colour, name = _parse_colour(fields[:3], where), " ".join(fields[3:])
@@ -459,7 +474,7 @@ def _text_rows(text: str, path: str):
             colour, name = _parse_colour(fields[-3:], where), " ".join(fields[:-3])
         elif len(fields) >= 2 and _HEX.fullmatch(fields[-1]):  # name,#rrggbb
             colour, name = _hex_colour(fields[-1]), " ".join(fields[:-1])
-        elif not header_passed and not any(_is_int(field) or field.startswith("#") for field in fields):
+        elif not header_passed and len(fields) > 1 and not any(_is_int(f) or f.startswith("#") for f in fields):
             header_passed = True  # The first line only: a header row, such as name,r,g,b.
             continue
         else:

@@ -121,15 +121,21 @@ def segmentation(image_dir: str, mask_dir: str) -> list:
         if stem in stems:
             raise DataError(f"{os.path.join(image_dir, name)} and {stems[stem]} would share the mask {stem}.png")
         stems[stem] = os.path.join(image_dir, name)
-    # A mask is stem.png, the extension in any case (stem.PNG, as some tools write it); sorted, so
-    # stem.png comes last and wins where both are there.
-    pngs = {name[:-4]: name for name in sorted(os.listdir(mask_dir)) if name.lower().endswith(".png")}
+    # A mask is stem.png, the extension in any case (stem.PNG, as some tools write it).
+    pngs = {}
+    for png in sorted(os.listdir(mask_dir)):
+        if png.lower().endswith(".png"):
+            pngs.setdefault(png[:-4], []).append(png)
     items = []
     for name in names:
         stem = os.path.splitext(name)[0]
-        if stem not in pngs:
-            raise DataError(f"{os.path.join(image_dir, name)}: no mask {os.path.join(mask_dir, stem + '.png')}")
-        items.append(Item(os.path.join(image_dir, name), mask=os.path.join(mask_dir, pngs[stem])))
+        found = pngs.get(stem) or []
+        if len(found) > 1:
+            raise DataError(f"{os.path.join(image_dir, name)}: two masks, {' and '.join(found)} in {mask_dir}")
+        mask = os.path.join(mask_dir, found[0] if found else stem + ".png")
+        if not os.path.exists(mask):  # Where names ignore case (macOS, Windows), the file system finds it.
+            raise DataError(f"{os.path.join(image_dir, name)}: no mask {mask}")
+        items.append(Item(os.path.join(image_dir, name), mask=mask))
     return items
 
 
@@ -216,7 +222,7 @@ def csv_targets(image_dir: str, table: str):
 
     Files are relative to `image_dir` (or absolute). A first row whose targets are not
     numbers is the header, its columns after the first naming the targets, unless its first
-    cell names an image: then it is a row, and a missing or bad target there is an error.
+    cell is an image's name (`.jpg`, ...): then it is a row, and a bad target there an error.
 
     Raises:
       DataError: a row that does not parse, a file missing or listed twice, or rows
@@ -233,9 +239,7 @@ def csv_targets(image_dir: str, table: str):
     if not rows:
         raise DataError(f"{table}: empty")
     names = None
-    first = rows[0][1][0].strip()
-    names_an_image = bool(first) and os.path.isfile(os.path.join(image_dir, first))
-    if not names_an_image and not all(_is_number(cell) for cell in rows[0][1][1:]):
+    if not is_image(rows[0][1][0].strip()) and not all(_is_number(cell) for cell in rows[0][1][1:]):
         names, rows = [cell.strip() for cell in rows[0][1][1:]], rows[1:]
     items, seen = [], {}
     for number, row in rows:

@@ -95,9 +95,8 @@ def _pad_to_multiple(images, multiple: int):
 
 def _at_image_size(logits, images):
     """Dense logits with the images' static height and width (a crop or resize to a tensor size
-    loses them; a summary of the predictions needs them)."""
-    logits.set_shape(images.shape[:3].concatenate([None]))
-    return logits
+    loses them; a summary of the predictions needs them), checked when the graph runs."""
+    return tf.ensure_shape(logits, images.shape[:3].concatenate([None]))
 
 
 def single_view(network, task, images, training: bool, seed: int):

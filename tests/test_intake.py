@@ -176,6 +176,9 @@ def test_a_mask_with_an_upper_case_extension_is_read_and_one_without_an_image_is
         np.testing.assert_array_equal(mask, shown[name], err_msg=name)
     out = capsys.readouterr().out
     assert f"notice: 1 mask(s) in {masks} have no image and are left out (first: {masks / 'img009.png'})" in out
+    (masks / "img001.png").write_bytes((masks / "img001.PNG").read_bytes())  # Which one? Refused, naming both.
+    with pytest.raises(DataError, match=r"img001.jpg: two masks, img001.PNG and img001.png in "):
+        _build(tmp_path, image_dir=str(tmp_path / "folder/images"), mask_dir=str(masks))
 
 
 def test_what_libjpeg_prints_joins_the_one_line_that_names_the_file(tmp_path, capfd, monkeypatch):
@@ -314,6 +317,9 @@ def test_colour_tables_read_in_the_published_forms(tmp_path, text, suffix):
         ("name,r,g,b\nsky;0;0;255\n", r"table.csv: line 2: expected name,r,g,b or r,g,b,name or name,#rrggbb, got"),
         ("sky,blue\nroad,grey\n", r"table.csv: line 2: expected name,r,g,b"),
         ("sky,#00f\n", r"table.csv: line 1: expected name,r,g,b"),  # Not a header: it has a #colour.
+        ("background\nsky,0,0,255\n", r"table.csv: line 1: expected name,r,g,b"),  # One name: not a header.
+        # A colour first would read as a comment, and the ids after it would move.
+        ("sky,0,0,255\n#ff0000,red\n", r"table.csv: line 2: a line starting with a colour reads as a # comment"),
     ],
 )
 def test_a_colour_table_row_it_cannot_use_is_refused_naming_the_row(tmp_path, text, message):
@@ -336,17 +342,22 @@ def _remask(folder, value_of):
         # Binary masks, the object 255 (as most tools save them): refused, not read as all ignore.
         (
             {0: 0, 1: 255, 2: 255, 3: 255, 255: 255},
-            r"the masks hold only 0 and 255, and 255 \(the ignore label\) "
-            r"is \d+% of their pixels: binary masks whose object is 255\? --mask_values=0,255 reads 255 as class 1",
+            r"the masks hold only 0 and 255, and 255 is the ignore label \([\d.]+% of their pixels\): binary "
+            r"masks whose object is 255\? --mask_values=0,255 reads 255 as class 1",
             "0,255",
         ),
+        # A small object (cracks, vessels: a few per cent of the pixels) is refused as well.
+        ({0: 0, 1: 0, 2: 0, 3: 255, 255: 0}, r"the masks hold only 0 and 255", "0,255"),
         # Grey levels: refused, not NUM_CLASSES = 201 with 198 empty classes.
         (
             {0: 0, 1: 100, 2: 200, 3: 200, 255: 255},
-            r"the masks hold the values 0, 100, 200 \(multiples of 100\): "
-            r"grey levels rather than class ids 0, 1, 2, \.\.\.\? --mask_values=0,100,200,255 reads",
+            r"the masks hold the values 0, 100, 200 \(3 of the ids up to 200\): grey levels rather than class "
+            r"ids 0, 1, 2, \.\.\.\? --mask_values=0,100,200,255 reads them as classes in that order; if they are "
+            r"class ids, --class_names names the classes",
             "0,100,200",
         ),
+        # Evenly spaced levels, rounded (255 k / 4): no common divisor, refused all the same.
+        ({0: 0, 1: 64, 2: 128, 3: 191, 255: 255}, r"the masks hold the values 0, 64, 128, 191 \(4 of", "0,64,128,191"),
     ],
 )
 def test_masks_whose_values_are_not_class_ids_are_refused_and_mask_values_reads_them(
@@ -450,6 +461,7 @@ def test_a_csv_of_targets_keeps_each_files_target(tmp_path, capsys):
         # No header, the first row's target missing: that row, not a header naming a target ''.
         ("img000.jpg,\nimg001.png,0.1\n", r"targets.csv: line 1: targets must be numbers, got \[''\]"),
         ("img000.jpg,NA\nimg001.png,0.1\n", r"targets.csv: line 1: targets must be numbers, got \['NA'\]"),
+        ("gone.jpg,0.5\nimg001.png,0.1\n", r"targets.csv: line 1: no image .*gone.jpg"),  # Not a header either.
     ],
 )
 def test_a_bad_csv_row_is_named(tmp_path, rows, message):

@@ -61,7 +61,8 @@ def _computes_in(graph):
     "network, task", [("unet", "segmentation"), ("deeplab", "classification"), ("mobilenet_v2", "regression")]
 )
 def test_the_network_computes_low_and_everything_read_after_it_is_float32(policy, compute, network, task):
-    """In every mode (training, evaluation, export's PREDICT graph), for every network and task."""
+    """In every mode (training, evaluation, export's PREDICT graph), for every network, each with one
+    of the tasks (every task is covered once)."""
     for mode in MODES:
         graph, spec = _graph(mode, policy, network, task)
         assert _computes_in(graph) == {compute}, mode

@@ -325,25 +325,26 @@ def _mask_values(values, colours, class_names):
 
 
 def _check_mask_values(splits):
-    """Refuses masks whose values are plainly not class ids, before the dataset is swapped in: only 0
-    and 255 with 255 (the ignore label) a large share (binary masks, the object 255), or up to 16
-    values, all multiples of 10 or more, the largest 64 or more (grey levels stretched over the
-    range, e.g. 0, 100, 200: NUM_CLASSES would be 201; not a dataset whose present classes are a few
-    of many ids, such as VOC's background and person, 0 and 15). --class_names skips the check."""
+    """Refuses masks whose values are plainly not class ids, before the dataset is swapped in (the
+    records are in the staging folder; the previous dataset stays): 0 the only class beside 255
+    (the ignore label: binary masks, the object 255; such a dataset has nothing to learn), or up
+    to 16 values reaching 64 or more that use under a quarter of the ids up to their largest (grey
+    levels, e.g. 0, 100, 200 or 0, 64, 128, 191: NUM_CLASSES would be 201 or 192; not VOC's
+    background and person alone, 0 and 15). --class_names skips the check."""
     counts = sum(splits[split]["pixel_counts"] for split in SPLITS)
     present = np.flatnonzero(counts[:IGNORE_LABEL])
     ignored = counts[IGNORE_LABEL] / max(counts.sum(), 1)
-    if present.tolist() == [0] and ignored > 0.1:
+    if present.tolist() in ([0], []) and counts[IGNORE_LABEL]:
         raise DataError(
-            f"the masks hold only 0 and 255, and 255 (the ignore label) is {ignored:.0%} of their pixels: binary "
+            f"the masks hold only 0 and 255, and 255 is the ignore label ({ignored:.1%} of their pixels): binary "
             "masks whose object is 255? --mask_values=0,255 reads 255 as class 1"
         )
-    spacing = np.gcd.reduce(present[present > 0]) if present.size > 1 else 1
-    if spacing >= 10 and present.size <= 16 and present.max() >= 64:
+    if 1 < present.size <= 16 and present.max() >= 64 and present.size * 4 <= present.max() + 1:
         values = ",".join(map(str, present.tolist() + ([IGNORE_LABEL] if counts[IGNORE_LABEL] else [])))
         raise DataError(
-            f"the masks hold the values {', '.join(map(str, present.tolist()))} (multiples of {spacing}): grey levels "
-            f"rather than class ids 0, 1, 2, ...? --mask_values={values} reads them as classes in that order"
+            f"the masks hold the values {', '.join(map(str, present.tolist()))} ({present.size} of the ids up to "
+            f"{present.max()}): grey levels rather than class ids 0, 1, 2, ...? --mask_values={values} reads them "
+            "as classes in that order; if they are class ids, --class_names names the classes"
         )
 
 
