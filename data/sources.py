@@ -140,7 +140,7 @@ def segmentation(image_dir: str, mask_dir: str) -> list:
 
 
 def masks_without_an_image(mask_dir: str, items) -> list:
-    """The PNG files directly in `mask_dir` that no item uses (for a notice, as `unlisted_images`)."""
+    """The PNG files directly in `mask_dir` that no item uses (for a notice, as `left_out`)."""
     used = {os.path.normpath(item.mask) for item in items}
     return [os.path.join(mask_dir, name) for name in sorted(os.listdir(mask_dir))
             if name.lower().endswith(".png") and not name.startswith(".")
@@ -266,21 +266,21 @@ def csv_targets(image_dir: str, table: str):
     return sorted(items, key=lambda item: item.image), names or [f"target_{i}" for i in range(len(items[0].target))]
 
 
-def unlisted_images(image_dir: str, items) -> list:
-    """Image files under `image_dir` that no item uses (for a notice: nothing is left out silently)."""
+def left_out(image_dir: str, items):
+    """`(images, other files)` under `image_dir` that no item uses, from one walk of it: the image
+    files no item names, and the files that are not images this tool reads (`.heic`, `.avif`,
+    `.txt`, ...), hidden ones left out, in the walk's name order (for notices: nothing is left out
+    silently)."""
     used = {os.path.normpath(item.image) for item in items}
-    return [path for path in _images_under(image_dir) if os.path.normpath(path) not in used]
+    images, others = [], []
+    for path in _files_under(image_dir):
+        (images if is_image(os.path.basename(path)) else others).append(path)
+    return [path for path in images if os.path.normpath(path) not in used], others
 
 
 def _images_under(folder: str) -> list:
     """Image files at any depth under `folder` (hidden folders and files left out), in name order."""
     return [path for path in _files_under(folder) if is_image(os.path.basename(path))]
-
-
-def other_files(folder: str) -> list:
-    """Files at any depth under `folder` that are not images this tool reads (`.heic`, `.avif`,
-    `.txt`, ...; hidden ones left out), in name order: for a notice, as `unlisted_images`."""
-    return [path for path in _files_under(folder) if not is_image(os.path.basename(path))]
 
 
 def _files_under(folder: str) -> list:

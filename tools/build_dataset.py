@@ -129,16 +129,15 @@ def find(image_dir=None, mask_dir=None, voc_root=None, targets=None, class_names
 def _notice_unused(image_dir, items, why, mask_dir=None, table=None):
     """One line for the images under `image_dir` that no example uses, and one for the files that
     are not images it reads (outside `mask_dir`; the CSV `table`): nothing is left out in silence."""
-    outside = os.path.abspath(mask_dir) + os.sep if mask_dir else None
+    masks = os.path.abspath(mask_dir) + os.sep if mask_dir else None
 
-    def left_out(paths):
-        return [path for path in paths if not (outside and os.path.abspath(path).startswith(outside))
+    def inputs_aside(paths):  # The masks and the CSV are inputs, not files left out.
+        return [path for path in paths if not (masks and os.path.abspath(path).startswith(masks))
                 and not (table and os.path.abspath(path) == os.path.abspath(table))]  # fmt: skip
 
-    unused = left_out(sources.unlisted_images(image_dir, items))
+    unused, others = (inputs_aside(paths) for paths in sources.left_out(image_dir, items))
     if unused:
         print(f"notice: {len(unused)} image(s) in {image_dir} {why} and are left out (first: {unused[0]})")
-    others = left_out(sources.other_files(image_dir))
     if others:
         kinds = ", ".join(sorted({os.path.splitext(path)[1].lower() or "no extension" for path in others}))
         print(f"notice: {len(others)} file(s) in {image_dir} are not images this tool reads ({kinds}; it reads "
