@@ -59,6 +59,14 @@ def run_script(script, *args, check=True, timeout=600, fresh=False):
     return result
 
 
+def checkpoint_values(path):
+    """`{variable name: value}` of a checkpoint: a model directory's latest, or a checkpoint path."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(path))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
 def event_tags(directory):
     """`{tag: [steps]}` over every event file directly in `directory` (TensorBoard's reader)."""
     from tensorboard.backend.event_processing import event_file_loader

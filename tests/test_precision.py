@@ -18,6 +18,7 @@ from models.mobilenet import MobileNetV2Encoder
 from models.regression import Regression
 from models.segmentation import Segmentation
 from models.unet import UNet
+from tests.helpers import checkpoint_values
 
 RNG = np.random.default_rng(0)  # Random images: what is compared is arithmetic, not learning.
 IMAGES = RNG.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
@@ -108,8 +109,7 @@ def _train(model_dir, policy, steps=3, network=None, hooks=()):
 def _weights(model_dir, step=None):
     """A checkpoint's values by name: the last one's, or step `step`'s (0: the initial weights,
     which Estimator saves before the first step)."""
-    reader = tf.train.load_checkpoint(str(model_dir) if step is None else f"{model_dir}/model.ckpt-{step}")
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    return checkpoint_values(model_dir if step is None else f"{model_dir}/model.ckpt-{step}")
 
 
 def _kernels(weights):

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from data import schema, synthetic
 from tests.conftest import REPO_ROOT, TINY_SIZE, tiny_gin_params
-from tests.helpers import python, run_in_process, run_script
+from tests.helpers import checkpoint_values, python, run_in_process, run_script
 
 STEPS = 12
 
@@ -43,11 +43,6 @@ def _args(model_dir, dataset, **overrides):
     }
     args = ["--gin_file=configs/synthetic.gin", f"--model_dir={model_dir}"]
     return args + [f"--gin_param={p}" for p in tiny_gin_params(dataset, **overrides)]
-
-
-def _weights(model_dir):
-    reader = tf.train.load_checkpoint(str(model_dir))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
 def _final_metrics(model_dir):
@@ -118,7 +113,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(
     result = run_in_process("train.py", *_args(model_dir, tiny_dataset, PRECISION=repr(precision)))
     assert "error" not in result.stderr.lower(), result.stderr
     uninterrupted = uninterrupted_in(precision)
-    expected, got = _weights(uninterrupted), _weights(model_dir)
+    expected, got = checkpoint_values(uninterrupted), checkpoint_values(model_dir)
     assert got["global_step"] == STEPS
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=f"{point}: {name}")
@@ -175,7 +170,7 @@ def test_a_signal_saves_the_step_stops_in_one_line_and_the_rerun_is_exact(
         stopped = int(during_training.group(1))
         assert 3 <= stopped < STEPS and (model_dir / f"model.ckpt-{stopped}.index").exists()
     run_in_process("train.py", *_args(model_dir, tiny_dataset))
-    expected, got = _weights(uninterrupted), _weights(model_dir)
+    expected, got = checkpoint_values(uninterrupted), checkpoint_values(model_dir)
     for variable in expected:
         np.testing.assert_array_equal(got[variable], expected[variable], err_msg=variable)
     assert _final_metrics(model_dir) == _final_metrics(uninterrupted)
@@ -203,16 +198,16 @@ def test_negative_control_stock_restart_replays_the_stream(uninterrupted, tiny_d
     model_dir = tmp_path / "model"
     _kill_when(model_dir, tiny_dataset, _has_checkpoint(6), **{"make_input_fn.resume": False})
     run_in_process("train.py", *_args(model_dir, tiny_dataset, **{"make_input_fn.resume": False}))
-    expected, got = _weights(uninterrupted), _weights(model_dir)
+    expected, got = checkpoint_values(uninterrupted), checkpoint_values(model_dir)
     assert any(not np.array_equal(got[name], expected[name]) for name in expected)
 
 
 @pytest.mark.slow
 def test_finished_job_reruns_as_a_no_op(uninterrupted, tiny_dataset):
-    before = _weights(uninterrupted)
+    before = checkpoint_values(uninterrupted)
     result = run_in_process("train.py", *_args(uninterrupted, tiny_dataset))
     assert "nothing to do" in result.stdout
-    assert all(np.array_equal(before[n], v) for n, v in _weights(uninterrupted).items())
+    assert all(np.array_equal(before[n], v) for n, v in checkpoint_values(uninterrupted).items())
 
 
 @pytest.mark.slow
@@ -228,7 +223,7 @@ def test_torn_newest_checkpoint_falls_back_to_the_previous_good_one(uninterrupte
     result = run_in_process("train.py", *_args(model_dir, tiny_dataset))
     assert f"model.ckpt-{STEPS} is torn" in result.stdout and f"resuming from {model_dir}/model.ckpt-9" in result.stdout
     assert tf.train.latest_checkpoint(str(model_dir)).endswith(f"model.ckpt-{STEPS}")
-    expected, got = _weights(uninterrupted), _weights(model_dir)
+    expected, got = checkpoint_values(uninterrupted), checkpoint_values(model_dir)
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
@@ -265,7 +260,7 @@ def test_nan_loss_stops_naming_the_step_and_never_saves_it(tiny_dataset, tmp_pat
     step = int(line.split("step")[1].split()[0])
     latest = tf.train.latest_checkpoint(str(model_dir))
     assert int(latest.rsplit("-", 1)[1]) < step
-    weights = _weights(model_dir)
+    weights = checkpoint_values(model_dir)
     assert all(np.isfinite(v).all() for v in weights.values() if np.issubdtype(np.asarray(v).dtype, np.floating))
     # A restart fails the same way at the same step: it does not loop, and saves nothing bad.
     again = run_in_process("train.py", *_args(model_dir, tiny_dataset, **overrides), check=False)
@@ -419,7 +414,7 @@ def test_bad_input_stops_with_one_line_and_the_model_dir_restores(
     assert line.startswith("error: ") and expected in line, result.stderr[-2000:]
     named = {"mask_size": "odd_mask.png", "label": "label_nine.png"}.get(kind, shard.name)
     assert named in line, line
-    _weights(model_dir)  # Still restores.
+    checkpoint_values(model_dir)  # Still restores.
     assert tf.train.latest_checkpoint(str(model_dir)).endswith(f"model.ckpt-{STEPS}")
 
 
@@ -581,7 +576,7 @@ def test_a_full_disk_stops_in_one_line_and_the_rerun_loses_nothing(uninterrupted
     line = r"error: \S*: ?No space left on device|error: .*No space left on device.*"
     assert re.fullmatch(line, report["line"]), report["stderr"]
     assert report["second"] == 0, report["second_stderr"]
-    expected, got = _weights(uninterrupted), _weights(dest)
+    expected, got = checkpoint_values(uninterrupted), checkpoint_values(dest)
     for variable in expected:
         np.testing.assert_array_equal(got[variable], expected[variable], err_msg=variable)
     steps = _steps_evaluated(dest)
