@@ -127,7 +127,7 @@ def fork(tiny_dataset, tmp_path_factory):
         )
     )
     args = [f"--gin_file={config}", f"--model_dir={root / 'model'}"]
-    args += [f"--gin_param={p}" for p in tiny_gin_params(tiny_dataset) if not p.startswith("unet.")]
+    args += [f"--gin_param={p}" for p in tiny_gin_params(tiny_dataset) if not p.startswith(("unet.", "AUGMENTATIONS"))]
     run_script("train.py", *args)
     return root, args
 
