@@ -90,8 +90,8 @@ def tiny_gin_params(dataset_root, **overrides):
         "unet.base_filters": "4",
         "unet.depth": "2",
         "build_model_fn.warmup_steps": "0",  # A few steps: no warm-up, so the weights move from the first.
-        # base.gin's augmentations, which configs/synthetic.gin turns off: resume and determinism
-        # tests on it keep checking their random streams.
+        # base.gin's AUGMENTATIONS (keep the two alike), which configs/synthetic.gin turns off:
+        # resume and determinism tests on it keep checking their random streams.
         "AUGMENTATIONS": "[@flip_left_right(), @flip_up_down(), @brightness()]",
     }
     params.update({key: str(value) for key, value in overrides.items()})

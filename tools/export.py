@@ -1,7 +1,7 @@
 """Exports a trained checkpoint as a SavedModel for serving.
 
     python tools/export.py --gin_file=configs/synthetic.gin --model_dir=runs/synthetic \
-        [--checkpoint=runs/synthetic/model.ckpt-500] --export_dir=exports/synthetic
+        [--checkpoint=runs/synthetic/model.ckpt-1000] --export_dir=exports/synthetic
 
 The SavedModel lands in a timestamped folder under `--export_dir` (Estimator's
 layout, the one `LatestExporter` and TensorFlow Serving use); its path is printed (and the
@@ -86,7 +86,7 @@ def main(argv):
 def define_flags():
     """The command line (defined here, not at import, so `export()` imports anywhere)."""
     runtime.define_flags()  # --gin_file (the training's), --gin_param, --model_dir, --verbose.
-    flags.DEFINE_string("checkpoint", None, "Checkpoint to export, e.g. D/model.ckpt-500 (default: the latest in D).")
+    flags.DEFINE_string("checkpoint", None, "Checkpoint to export, e.g. D/model.ckpt-1000 (default: the latest in D).")
     flags.DEFINE_string("export_dir", None, "Folder under which the timestamped SavedModel folder is written.")
     flags.mark_flag_as_required("export_dir")
 
