@@ -76,6 +76,18 @@ def tiny_dataset(tmp_path_factory):
     return root
 
 
+def _base_gin_value(macro):
+    """A macro's value as configs/base.gin binds it, as text (one line)."""
+    with open(os.path.join(REPO_ROOT, "configs", "base.gin")) as f:
+        for line in f:
+            if line.startswith(f"{macro} = "):
+                return line.split(" = ", 1)[1].split("  #", 1)[0].strip()
+    raise KeyError(f"configs/base.gin binds no {macro}")
+
+
+BASE_AUGMENTATIONS = _base_gin_value("AUGMENTATIONS")
+
+
 def tiny_gin_params(dataset_root, **overrides):
     """Gin bindings for a fast run on `tiny_dataset` (a list for --gin_param)."""
     params = {
@@ -90,9 +102,9 @@ def tiny_gin_params(dataset_root, **overrides):
         "unet.base_filters": "4",
         "unet.depth": "2",
         "build_model_fn.warmup_steps": "0",  # A few steps: no warm-up, so the weights move from the first.
-        # base.gin's AUGMENTATIONS (keep the two alike), which configs/synthetic.gin turns off:
-        # resume and determinism tests on it keep checking their random streams.
-        "AUGMENTATIONS": "[@flip_left_right(), @flip_up_down(), @brightness()]",
+        # base.gin's augmentations, which configs/synthetic.gin turns off: resume and determinism
+        # tests on it keep checking their random streams.
+        "AUGMENTATIONS": BASE_AUGMENTATIONS,
     }
     params.update({key: str(value) for key, value in overrides.items()})
     return [f"{key} = {value}" for key, value in params.items()]
