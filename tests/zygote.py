@@ -228,7 +228,10 @@ def _child(connection, request, fds, base_path):
     connection.sendall(b"P%d\n" % os.getpid())
 
     def watch():  # The client killed outright: this command and what it started go too.
-        while connection.recv(1024):
+        try:
+            while connection.recv(1024):
+                pass
+        except OSError:  # Reset, not closed: a client killed with data unread is gone all the same.
             pass
         os.killpg(0, signal.SIGKILL)
 
