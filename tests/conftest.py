@@ -76,16 +76,17 @@ def tiny_dataset(tmp_path_factory):
     return root
 
 
-def _base_gin_value(macro):
-    """A macro's value as configs/base.gin binds it, as text (one line)."""
+def _base_augmentations():
+    """configs/base.gin's AUGMENTATIONS as gin text (`[@op(), ...]`), read with gin's parser."""
+    from common import gin_text
+
     with open(os.path.join(REPO_ROOT, "configs", "base.gin")) as f:
-        for line in f:
-            if line.startswith(f"{macro} = "):
-                return line.split(" = ", 1)[1].split("  #", 1)[0].strip()
-    raise KeyError(f"configs/base.gin binds no {macro}")
+        macros, _ = gin_text.parse(f.read())
+    ops = [gin_text.reference(op) for op in macros["AUGMENTATIONS"]]
+    return "[" + ", ".join(f"@{selector}{'()' if called else ''}" for _, selector, called in ops) + "]"
 
 
-BASE_AUGMENTATIONS = _base_gin_value("AUGMENTATIONS")
+BASE_AUGMENTATIONS = _base_augmentations()
 
 
 def tiny_gin_params(dataset_root, **overrides):
