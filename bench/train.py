@@ -5,10 +5,12 @@ configs/synthetic.gin as `make train` runs it (the default U-Net, 64x64 images, 
 4 classes), on `datasets/synthetic/` (written first if missing), all in this process:
 
 - `train_throughput_vs_keras`: steady-state training examples/s (steps `--warmup` to
-  `--warmup + --steps`) of the template's Estimator (`core.estimator.Estimator`) with
-  its model_fn and input_fn, over Keras `Model.fit` on the same U-Net object (a
-  functional model of its layers), the same loss (the task's: cross-entropy over
-  non-ignored pixels and the Dice term), Adam, batch and tf.data pipeline;
+  `--warmup + --steps`; the default warm-up, 130 steps, is past the first epoch's 125, which
+  decodes every example once and keeps it: `make_input_fn.decoded_cache_mb`) of the
+  template's Estimator (`core.estimator.Estimator`) with its model_fn and input_fn, over
+  Keras `Model.fit` on the same U-Net object (a functional model of its layers), the
+  same loss (the task's: cross-entropy over non-ignored pixels and the Dice term), Adam,
+  batch and tf.data pipeline;
 - `pipeline_vs_memory`: the same Estimator training fed from the TFRecords over fed
   from the same batches already decoded in memory (`Dataset.from_tensor_slices`);
   the three trainings take turns `--rounds` times and each figure is the median of its
@@ -21,7 +23,9 @@ configs/synthetic.gin as `make train` runs it (the default U-Net, 64x64 images, 
   session in its own: `eval_first_call_s` gives both); and `eval_loop_vs_keras`, the same
   with Estimator's batches' loop alone (from its session's creation to the last batch).
 
-Then what op determinism costs (`determinism_cost_ratio`: the same Estimator training from
+Then the training input pipeline alone (`--sections=input`): CPU ms a batch with the decoded
+cache and without it (`input_cpu_ms_per_batch`, `decoded_cache_cpu_ratio`); then what op
+determinism costs (`determinism_cost_ratio`: the same Estimator training from
 TFRecords, examples/s with `DETERMINISTIC = False` over with it on, taking turns three
 times, the median of each); then mixed precision (`--sections=precision`: the same
 Estimator training in `mixed_bfloat16` over float32, `bf16_speedup`, and over Keras `fit`
@@ -42,8 +46,8 @@ default list): a training step's op times by group in each precision (`op_bf16_s
 
 Prints each measurement and, last, one JSON object with every figure.
 
-    .venv/bin/python bench/train.py [--warmup=20] [--steps=100] [--rounds=3] [--eval_calls=9] [--target=0.95]
-                                    [--sections=keras,determinism,precision,growth,target,ops]
+    .venv/bin/python bench/train.py [--warmup=130] [--steps=100] [--rounds=3] [--eval_calls=9] [--target=0.95]
+                                    [--sections=keras,input,determinism,precision,growth,target,ops]
 """
 
 import argparse
@@ -126,17 +130,19 @@ def time_to_target(target: float, work: str, precision: str = "float32"):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=130)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--eval_calls", type=int, default=9)
-    parser.add_argument("--sections", default="keras,determinism,precision,growth,target")
+    parser.add_argument("--sections", default="keras,input,determinism,precision,growth,target")
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
     runtime.quiet()
     work = tempfile.mkdtemp(prefix="bench_train_")
     figures = _against_keras(args, work) if "keras" in sections else {}
+    if "input" in sections:
+        figures.update(_input_cost(args))
     if "determinism" in sections:
         figures.update(_determinism_cost(args, work))
     if "precision" in sections:
@@ -298,6 +304,36 @@ def _op_times(work, traced_steps=20, warmup=30):
     speedups["all"] = round(sum(float32.values()) / sum(bfloat16.values()), 3)
     return {"op_ms_per_step": {p: {g: round(t, 2) for g, t in v.items()} for p, v in times.items()},
             "op_bf16_speedup": speedups}  # fmt: skip
+
+
+def _input_cost(args):
+    """The training input pipeline alone, as train.py builds it: this process's CPU ms a batch
+    (every thread) with the decoded cache (`make_input_fn.decoded_cache_mb`, the default) and
+    without it (0), taking turns `--rounds` times, each after `--warmup` batches (past the
+    first epoch, which fills the cache): `input_cpu_ms_per_batch`, and
+    `decoded_cache_cpu_ratio`, without over with."""
+    import tensorflow as tf
+
+    costs = {"cached": [], "decoding": []}
+    for _ in range(args.rounds):
+        for key, params in (("cached", []), ("decoding", ["train/make_input_fn.decoded_cache_mb = 0"])):
+            _, input_fn, _ = _configured(params)
+            with tf.Graph().as_default():
+                batch = tf.compat.v1.data.make_one_shot_iterator(input_fn()).get_next()
+                with tf.compat.v1.Session() as session:
+                    for _ in range(args.warmup):
+                        session.run(batch)
+                    started = time.process_time()
+                    for _ in range(args.steps):
+                        session.run(batch)
+                    costs[key].append((time.process_time() - started) / args.steps * 1e3)
+    medians = {key: float(np.median(values)) for key, values in costs.items()}
+    rounds = ", ".join(f"{key} {' '.join(f'{value:.2f}' for value in values)}" for key, values in costs.items())
+    print(f"input pipeline alone, CPU ms a batch: {rounds}", flush=True)
+    return {
+        "input_cpu_ms_per_batch": {key: round(value, 2) for key, value in medians.items()},
+        "decoded_cache_cpu_ratio": round(medians["decoding"] / medians["cached"], 2),
+    }
 
 
 def _determinism_cost(args, work):

@@ -1,5 +1,5 @@
 """`input_fn` builders: TFRecord shards -> enumerate -> [subset filter] -> parse+decode
--> augment -> batch -> prefetch.
+[-> kept in memory, training] -> crop and augment -> batch -> prefetch.
 
 The subset filter runs on the example's index *before* parsing and decoding, so
 evaluating k of N examples decodes k. Every stage is deterministic given the seed:
@@ -284,6 +284,7 @@ def make_input_fn(
     resume: bool = True,
     lenient: bool = False,
     max_bad_fraction: float = 0.01,
+    decoded_cache_mb: int = 1024,
 ):
     """Builds an Estimator `input_fn`.
 
@@ -322,6 +323,15 @@ def make_input_fn(
         TFRecord framing is broken still stops the run (TensorFlow's reader cannot
         resume inside a file). Evaluation is always strict.
       max_bad_fraction: see `lenient`.
+      decoded_cache_mb: training only: from the run's first whole epoch on, decode and
+        check each example once and keep it in memory, so later epochs only crop and
+        augment (the stream is the same, batch for batch: the random crop and the
+        augmentations still draw at each position), when
+        the split's decoded images are known to fit in this many MiB: every shard has its
+        index (`data/records_index.py`), which gives each image's size (counted at 4
+        bytes a pixel). A split without indexes, lenient mode, or 0 here: every epoch
+        decodes its records again. The decode is more than half of the pipeline's work:
+        docs/benchmarks.md, "The training input pipeline".
 
     Every shard's record framing is checked up front (a truncated shard fails
     here, naming it; an empty one counts 0 records, but a split with no record at
@@ -343,10 +353,11 @@ def make_input_fn(
     num_records = split_size if indices is None else len(indices)  # An epoch.
     ignore_label = task.ignore_label
     if training:
+        cache = not lenient and _fits(files, decoded_cache_mb)
         stream = _TrainStream(
             task, batch_size, image_height, image_width, seed, shuffle_buffer, list(augmentations or ()),
             preprocess if preprocess is not None else preprocess_ops.ScaleAndCrop(), ignore_label, resume,
-            lenient, max_bad_fraction, split_size, num_records, num_parallel_calls,
+            lenient, max_bad_fraction, split_size, num_records, num_parallel_calls, cache,
         )  # fmt: skip
     else:
         stream = _EvalStream(task, scan_split(files), eval_size, eval_resize, ignore_label, num_parallel_calls)
@@ -361,11 +372,24 @@ def make_input_fn(
 
     input_fn.files = files
     input_fn.num_examples = num_records
+    input_fn.cached = training and stream.cache  # Decoded examples kept after the first epoch.
     input_fn.task = task
     input_fn.examples = None if training else stream.examples
     spec = {**schema.image_features(), **task.label_features()}
     input_fn.diagnose = lambda: diagnose_files(files, [schema.IMAGE_ENCODED, *task.required_keys()], spec)
     return input_fn
+
+
+def _fits(files, megabytes: int) -> bool:
+    """Whether the split's images, decoded (4 bytes a pixel: RGB and a mask), are known to fit
+    in `megabytes` MiB: every shard has a valid index, which gives each image's size."""
+    if megabytes <= 0:
+        return False
+    indexes = [records_index.read(path) for path in files]
+    if any(index is None for index in indexes):
+        return False
+    pixels = sum(int(height) * int(width) for index in indexes for _, height, width in index["examples"])
+    return 4 * pixels <= megabytes * 2**20
 
 
 def _read_split(file_pattern, subset):
@@ -427,6 +451,7 @@ class _TrainStream:
     split_size: int
     num_records: int
     num_parallel_calls: int
+    cache: bool = False  # Decode each record once and keep it (`decoded_cache_mb`).
 
     def __call__(self, records, config, input_context):
         # Exact resume: start where the restored global step left off (Estimator
@@ -436,24 +461,42 @@ class _TrainStream:
         # ones before: a resume reads at most one epoch (the skip inside it runs on
         # undecoded records).
         start = _resume_position(self.batch_size, config, input_context) if self.resume else tf.constant(0, tf.int64)
-        dataset = _epochs_from(records, self.num_records, start, self.seed, self.shuffle_buffer)
+        epochs = functools.partial(_epochs_from, num_records=self.num_records, seed=self.seed,
+                                   shuffle_buffer=self.shuffle_buffer)  # fmt: skip
+        parts = [(epochs(records, start=start), self._decode)]
+        if self.cache:
+            # From the first whole epoch on, each record is decoded once and kept: the same
+            # elements in the same order, so each epoch's seeded shuffle draws the same
+            # permutation and the stream is unchanged. A resume inside an epoch ends that
+            # epoch decoding as before (its skip stays undecoded), and the next one fills the cache.
+            decoded = records.map(functools.partial(_decode, task=self.task), self.num_parallel_calls,
+                                  deterministic=True).cache()  # fmt: skip
+            whole = start + (self.num_records - start % self.num_records) % self.num_records
+            parts = [(parts[0][0].take(whole - start), self._decode), (epochs(decoded, start=whole), self._prepare)]
         # Between-graph replication: every trainer reads the same seeded stream and
         # keeps the positions of its shard, so within a pass no two trainers read
         # the same example. The global step counts every trainer's batches, so
         # starting at position `global_step * batch_size` of the whole stream is
         # still where the cluster left off (exactly with one trainer).
         shard, stride = _training_shard(config, input_context)
-        if stride > 1:
-            # tf.equal, not ==: in a v1 graph (Estimator) `==` is Python identity, always False,
-            # and the filter would spin forever.
-            dataset = dataset.filter(lambda position, pair: tf.equal(position % stride, shard))
-        dataset = dataset.map(self._decode, self.num_parallel_calls, deterministic=True)
+        dataset = None
+        for part, prepare in parts:
+            if stride > 1:
+                # tf.equal, not ==: in a v1 graph (Estimator) `==` is Python identity, always False,
+                # and the filter would spin forever.
+                part = part.filter(lambda position, pair: tf.equal(position % stride, shard))
+            part = part.map(prepare, self.num_parallel_calls, deterministic=True)
+            dataset = part if dataset is None else dataset.concatenate(part)
         if self.lenient:
             dataset = _skip_bad_records(dataset, start, self.split_size, self.max_bad_fraction, stride)
         return dataset.map(lambda position, index, example: (index, example))
 
     def _decode(self, position, pair):
-        index, example = _decode(*pair, self.task)
+        return self._prepare(position, _decode(*pair, self.task))
+
+    def _prepare(self, position, decoded):
+        """The crop and augmentations of the decoded `(index, example)` at stream `position`."""
+        index, example = decoded
         key = tf.stack([tf.cast(self.seed, tf.int64), position])
         example = self.preprocess(example, self.height, self.width, self.ignore_label, key)
         example = augment_ops.apply(self.augmentations, example, self.seed, position)

@@ -9,7 +9,7 @@ from data import input as data_input
 from data import schema, synthetic
 from data.preprocess import ScaleAndCrop
 from models.segmentation import Segmentation
-from tests.conftest import TINY_SIZE, TINY_VAL
+from tests.conftest import TINY_SIZE, TINY_TRAIN, TINY_VAL
 
 
 def _collect(input_fn):
@@ -271,3 +271,60 @@ def test_an_index_too_large_for_any_split_is_one_line():
 
     with pytest.raises(DataError, match=r"^subset: index 99999999999999999999 is too large"):
         data_input.parse_subset("3,99999999999999999999")
+
+
+def _train_fn(root, **kwargs):
+    from data.augment import FlipLeftRight
+
+    return data_input.make_input_fn(
+        str(root / "train-*.tfrecord"), 4, TINY_SIZE, TINY_SIZE, SEGMENTATION, training=True, seed=3,
+        augmentations=[FlipLeftRight()], preprocess=ScaleAndCrop(min_scale_factor=0.5, max_scale_factor=2.0),
+        **kwargs,
+    )  # fmt: skip
+
+
+def _stream_from(input_fn, step, count):
+    """`count` training batches (indices, images, masks) from the one after `step`, as a resumed run reads them."""
+    with tf.Graph().as_default():
+        global_step = tf.compat.v1.train.create_global_step()  # The variable the stream reads.
+        iterator = tf.compat.v1.data.make_initializable_iterator(input_fn())
+        features, labels = iterator.get_next()
+        with tf.compat.v1.Session() as session:
+            session.run(global_step.assign(step))
+            session.run(iterator.initializer)
+            return [session.run((features["index"], features["image"], labels)) for _ in range(count)]
+
+
+def test_the_decoded_cache_keeps_the_stream_batch_for_batch_and_resumes_alike(tiny_dataset):
+    """Each example decoded once and kept (the split has indexes and fits): the same batches as
+    decoding at every epoch, across epochs (3 batches each), with a random scale and crop and
+    an augmentation drawing at each position, and resumed inside an epoch (step 4: 4 records
+    into the second) or at an epoch's start (step 3)."""
+    cached, decoding = _train_fn(tiny_dataset), _train_fn(tiny_dataset, decoded_cache_mb=0)
+    assert cached.cached and not decoding.cached
+    for step in (0, 3, 4):
+        a, b = _stream_from(cached, step, 8), _stream_from(decoding, step, 8)
+        for batch_a, batch_b in zip(a, b):
+            for x, y in zip(batch_a, batch_b):
+                np.testing.assert_array_equal(x, y)
+    whole = _stream_from(cached, 0, 12)
+    np.testing.assert_array_equal(_stream_from(cached, 4, 1)[0][1], whole[4][1])  # The resume reads on from there.
+
+
+def test_the_decoded_cache_is_used_only_when_the_split_is_known_to_fit(tiny_dataset, tmp_path):
+    import shutil
+
+    from data import records_index
+
+    size = TINY_TRAIN * TINY_SIZE * TINY_SIZE * 4  # Bytes the decoded split takes (4 a pixel).
+    assert _train_fn(tiny_dataset).cached
+    assert not _train_fn(tiny_dataset, decoded_cache_mb=0).cached
+    assert not _train_fn(tiny_dataset, lenient=True).cached  # Lenient mode counts what each epoch skips.
+    assert data_input._fits(data_input.list_files(str(tiny_dataset / "train-*.tfrecord")), size / 2**20)
+    assert not data_input._fits(data_input.list_files(str(tiny_dataset / "train-*.tfrecord")), (size - 1) / 2**20)
+    # A shard without its index (DeepLab's own records): the sizes are unknown, so no cache.
+    for path in tiny_dataset.glob("train-*"):
+        shutil.copy2(path, tmp_path / path.name)  # Its times kept, so the copied indexes stay valid.
+    assert _train_fn(tmp_path).cached
+    next(iter(tmp_path.glob(f"*{records_index.SUFFIX}"))).unlink()
+    assert not _train_fn(tmp_path).cached
