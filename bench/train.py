@@ -258,12 +258,12 @@ OP_GROUPS = {  # Op type (oneDNN's `_MklNative...` names included) -> group.
 }
 
 
-def _op_times(work, traced_steps=20, warmup=30):
+def _op_times(work, traced_steps=20, warmup=130):
     """Where a training step's time goes, by op group, in float32 and mixed_bfloat16: the
-    summed op times (`RunMetadata` of `traced_steps` steps after `warmup`, FULL_TRACE; summed over
-    threads, so more than the step's wall time) and each group's bfloat16 factor
-    (`op_bf16_speedup`), on the cores this process has: which ops the bfloat16 factor comes
-    from, and which stay as they were."""
+    summed op times (`RunMetadata` of `traced_steps` steps after `warmup`, past the first epoch
+    as the other sections; FULL_TRACE; summed over threads, so more than the step's wall time)
+    and each group's bfloat16 factor (`op_bf16_speedup`), on the cores this process has: which
+    ops the bfloat16 factor comes from, and which stay as they were."""
     import gin
     import tensorflow as tf
 

@@ -329,8 +329,9 @@ def make_input_fn(
         augmentations still draw at each position), when
         the split's decoded images are known to fit in this many MiB: every shard has its
         index (`data/records_index.py`), which gives each image's size (counted at 4
-        bytes a pixel). A split without indexes, lenient mode, or 0 here: every epoch
-        decodes its records again. The decode is more than half of the pipeline's work:
+        bytes a pixel). A split without indexes, lenient mode, a cluster's trainers
+        (TF_CONFIG, a strategy's input pipelines), or 0 here: every epoch decodes its
+        records again. The decode is more than half of the pipeline's work:
         docs/benchmarks.md, "The training input pipeline".
 
     Every shard's record framing is checked up front (a truncated shard fails
@@ -353,7 +354,7 @@ def make_input_fn(
     num_records = split_size if indices is None else len(indices)  # An epoch.
     ignore_label = task.ignore_label
     if training:
-        cache = not lenient and _fits(files, decoded_cache_mb)
+        cache = not lenient and _fits(files, decoded_cache_mb, indices)
         stream = _TrainStream(
             task, batch_size, image_height, image_width, seed, shuffle_buffer, list(augmentations or ()),
             preprocess if preprocess is not None else preprocess_ops.ScaleAndCrop(), ignore_label, resume,
@@ -372,7 +373,7 @@ def make_input_fn(
 
     input_fn.files = files
     input_fn.num_examples = num_records
-    input_fn.cached = training and stream.cache  # Decoded examples kept after the first epoch.
+    input_fn.cached = training and stream.cache  # Decoded examples kept (by a single trainer).
     input_fn.task = task
     input_fn.examples = None if training else stream.examples
     spec = {**schema.image_features(), **task.label_features()}
@@ -380,16 +381,17 @@ def make_input_fn(
     return input_fn
 
 
-def _fits(files, megabytes: int) -> bool:
-    """Whether the split's images, decoded (4 bytes a pixel: RGB and a mask), are known to fit
-    in `megabytes` MiB: every shard has a valid index, which gives each image's size."""
+def _fits(files, megabytes: int, indices) -> bool:
+    """Whether the split's images (those of `indices`, None: all), decoded (4 bytes a pixel: RGB
+    and a mask), are known to fit in `megabytes` MiB: every shard has a valid index, which
+    gives each image's size."""
     if megabytes <= 0:
         return False
     indexes = [records_index.read(path) for path in files]
     if any(index is None for index in indexes):
         return False
-    pixels = sum(int(height) * int(width) for index in indexes for _, height, width in index["examples"])
-    return 4 * pixels <= megabytes * 2**20
+    pixels = np.array([int(height) * int(width) for index in indexes for _, height, width in index["examples"]])
+    return 4 * int(pixels[indices].sum() if indices is not None else pixels.sum()) <= megabytes * 2**20
 
 
 def _read_split(file_pattern, subset):
@@ -463,8 +465,9 @@ class _TrainStream:
         start = _resume_position(self.batch_size, config, input_context) if self.resume else tf.constant(0, tf.int64)
         epochs = functools.partial(_epochs_from, num_records=self.num_records, seed=self.seed,
                                    shuffle_buffer=self.shuffle_buffer)  # fmt: skip
+        shard, stride = _training_shard(config, input_context)
         parts = [(epochs(records, start=start), self._decode)]
-        if self.cache:
+        if self.cache and stride == 1:  # A cluster's trainer would hold and decode the whole split for its share.
             # From the first whole epoch on, each record is decoded once and kept: the same
             # elements in the same order, so each epoch's seeded shuffle draws the same
             # permutation and the stream is unchanged. A resume inside an epoch ends that
@@ -478,7 +481,6 @@ class _TrainStream:
         # the same example. The global step counts every trainer's batches, so
         # starting at position `global_step * batch_size` of the whole stream is
         # still where the cluster left off (exactly with one trainer).
-        shard, stride = _training_shard(config, input_context)
         dataset = None
         for part, prepare in parts:
             if stride > 1:

@@ -290,7 +290,7 @@ def _stream_from(input_fn, step, count):
         iterator = tf.compat.v1.data.make_initializable_iterator(input_fn())
         features, labels = iterator.get_next()
         with tf.compat.v1.Session() as session:
-            session.run(global_step.assign(step))
+            session.run([global_step.assign(step), tf.compat.v1.tables_initializer()])  # A subset's table.
             session.run(iterator.initializer)
             return [session.run((features["index"], features["image"], labels)) for _ in range(count)]
 
@@ -311,6 +311,48 @@ def test_the_decoded_cache_keeps_the_stream_batch_for_batch_and_resumes_alike(ti
     np.testing.assert_array_equal(_stream_from(cached, 4, 1)[0][1], whole[4][1])  # The resume reads on from there.
 
 
+class _CountingSegmentation(Segmentation):
+    """Segmentation that counts its label decodes (one a record decoded), in `self.decodes`."""
+
+    def __init__(self):
+        super().__init__(4)
+        self.decodes = []
+
+    def decode_label(self, parsed, image_hw, index, filename):
+        mask, checks = super().decode_label(parsed, image_hw, index, filename)
+        counted = tf.py_function(lambda: self.decodes.append(1) or 0, [], tf.int32)
+        return mask, [*checks, counted]
+
+
+@pytest.mark.parametrize("step, decodes", [(0, TINY_TRAIN), (4, 2 * TINY_TRAIN - 4)])
+def test_the_decoded_cache_decodes_each_record_once(tiny_dataset, step, decodes):
+    """Eight batches of 4 from 12 records: from step 0, each record decoded once; from step 4
+    (4 records into the second epoch), the 8 left of that epoch, then the third fills the
+    cache and the fourth decodes nothing. Without the cache, every position is decoded."""
+    counted = {}
+    for megabytes in (1024, 0):
+        task = _CountingSegmentation()
+        fn = data_input.make_input_fn(
+            str(tiny_dataset / "train-*.tfrecord"), 4, TINY_SIZE, TINY_SIZE, task, training=True, seed=3,
+            decoded_cache_mb=megabytes,
+        )  # fmt: skip
+        _stream_from(fn, step, 8)
+        counted[megabytes] = len(task.decodes)
+    assert counted[1024] == decodes
+    assert counted[0] >= 8 * 4  # At least every position read.
+
+
+def test_the_decoded_cache_keeps_a_subsets_stream(tiny_dataset):
+    subset = [0, 2, 3, 5, 7, 11]
+    cached = _train_fn(tiny_dataset, subset=subset)
+    decoding = _train_fn(tiny_dataset, subset=subset, decoded_cache_mb=0)
+    assert cached.cached
+    for batch_a, batch_b in zip(_stream_from(cached, 2, 4), _stream_from(decoding, 2, 4)):
+        assert set(batch_a[0]) <= set(subset)
+        for x, y in zip(batch_a, batch_b):
+            np.testing.assert_array_equal(x, y)
+
+
 def test_the_decoded_cache_is_used_only_when_the_split_is_known_to_fit(tiny_dataset, tmp_path):
     import shutil
 
@@ -320,8 +362,10 @@ def test_the_decoded_cache_is_used_only_when_the_split_is_known_to_fit(tiny_data
     assert _train_fn(tiny_dataset).cached
     assert not _train_fn(tiny_dataset, decoded_cache_mb=0).cached
     assert not _train_fn(tiny_dataset, lenient=True).cached  # Lenient mode counts what each epoch skips.
-    assert data_input._fits(data_input.list_files(str(tiny_dataset / "train-*.tfrecord")), size / 2**20)
-    assert not data_input._fits(data_input.list_files(str(tiny_dataset / "train-*.tfrecord")), (size - 1) / 2**20)
+    files = data_input.list_files(str(tiny_dataset / "train-*.tfrecord"))
+    assert data_input._fits(files, size / 2**20, None)
+    assert not data_input._fits(files, (size - 1) / 2**20, None)
+    assert data_input._fits(files, (size / 2) / 2**20, np.arange(TINY_TRAIN // 2))  # A subset counts its own.
     # A shard without its index (DeepLab's own records): the sizes are unknown, so no cache.
     for path in tiny_dataset.glob("train-*"):
         shutil.copy2(path, tmp_path / path.name)  # Its times kept, so the copied indexes stay valid.

@@ -343,14 +343,28 @@ def _jpeg(image) -> bytes:
     return buffer.getvalue()
 
 
+# Damage that keeps the shard's record count: its index is written again, as the converter
+# would have written it for these records, so training decodes through the cache (the
+# default for an indexed split that fits: make_input_fn.decoded_cache_mb).
+REINDEXED = ("not_an_example", "mask_size", "truncated_jpeg", "wrong_type", "label")
+
+
 def _bad_split(tiny_dataset, tmp_path, kind, split="train", shard_index=1):
-    """A copy of a tiny split with one kind of damage in one shard; returns that shard."""
+    """A copy of a tiny split with one kind of damage in one shard; returns that shard.
+
+    The copy has no indexes (each shard is read record by record) but for the kinds in
+    REINDEXED, whose shards are all indexed."""
+    from data import records_index
+
     root = tmp_path / f"bad_{split}"
     root.mkdir()
     for source in sorted(tiny_dataset.glob(f"{split}-*.tfrecord")):
         shutil.copy(source, root / source.name)
+        if kind in REINDEXED:
+            records_index.write(str(root / source.name), records_index.read(str(source))["examples"])
     shard = sorted(root.glob(f"{split}-*.tfrecord"))[shard_index]
     records = _records(shard)
+    examples = records_index.read(str(shard))["examples"] if kind in REINDEXED else None
     if kind == "corrupt":
         data = bytearray(shard.read_bytes())
         data[len(data) // 2] ^= 0xFF  # Inside a record's payload: its CRC no longer matches.
@@ -381,6 +395,8 @@ def _bad_split(tiny_dataset, tmp_path, kind, split="train", shard_index=1):
         mask[5, 5] = 9
         bad = schema.make_example(image, "label_nine.png", mask=mask).SerializeToString()
         _write(shard, records[:1] + [bad] + records[2:])
+    if examples is not None:
+        records_index.write(str(shard), examples)
     return shard
 
 
@@ -400,10 +416,16 @@ def _bad_split(tiny_dataset, tmp_path, kind, split="train", shard_index=1):
 def test_bad_input_stops_with_one_line_and_the_model_dir_restores(
     uninterrupted, tiny_dataset, tmp_path, kind, expected
 ):
+    from data import input as data_input
+    from models.segmentation import Segmentation
+
     shard = _bad_split(tiny_dataset, tmp_path, kind)
+    pattern = str(shard.parent / "train-*.tfrecord")
+    if kind in REINDEXED:  # The damage is met through the decoded cache.
+        assert data_input.make_input_fn(pattern, 4, TINY_SIZE, TINY_SIZE, Segmentation(4), training=True).cached
     model_dir = tmp_path / "model"
     shutil.copytree(uninterrupted, model_dir)
-    pattern = repr(str(shard.parent / "train-*.tfrecord"))
+    pattern = repr(pattern)
     start = time.time()
     result = run_in_process(
         "train.py", *_args(model_dir, tiny_dataset, TRAIN_FILES=pattern, TRAIN_STEPS=30), check=False
