@@ -465,30 +465,32 @@ class _TrainStream:
         start = _resume_position(self.batch_size, config, input_context) if self.resume else tf.constant(0, tf.int64)
         epochs = functools.partial(_epochs_from, num_records=self.num_records, seed=self.seed,
                                    shuffle_buffer=self.shuffle_buffer)  # fmt: skip
-        shard, stride = _training_shard(config, input_context)
-        parts = [(epochs(records, start=start), self._decode)]
-        if self.cache and stride == 1:  # A cluster's trainer would hold and decode the whole split for its share.
-            # From the first whole epoch on, each record is decoded once and kept: the same
-            # elements in the same order, so each epoch's seeded shuffle draws the same
-            # permutation and the stream is unchanged. A resume inside an epoch ends that
-            # epoch decoding as before (its skip stays undecoded), and the next one fills the cache.
-            decoded = records.map(functools.partial(_decode, task=self.task), self.num_parallel_calls,
-                                  deterministic=True).cache()  # fmt: skip
-            whole = start + (self.num_records - start % self.num_records) % self.num_records
-            parts = [(parts[0][0].take(whole - start), self._decode), (epochs(decoded, start=whole), self._prepare)]
         # Between-graph replication: every trainer reads the same seeded stream and
         # keeps the positions of its shard, so within a pass no two trainers read
         # the same example. The global step counts every trainer's batches, so
         # starting at position `global_step * batch_size` of the whole stream is
         # still where the cluster left off (exactly with one trainer).
-        dataset = None
-        for part, prepare in parts:
+        shard, stride = _training_shard(config, input_context)
+        if self.cache and stride == 1:  # A cluster's trainer would hold and decode the whole split for its share.
+            # From the first whole epoch on, each record is decoded once and kept: the same
+            # elements in the same order, so each epoch's seeded shuffle draws the same
+            # permutation and the stream is unchanged. A resume inside an epoch ends that
+            # epoch decoding as before (its skip stays undecoded); the next one fills the cache.
+            decode = functools.partial(_decode, task=self.task)
+            decoded = records.map(decode, self.num_parallel_calls, deterministic=True).cache()
+            whole = start + (self.num_records - start % self.num_records) % self.num_records
+            rest_of_epoch = epochs(records, start=start).take(whole - start)
+            rest_of_epoch = rest_of_epoch.map(lambda position, pair: (position, decode(*pair)),
+                                              self.num_parallel_calls, deterministic=True)  # fmt: skip
+            dataset = rest_of_epoch.concatenate(epochs(decoded, start=whole))
+            dataset = dataset.map(self._prepare, self.num_parallel_calls, deterministic=True)
+        else:
+            dataset = epochs(records, start=start)
             if stride > 1:
                 # tf.equal, not ==: in a v1 graph (Estimator) `==` is Python identity, always False,
                 # and the filter would spin forever.
-                part = part.filter(lambda position, pair: tf.equal(position % stride, shard))
-            part = part.map(prepare, self.num_parallel_calls, deterministic=True)
-            dataset = part if dataset is None else dataset.concatenate(part)
+                dataset = dataset.filter(lambda position, pair: tf.equal(position % stride, shard))
+            dataset = dataset.map(self._decode, self.num_parallel_calls, deterministic=True)
         if self.lenient:
             dataset = _skip_bad_records(dataset, start, self.split_size, self.max_bad_fraction, stride)
         return dataset.map(lambda position, index, example: (index, example))
