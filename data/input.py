@@ -326,13 +326,12 @@ def make_input_fn(
       decoded_cache_mb: training only: from the run's first whole epoch on, decode and
         check each example once and keep it in memory, so later epochs only crop and
         augment (the stream is the same, batch for batch: the random crop and the
-        augmentations still draw at each position), when
-        the split's decoded images are known to fit in this many MiB: every shard has its
-        index (`data/records_index.py`), which gives each image's size (counted at 4
-        bytes a pixel). A split without indexes, lenient mode, a cluster's trainers
-        (TF_CONFIG, a strategy's input pipelines), or 0 here: every epoch decodes its
-        records again. The decode is more than half of the pipeline's work:
-        docs/benchmarks.md, "The training input pipeline".
+        augmentations still draw at each position), when the split's decoded images are
+        known to fit in this many MiB: every shard has its index (`data/records_index.py`),
+        which gives each image's size (counted at 4 bytes a pixel). A split without
+        indexes, lenient mode, a cluster's trainers (TF_CONFIG, a strategy's input
+        pipelines), or 0 here: every epoch decodes its records again. The decode is more
+        than half of the pipeline's work: docs/benchmarks.md, "The training input pipeline".
 
     Every shard's record framing is checked up front (a truncated shard fails
     here, naming it; an empty one counts 0 records, but a split with no record at

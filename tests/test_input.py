@@ -314,8 +314,8 @@ def test_the_decoded_cache_keeps_the_stream_batch_for_batch_and_resumes_alike(ti
 def _counting_segmentation():
     """A Segmentation task whose label decodes (one a record decoded) are counted in `task.decodes`
     (its own method wrapped: a subclass would take the task's name in the results readers' registry)."""
-    task, decode_label = Segmentation(4), Segmentation(4).decode_label
-    task.decodes = []
+    task = Segmentation(4)
+    decode_label, task.decodes = task.decode_label, []
 
     def counting(parsed, image_hw, index, filename):
         mask, checks = decode_label(parsed, image_hw, index, filename)
