@@ -55,9 +55,10 @@ def list_files(file_pattern) -> list:
     return files
 
 
-def shard_size(path: str) -> int:
-    """A shard's record count: from its index (`data/records_index.py`), else its record headers."""
-    index = records_index.read(path)
+def shard_size(path: str, index=None) -> int:
+    """A shard's record count: from its index (`data/records_index.py`, or `index` as read
+    already), else its record headers."""
+    index = index if index is not None else records_index.read(path)
     return index["count"] if index is not None else count_records(path)
 
 
@@ -349,11 +350,11 @@ def make_input_fn(
     """
     if lenient and not training:
         raise DataError("lenient mode is for training only: evaluation is always strict")
-    files, split_size, indices = _read_split(file_pattern, subset)
+    files, split_size, indices, indexes = _read_split(file_pattern, subset)
     num_records = split_size if indices is None else len(indices)  # An epoch.
     ignore_label = task.ignore_label
     if training:
-        cache = not lenient and _fits(files, decoded_cache_mb, indices)
+        cache = not lenient and _fits(indexes, decoded_cache_mb, indices)
         stream = _TrainStream(
             task, batch_size, image_height, image_width, seed, shuffle_buffer, list(augmentations or ()),
             preprocess if preprocess is not None else preprocess_ops.ScaleAndCrop(), ignore_label, resume,
@@ -380,13 +381,12 @@ def make_input_fn(
     return input_fn
 
 
-def _fits(files, megabytes: int, indices) -> bool:
+def _fits(indexes, megabytes: int, indices) -> bool:
     """Whether the split's images (those of `indices`, None: all), decoded (4 bytes a pixel: RGB
-    and a mask), are known to fit in `megabytes` MiB: every shard has a valid index, which
-    gives each image's size."""
+    and a mask), are known to fit in `megabytes` MiB: every shard has a valid index (`indexes`,
+    each shard's as `records_index.read` gives it), which gives each image's size."""
     if megabytes <= 0:
         return False
-    indexes = [records_index.read(path) for path in files]
     if any(index is None for index in indexes):
         return False
     pixels = np.array([int(height) * int(width) for index in indexes for _, height, width in index["examples"]])
@@ -394,9 +394,11 @@ def _fits(files, megabytes: int, indices) -> bool:
 
 
 def _read_split(file_pattern, subset):
-    """`(files, split size, subset indices or None)`, every shard's framing checked up front."""
+    """`(files, split size, subset indices or None, each shard's index or None)`, every shard's
+    framing checked up front (each index read once)."""
     files = list_files(file_pattern)
-    sizes = [shard_size(path) for path in files]
+    indexes = [records_index.read(path) for path in files]
+    sizes = [shard_size(path, index) for path, index in zip(files, indexes)]
     split_size = sum(sizes)
     if split_size == 0:
         raise DataError(f"no records in {file_pattern} ({len(files)} empty shard(s))")
@@ -413,7 +415,7 @@ def _read_split(file_pattern, subset):
             f"subset index {beyond[0]} is beyond the split ({split_size} examples in {file_pattern}); "
             f"{len(beyond)} index(es) out of range"
         )
-    return files, split_size, indices
+    return files, split_size, indices, indexes
 
 
 def _records(files, indices):

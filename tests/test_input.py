@@ -363,10 +363,10 @@ def test_the_decoded_cache_is_used_only_when_the_split_is_known_to_fit(tiny_data
     assert _train_fn(tiny_dataset).cached
     assert not _train_fn(tiny_dataset, decoded_cache_mb=0).cached
     assert not _train_fn(tiny_dataset, lenient=True).cached  # Lenient mode counts what each epoch skips.
-    files = data_input.list_files(str(tiny_dataset / "train-*.tfrecord"))
-    assert data_input._fits(files, size / 2**20, None)
-    assert not data_input._fits(files, (size - 1) / 2**20, None)
-    assert data_input._fits(files, (size / 2) / 2**20, np.arange(TINY_TRAIN // 2))  # A subset counts its own.
+    indexes = [records_index.read(path) for path in data_input.list_files(str(tiny_dataset / "train-*.tfrecord"))]
+    assert data_input._fits(indexes, size / 2**20, None)
+    assert not data_input._fits(indexes, (size - 1) / 2**20, None)
+    assert data_input._fits(indexes, (size / 2) / 2**20, np.arange(TINY_TRAIN // 2))  # A subset counts its own.
     # A shard without its index (DeepLab's own records): the sizes are unknown, so no cache.
     for path in tiny_dataset.glob("train-*"):
         shutil.copy2(path, tmp_path / path.name)  # Its times kept, so the copied indexes stay valid.
